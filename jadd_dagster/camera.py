@@ -1,0 +1,200 @@
+"""Camera calibration and the lens model shared by the log generator and the sampler.
+
+Frames follow nuScenes: the camera frame has x right, y down, z forward (metres); the ego frame has
+x forward, y left, z up (metres); rotations are unit quaternions written [w, x, y, z] and map sensor
+coordinates into the ego frame. Distortion uses OpenCV's radial-tangential model with coefficients
+(k1, k2, p1, p2, k3).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+DISTORTION_MODEL = "opencv_radtan"
+
+
+def quaternion_from_matrix(rotation: np.ndarray) -> tuple[float, float, float, float]:
+    """Unit quaternion [w, x, y, z] of a 3x3 rotation matrix (w >= 0)."""
+    m = np.asarray(rotation, dtype=np.float64)
+    trace = m[0, 0] + m[1, 1] + m[2, 2]
+    if trace > 0:
+        s = 2.0 * math.sqrt(trace + 1.0)
+        q = (0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s)
+    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
+        s = 2.0 * math.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
+        q = ((m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s)
+    elif m[1, 1] > m[2, 2]:
+        s = 2.0 * math.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
+        q = ((m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s)
+    else:
+        s = 2.0 * math.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
+        q = ((m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s)
+    arr = np.array(q)
+    arr /= np.linalg.norm(arr)
+    if arr[0] < 0:
+        arr = -arr
+    return tuple(float(v) for v in arr)  # type: ignore[return-value]
+
+
+def matrix_from_quaternion(q: tuple[float, float, float, float] | list[float]) -> np.ndarray:
+    """3x3 rotation matrix of a quaternion [w, x, y, z] (normalised first)."""
+    w, x, y, z = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+def yaw_quaternion(yaw_rad: float) -> tuple[float, float, float, float]:
+    """Quaternion [w, x, y, z] of a rotation by yaw_rad about the z (up) axis."""
+    return (math.cos(yaw_rad / 2), 0.0, 0.0, math.sin(yaw_rad / 2))
+
+
+def camera_to_ego_rotation(yaw_deg: float, pitch_deg: float = 0.0) -> np.ndarray:
+    """Rotation (3x3) from the camera frame to the ego frame of a camera looking along yaw_deg.
+
+    yaw 0 looks forward (ego +x), 90 looks left (ego +y); pitch > 0 tilts the camera down.
+    """
+    # Columns are the camera axes expressed in the ego frame for a forward-looking camera.
+    base = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+    pitch = math.radians(pitch_deg)
+    tilt = np.array(  # rotation about the camera x axis (pointing right): positive looks down
+        [[1, 0, 0], [0, math.cos(pitch), -math.sin(pitch)], [0, math.sin(pitch), math.cos(pitch)]]
+    )
+    yaw = math.radians(yaw_deg)
+    about_up = np.array(
+        [[math.cos(yaw), -math.sin(yaw), 0], [math.sin(yaw), math.cos(yaw), 0], [0, 0, 1]]
+    )
+    return about_up @ base @ tilt.T
+
+
+@dataclass(frozen=True)
+class CameraCalibration:
+    """One camera's intrinsics, lens distortion and mounting on the vehicle.
+
+    intrinsic: 3x3 camera matrix in pixels; distortion: OpenCV (k1, k2, p1, p2, k3);
+    translation: sensor origin in the ego frame (metres); rotation: sensor-to-ego [w, x, y, z];
+    width, height: image size in pixels.
+    """
+
+    channel: str
+    width: int
+    height: int
+    intrinsic: tuple[tuple[float, float, float], ...]
+    distortion: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0)
+    translation: tuple[float, float, float] = (0.0, 0.0, 1.5)
+    rotation: tuple[float, float, float, float] = (1.0, 0.0, 0.0, 0.0)
+    distortion_model: str = field(default=DISTORTION_MODEL)
+
+    @property
+    def camera_matrix(self) -> np.ndarray:
+        return np.asarray(self.intrinsic, dtype=np.float64)
+
+    @property
+    def dist_coeffs(self) -> np.ndarray:
+        return np.asarray(self.distortion, dtype=np.float64)
+
+    @property
+    def is_distorted(self) -> bool:
+        return any(abs(c) > 0 for c in self.distortion)
+
+    def to_json(self) -> dict:
+        return {
+            "channel": self.channel,
+            "width": self.width,
+            "height": self.height,
+            "intrinsic": [list(row) for row in self.intrinsic],
+            "distortion_model": self.distortion_model,
+            "distortion": list(self.distortion),
+            "translation": list(self.translation),
+            "rotation": list(self.rotation),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "CameraCalibration":
+        intrinsic = tuple(tuple(float(v) for v in row) for row in data["intrinsic"])
+        if len(intrinsic) != 3 or any(len(row) != 3 for row in intrinsic):
+            raise ValueError(f"{data.get('channel')}: intrinsic must be a 3x3 matrix")
+        return cls(
+            channel=str(data["channel"]),
+            width=int(data["width"]),
+            height=int(data["height"]),
+            intrinsic=intrinsic,
+            distortion=tuple(float(v) for v in data.get("distortion", (0, 0, 0, 0, 0))),
+            translation=tuple(float(v) for v in data["translation"]),  # type: ignore[arg-type]
+            rotation=tuple(float(v) for v in data["rotation"]),  # type: ignore[arg-type]
+            distortion_model=str(data.get("distortion_model", DISTORTION_MODEL)),
+        )
+
+
+def pinhole_intrinsic(width: int, height: int, hfov_deg: float) -> tuple[tuple[float, ...], ...]:
+    """Camera matrix of a centred pinhole with the given horizontal field of view."""
+    fx = (width / 2) / math.tan(math.radians(hfov_deg) / 2)
+    return ((fx, 0.0, width / 2), (0.0, fx, height / 2), (0.0, 0.0, 1.0))
+
+
+def project_points(points_cam: np.ndarray, calib: CameraCalibration, distorted: bool = True) -> np.ndarray:
+    """Pixel coordinates (N, 2) of camera-frame points (N, 3) with z > 0."""
+    pts = np.asarray(points_cam, dtype=np.float64).reshape(-1, 1, 3)
+    dist = calib.dist_coeffs if distorted else np.zeros(5)
+    pixels, _ = cv2.projectPoints(pts, np.zeros(3), np.zeros(3), calib.camera_matrix, dist)
+    return pixels.reshape(-1, 2)
+
+
+def pixel_rays(calib: CameraCalibration) -> np.ndarray:
+    """Unit-z ray directions (H, W, 3) in the camera frame for every pixel of the distorted image."""
+    u, v = np.meshgrid(np.arange(calib.width, dtype=np.float64), np.arange(calib.height, dtype=np.float64))
+    pix = np.stack([u.ravel(), v.ravel()], axis=1).reshape(-1, 1, 2)
+    norm = cv2.undistortPointsIter(
+        pix, calib.camera_matrix, calib.dist_coeffs, None, None,
+        (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 40, 1e-9),
+    ).reshape(-1, 2)
+    rays = np.concatenate([norm, np.ones((norm.shape[0], 1))], axis=1)
+    return rays.reshape(calib.height, calib.width, 3)
+
+
+def undistortion_maps(
+    calib: CameraCalibration, out_size: tuple[int, int] | None = None, undistort: bool = True
+) -> tuple[np.ndarray, np.ndarray, CameraCalibration]:
+    """Remap tables that turn a raw frame into the output frame, and the output calibration.
+
+    out_size is (width, height); None keeps the input size. With undistort, the output is a pinhole
+    image with the rectified camera matrix (cv2.getOptimalNewCameraMatrix, alpha=0: only valid
+    pixels) and zero distortion; without it the frame is only resized and the distortion kept.
+    """
+    width, height = out_size or (calib.width, calib.height)
+    sx, sy = width / calib.width, height / calib.height
+    if undistort:
+        new_k, _ = cv2.getOptimalNewCameraMatrix(
+            calib.camera_matrix, calib.dist_coeffs, (calib.width, calib.height), 0.0, (calib.width, calib.height)
+        )
+        distortion: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0)
+        src_dist = calib.dist_coeffs
+    else:
+        new_k = calib.camera_matrix.copy()
+        distortion = calib.distortion
+        src_dist = np.zeros(5)
+    scale = np.array([[sx, 0, 0], [0, sy, 0], [0, 0, 1]])
+    out_k = scale @ new_k
+    # For an undistorted output, source pixel = distort(K_src, inverse(out_k) * p); without
+    # undistortion, this is a pure scaling because both use the same (zero) distortion.
+    map_x, map_y = cv2.initUndistortRectifyMap(
+        calib.camera_matrix, src_dist, None, out_k, (width, height), cv2.CV_32FC1
+    )
+    out = CameraCalibration(
+        channel=calib.channel,
+        width=width,
+        height=height,
+        intrinsic=tuple(tuple(float(v) for v in row) for row in out_k),
+        distortion=distortion,
+        translation=calib.translation,
+        rotation=calib.rotation,
+    )
+    return map_x, map_y, out

@@ -1,0 +1,161 @@
+"""`jadd`: make synthetic logs, build datasets headless, list the registry, run a worker."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+DEMO_SPEC = Path(__file__).resolve().parents[1] / "assets" / "datasets" / "demo.yaml"
+
+
+def cmd_make_logs(args) -> int:
+    from jadd_dagster.logs.generator import make_logs
+
+    started = time.monotonic()
+    paths = make_logs(
+        Path(args.out), n_logs=args.logs, minutes=args.minutes, seed=args.seed,
+        channels=tuple(args.channels.split(",")), image_size=(args.width, args.height),
+    )
+    print(f"wrote {len(paths)} logs to {args.out} in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def _load_spec(path: Path):
+    from jadd_dagster.spec import SpecError, load_spec
+
+    try:
+        return load_spec(path), yaml.safe_load(path.read_text())
+    except SpecError as error:
+        print(f"error: the dataset spec is invalid:\n{error}", file=sys.stderr)
+        return None, None
+
+
+def _run_build(spec_path: Path, workdir: Path, logs_dir: Path | None, make_demo_logs: dict | None) -> int:
+    from jadd_dagster import headless
+
+    spec, spec_data = _load_spec(spec_path)  # refuse a bad spec before any work
+    if spec is None:
+        return 2
+    headless.use_workdir(workdir)
+    store_logs = workdir.resolve() / "store" / "logs"
+    if make_demo_logs is not None:
+        from jadd_dagster.logs.generator import make_logs
+
+        if store_logs.exists():
+            shutil.rmtree(store_logs)
+        print(f"generating {make_demo_logs['n_logs']} synthetic logs")
+        make_logs(store_logs, **make_demo_logs)
+    if logs_dir is not None:
+        if not Path(logs_dir).is_dir():
+            print(f"error: --logs {logs_dir} is not a folder", file=sys.stderr)
+            return 2
+        headless.link_logs(Path(logs_dir), store_logs)
+    try:
+        result = headless.build_dataset(spec, spec_data, workdir)
+    except headless.BuildFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    path = headless.write_summary(result, workdir.resolve())
+    s = result.summary
+    print(
+        f"\ndataset {s['name']}: {s['scenes']} scenes, {s['samples']} samples, {s['images']} images "
+        f"({s['cached_scenes']} scenes cached, {s['computed_scenes']} computed) in {s['wall_s']:.1f} s\n"
+        f"dataroot: {s['dataroot']}\nversions: {', '.join(s['versions'])}\nsummary:  {path}"
+    )
+    for scene, reason in sorted(s["failed_scenes"].items()):
+        print(f"FAILED scene {scene}: {reason}", file=sys.stderr)
+    for log_id, reason in sorted(result.failed_logs.items()):
+        print(f"FAILED log {log_id}: {reason}", file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+def cmd_demo(args) -> int:
+    logs = {"n_logs": args.logs, "minutes": args.minutes, "seed": args.seed,
+            "channels": ("CAM_FRONT", "CAM_FRONT_LEFT", "CAM_FRONT_RIGHT"), "image_size": (320, 180)}
+    return _run_build(DEMO_SPEC, Path(args.workdir), None, logs)
+
+
+def cmd_build(args) -> int:
+    return _run_build(Path(args.spec), Path(args.workdir), Path(args.logs), None)
+
+
+def cmd_datasets_list(args) -> int:
+    from jadd_dagster import headless
+    from jadd_dagster.profile import load_profile
+    from jadd_dagster.registry import Registry
+
+    if args.workdir:
+        headless.use_workdir(Path(args.workdir))
+    entries = Registry(load_profile().registry_url).list_datasets(args.name)
+    if args.json:
+        print(json.dumps([{**e.__dict__, "created_at": e.created_at.isoformat()} for e in entries], indent=2))
+        return 0
+    print(f"{'name':<20} {'status':<9} {'scenes':>7} {'samples':>8} {'images':>8} {'failed':>6}  {'created':<19}  dataroot")
+    for e in entries:
+        print(f"{e.name:<20} {e.status:<9} {e.scenes:>7} {e.samples:>8} {e.images:>8} {e.failed_scenes:>6}  "
+              f"{e.created_at:%Y-%m-%d %H:%M:%S}  {e.dataroot}")
+    if not entries:
+        print("(no datasets registered)")
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from jadd_dagster.compute.worker import main as worker_main
+
+    return worker_main(["--manifest", args.manifest])
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jadd", description="JADD Creator: drive logs to nuScenes datasets.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("make-logs", help="write synthetic drive logs")
+    m.add_argument("--out", required=True)
+    m.add_argument("--logs", type=int, default=3)
+    m.add_argument("--minutes", type=float, default=1.0)
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--channels", default="CAM_FRONT,CAM_FRONT_LEFT,CAM_FRONT_RIGHT")
+    m.add_argument("--width", type=int, default=320)
+    m.add_argument("--height", type=int, default=180)
+    m.set_defaults(func=cmd_make_logs)
+
+    d = sub.add_parser("demo", help="generate logs and build the demo dataset end to end")
+    d.add_argument("--workdir", default="demo-work")
+    d.add_argument("--logs", type=int, default=3)
+    d.add_argument("--minutes", type=float, default=1.0)
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=cmd_demo)
+
+    b = sub.add_parser("build", help="build one dataset spec over a folder of logs")
+    b.add_argument("--spec", required=True, help="dataset spec YAML")
+    b.add_argument("--logs", required=True, help="folder of drive-log folders")
+    b.add_argument("--workdir", required=True, help="store, registry and Dagster instance go here")
+    b.set_defaults(func=cmd_build)
+
+    ds = sub.add_parser("datasets", help="the dataset registry")
+    ds_sub = ds.add_subparsers(dest="datasets_command", required=True)
+    dl = ds_sub.add_parser("list", help="list registered datasets")
+    dl.add_argument("--workdir", help="the work folder of a demo or build (default: the profile's)")
+    dl.add_argument("--name")
+    dl.add_argument("--json", action="store_true")
+    dl.set_defaults(func=cmd_datasets_list)
+
+    w = sub.add_parser("worker", help="process one chunk manifest (the compute backends run this)")
+    w.add_argument("--manifest", required=True)
+    w.set_defaults(func=cmd_worker)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Split: grouping the scenes that need work into chunks for the compute backend.
+
+A chunk holds scenes of one log, in time order, up to a target duration of *scene* time, so that
+one worker decodes each log's videos sequentially and per-chunk overhead is paid once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class SceneTask:
+    """One scene for a worker: where its log is and where its output goes (store keys)."""
+
+    scene_id: str
+    log_id: str
+    scene_index: int
+    start_time_us: int
+    end_time_us: int
+    log_key: str
+    output_key: str
+
+
+@dataclass
+class ChunkManifest:
+    """What one worker process does: a stage, its settings, and a list of scenes."""
+
+    chunk_id: str
+    stage: str
+    settings: dict
+    store_root: str
+    results_key: str
+    scenes: list[SceneTask] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ChunkManifest":
+        return cls(**{**data, "scenes": [SceneTask(**s) for s in data["scenes"]]})
+
+
+def split_into_chunks(tasks: list[SceneTask], target_chunk_s: float) -> list[list[SceneTask]]:
+    """Group tasks by log in time order; a chunk closes when it reaches target_chunk_s of scene time."""
+    by_log: dict[str, list[SceneTask]] = {}
+    for task in tasks:
+        by_log.setdefault(task.log_id, []).append(task)
+    chunks: list[list[SceneTask]] = []
+    for log_id in sorted(by_log):
+        current: list[SceneTask] = []
+        seconds = 0.0
+        for task in sorted(by_log[log_id], key=lambda t: t.start_time_us):
+            current.append(task)
+            seconds += (task.end_time_us - task.start_time_us) / 1e6
+            if seconds >= target_chunk_s:
+                chunks.append(current)
+                current, seconds = [], 0.0
+        if current:
+            chunks.append(current)
+    return chunks

@@ -1,0 +1,98 @@
+"""One stage over many scenes: find what is cached, split the rest into chunks, run, collect.
+
+Plain Python: the Dagster layer calls `run_stage` and turns its result into materializations.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jadd_dagster.compute.chunks import ChunkManifest, SceneTask, split_into_chunks
+from jadd_dagster.compute.local import ChunkOutcome
+from jadd_dagster.compute.worker import result_key
+from jadd_dagster.registry import Registry, SceneOutput
+from jadd_dagster.storage import RUNS, LocalStore
+
+RunChunks = Callable[[list[Path], Callable[[ChunkOutcome, int, int], None]], list[ChunkOutcome]]
+
+
+@dataclass
+class StageResult:
+    """What a stage did: scenes served from cache, newly computed, failed (with reasons)."""
+
+    cached: list[SceneOutput] = field(default_factory=list)
+    computed: list[SceneOutput] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    chunks: int = 0
+    wall_s: float = 0.0
+
+    @property
+    def ok(self) -> list[SceneOutput]:
+        return sorted(self.cached + self.computed, key=lambda o: o.scene_id)
+
+
+def run_stage(
+    tasks: list[SceneTask],
+    stage: str,
+    profile_key: str,
+    settings: dict,
+    store: LocalStore,
+    registry: Registry,
+    run_chunks: RunChunks,
+    run_id: str,
+    target_chunk_s: float,
+    done_marker: str,
+    on_progress: Callable[[str], None] = lambda message: None,
+) -> StageResult:
+    """Run a stage for the tasks whose output is not cached; record new outputs in the registry.
+
+    done_marker is the file inside an output folder that proves it complete (e.g. scene.json).
+    """
+    started = time.monotonic()
+    result = StageResult()
+    cached = registry.cached_scene_outputs(stage, profile_key, [t.scene_id for t in tasks])
+    todo = []
+    for task in tasks:
+        hit = cached.get(task.scene_id)
+        if hit and store.exists(f"{hit.path}/{done_marker}"):
+            result.cached.append(hit)
+        else:
+            todo.append(task)
+    chunks = split_into_chunks(todo, target_chunk_s)
+    result.chunks = len(chunks)
+    on_progress(f"{stage}: {len(result.cached)} scenes cached, {len(todo)} to compute in {len(chunks)} chunks")
+    if chunks:
+        results_key = f"{RUNS}/{run_id}/{stage}/results"
+        manifests = []
+        for i, chunk in enumerate(chunks):
+            manifest = ChunkManifest(f"{stage}-{i:05d}", stage, settings, str(store.root), results_key, chunk)
+            manifests.append(store.write_json(f"{RUNS}/{run_id}/{stage}/chunks/{i:05d}.json", manifest.to_json()))
+
+        def report(outcome: ChunkOutcome, done: int, total: int) -> None:
+            status = "ok" if outcome.returncode == 0 else f"exit code {outcome.returncode}"
+            on_progress(f"{stage}: chunk {done}/{total} finished ({status}, {outcome.seconds:.1f} s)")
+
+        outcomes = {o.manifest: o for o in run_chunks(manifests, report)}
+        for manifest_path, chunk in zip(manifests, chunks):
+            outcome = outcomes.get(manifest_path)
+            for task in chunk:
+                key = result_key(results_key, task.scene_id)
+                if not store.exists(key):
+                    reason = "worker ended before this scene"
+                    if outcome and outcome.stderr_tail:
+                        reason += f": {outcome.stderr_tail.strip().splitlines()[-1]}"
+                    result.failed[task.scene_id] = reason
+                    continue
+                record = store.read_json(key)
+                if record["status"] == "ok":
+                    result.computed.append(
+                        SceneOutput(task.scene_id, stage, profile_key, task.output_key, record["frames"], record["seconds"], run_id)
+                    )
+                else:
+                    result.failed[task.scene_id] = record["error"]
+        registry.record_scene_outputs(result.computed)
+    result.wall_s = time.monotonic() - started
+    return result

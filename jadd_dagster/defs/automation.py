@@ -1,0 +1,52 @@
+"""Sensors and schedules: new logs become partitions; standard datasets rebuild on a schedule."""
+
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+from jadd_dagster.defs.dataset_assets import curated_scenes, dataset_registry, jadd_dataset
+from jadd_dagster.defs.log_assets import drive_logs, scene_index
+from jadd_dagster.defs.partitions import dataset_partitions, log_partitions
+from jadd_dagster.defs.resources import StoreResource
+from jadd_dagster.logs.format import MANIFEST
+from jadd_dagster.spec import load_spec
+from jadd_dagster.storage import LOGS
+
+STANDARD_DATASETS_DIR = Path(__file__).resolve().parents[2] / "assets" / "datasets"
+DATASET_ASSETS = [curated_scenes.key, jadd_dataset.key, dataset_registry.key]
+
+
+def new_log_ids(store: StoreResource, known: set[str]) -> list[str]:
+    s = store.store()
+    return [n for n in s.list_children(LOGS) if n not in known and s.exists(f"{LOGS}/{n}/{MANIFEST}")]
+
+
+@dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+def drive_log_sensor(context: dg.SensorEvaluationContext, store: StoreResource) -> dg.SensorResult:
+    """Registers each new log folder in the store as a `logs` partition and ingests it."""
+    known = set(context.instance.get_dynamic_partitions(log_partitions.name))
+    new = new_log_ids(store, known)
+    return dg.SensorResult(
+        dynamic_partitions_requests=[log_partitions.build_add_request(new)] if new else [],
+        run_requests=[dg.RunRequest(partition_key=log_id, asset_selection=[drive_logs.key, scene_index.key]) for log_id in new],
+    )
+
+
+def dataset_run_config(spec_data: dict) -> dict:
+    config = {k: v for k, v in spec_data.items() if k != "name"}
+    return {"ops": {curated_scenes.op.name: {"config": config}}}
+
+
+@dg.schedule(cron_schedule="0 2 * * *", target=DATASET_ASSETS, default_status=dg.DefaultScheduleStatus.STOPPED)
+def standard_datasets_schedule(context: dg.ScheduleEvaluationContext):
+    """Rebuilds every dataset in assets/datasets/ nightly; cached scenes are not recomputed."""
+    for path in sorted(STANDARD_DATASETS_DIR.glob("*.yaml")):
+        spec = load_spec(path)
+        if not context.instance.has_dynamic_partition(dataset_partitions.name, spec.name):
+            context.instance.add_dynamic_partitions(dataset_partitions.name, [spec.name])
+        yield dg.RunRequest(
+            run_key=f"{spec.name}-{context.scheduled_execution_time:%Y%m%d}",
+            partition_key=spec.name,
+            run_config=dataset_run_config(yaml.safe_load(path.read_text())),
+        )

@@ -1,0 +1,199 @@
+"""Assets of a dataset build: curation, per-scene sampling, the nuScenes dataset and its registration."""
+
+import dagster as dg
+import pydantic
+
+from jadd_dagster import build
+from jadd_dagster.compute.dispatch import StageResult, run_stage
+from jadd_dagster.cost import estimate_sampling_cost
+from jadd_dagster.curation import FilterError, select_scenes
+from jadd_dagster.defs.log_assets import read_catalog, scene_catalog
+from jadd_dagster.defs.partitions import dataset_partitions, scene_of_partition_key, scene_partition_key, scene_partitions
+from jadd_dagster.defs.resources import LocalComputeBackend, PipelineSettings, RegistryResource, StoreResource
+from jadd_dagster.scene_record import SCENE_JSON
+from jadd_dagster.spec import DatasetSpec, SpecError, parse_spec
+
+# Run config of a dataset build: every DatasetSpec parameter except the name, which is the
+# `datasets` partition key. The launchpad shows these fields with their defaults and descriptions.
+DatasetConfig = pydantic.create_model(
+    "DatasetConfig",
+    __base__=dg.Config,
+    **{n: (f.annotation, f) for n, f in DatasetSpec.model_fields.items() if n != "name"},
+)
+SamplingConfig = pydantic.create_model(
+    "SamplingConfig",
+    __base__=dg.Config,
+    **{
+        n: (f.annotation, f)
+        for n, f in DatasetSpec.model_fields.items()
+        if n in ("channels", "keyframe_hz", "sweep_hz", "undistort", "image_width", "image_height", "jpeg_quality")
+    },
+)
+
+CHECK_FRAME_COUNTS = "frame_counts_match_rates"
+CHECK_NUSCENES = "nuscenes_invariants_hold"
+CHECK_DEVKIT = "devkit_loads_every_version"
+
+
+def curation_key(name: str) -> str:
+    return f"{build.dataset_key(name)}/curation.json"
+
+
+def spec_from_config(name: str, config: dg.Config) -> DatasetSpec:
+    try:
+        return parse_spec({**config.model_dump(), "name": name})
+    except SpecError as error:
+        raise dg.Failure(f"dataset spec {name!r} is invalid:\n{error}") from None
+
+
+@dg.asset(
+    partitions_def=dataset_partitions,
+    deps=[scene_catalog],
+    group_name="dataset",
+    description="Pre-process and curation: the scenes a dataset spec selects, with the cost estimate.",
+)
+def curated_scenes(
+    context: dg.AssetExecutionContext, config: DatasetConfig, store: StoreResource, settings: PipelineSettings
+) -> dg.MaterializeResult:
+    spec = spec_from_config(context.partition_key, config)
+    try:
+        curation = select_scenes(read_catalog(store), spec)
+    except FilterError as error:
+        raise dg.Failure(str(error)) from None
+    scenes = curation.scenes
+    cost = estimate_sampling_cost(
+        float(scenes["duration_s"].sum()), len(spec.channels), spec.sweep_hz,
+        settings.cpu_seconds_per_frame, settings.usd_per_cpu_hour,
+    )
+    if spec.budget_usd is not None and cost.usd > spec.budget_usd:
+        raise dg.Failure(f"estimated cost ${cost.usd:.2f} exceeds the budget ${spec.budget_usd:.2f}; "
+                         "narrow the filter, lower max_scenes or raise budget_usd")
+    if scenes.empty:
+        raise dg.Failure(f"the filter selects no scenes: {spec.scene_filter!r}")
+    store.store().write_json(curation_key(spec.name), {
+        "spec": spec.model_dump(), "spec_hash": spec.spec_hash(), "scene_ids": scenes["scene_id"].tolist(),
+    })
+    return dg.MaterializeResult(metadata={
+        "scenes": len(scenes),
+        "hours": round(float(scenes["duration_s"].sum()) / 3600, 3),
+        "estimated_frames": cost.frames,
+        "estimated_cost_usd": round(cost.usd, 4),
+        "spec_hash": spec.spec_hash(),
+        "missing_includes": ", ".join(curation.missing_includes),
+        "dropped_by_max_scenes": curation.dropped_by_limit,
+        "preview": dg.MetadataValue.md(scenes.head(20).round(2).to_markdown(index=False)),
+    })
+
+
+def sample(context, tasks, profile, store, registry, compute) -> StageResult:
+    """Run sampling for the tasks that are not cached, logging progress to the run."""
+    return run_stage(
+        tasks, build.STAGE_SAMPLED, profile.key(), profile.to_json(), store.store(),
+        registry.registry(), compute.run_chunks, context.run.run_id, compute.target_chunk_s, SCENE_JSON,
+        on_progress=context.log.info,
+    )
+
+
+@dg.asset(
+    partitions_def=scene_partitions,
+    group_name="scenes",
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    description="Sampled camera frames of one scene (JPEG), per sampling profile; cached.",
+)
+def sampled_frames(
+    context: dg.AssetExecutionContext, config: SamplingConfig, store: StoreResource,
+    registry: RegistryResource, compute: LocalComputeBackend,
+) -> dg.MaterializeResult:
+    spec = spec_from_config("backfill", config)
+    profile = build.sampling_profile(spec)
+    wanted = {scene_of_partition_key(k) for k in context.partition_keys}
+    catalog = read_catalog(store)
+    rows = catalog[[(r.log_id, int(r.scene_index)) in wanted for r in catalog.itertuples()]]
+    result = sample(context, build.sampling_tasks(rows, profile.key()), profile, store, registry, compute)
+    missing = len(wanted) - len(rows)
+    if result.failed or missing:
+        raise dg.Failure(f"{len(result.failed)} scenes failed, {missing} are not in the catalog",
+                         metadata={"failed": dg.MetadataValue.json(result.failed)})
+    return dg.MaterializeResult(metadata={
+        "profile": profile.key(), "computed": len(result.computed), "cached": len(result.cached),
+    })
+
+
+def record_scene_materializations(context: dg.AssetExecutionContext, result: StageResult) -> None:
+    """One sampled_frames materialization per newly computed scene, so the UI shows it as done."""
+    for output in result.computed:
+        log_id, index = output.scene_id.rsplit("/", 1)
+        context.log_event(dg.AssetMaterialization(
+            asset_key=sampled_frames.key,
+            partition=scene_partition_key(log_id, int(index)),
+            metadata={"profile": output.profile, "frames": output.frames, "seconds": output.seconds,
+                      "path": output.path},
+        ))
+
+
+@dg.asset(
+    partitions_def=dataset_partitions,
+    deps=[curated_scenes, dg.AssetDep(sampled_frames, partition_mapping=dg.AllPartitionMapping())],
+    group_name="dataset",
+    check_specs=[dg.AssetCheckSpec(name, asset="jadd_dataset") for name in (CHECK_FRAME_COUNTS, CHECK_NUSCENES, CHECK_DEVKIT)],
+    description="Split, sampling of uncached scenes on the compute backend, Merge into nuScenes parts.",
+)
+def jadd_dataset(
+    context: dg.AssetExecutionContext, store: StoreResource, registry: RegistryResource,
+    compute: LocalComputeBackend, settings: PipelineSettings,
+) -> dg.MaterializeResult:
+    s = store.store()
+    curation = s.read_json(curation_key(context.partition_key))
+    spec = parse_spec(curation["spec"])
+    profile = build.sampling_profile(spec)
+    catalog = read_catalog(store)
+    rows = catalog[catalog["scene_id"].isin(curation["scene_ids"])]
+    result = sample(context, build.sampling_tasks(rows, profile.key()), profile, store, registry, compute)
+    record_scene_materializations(context, result)
+    if not result.ok:
+        reasons = "\n".join(f"{k}: {v}" for k, v in sorted(result.failed.items())[:10])
+        raise dg.Failure(f"every scene failed to sample:\n{reasons}", metadata={"failed": dg.MetadataValue.json(result.failed)})
+    summary, checks = build.assemble_dataset(spec, result.ok, s, context.run.run_id, settings.scene_length_s)
+    summary.failed_scenes.update(result.failed)
+    summary.cached_scenes, summary.computed_scenes = len(result.cached), len(result.computed)
+    summary.sampling_wall_s = round(result.wall_s, 3)
+    s.write_json(f"{build.dataset_key(spec.name)}/build.json", summary.__dict__)
+    return dg.MaterializeResult(
+        metadata={
+            "dataroot": dg.MetadataValue.path(summary.dataroot),
+            "versions": ", ".join(summary.versions),
+            "scenes": summary.scenes, "samples": summary.samples, "images": summary.images,
+            "cached_scenes": summary.cached_scenes, "computed_scenes": summary.computed_scenes,
+            "chunks": result.chunks, "failed_scenes": dg.MetadataValue.json(summary.failed_scenes),
+            "sampling_wall_s": summary.sampling_wall_s, "merge_wall_s": summary.merge_wall_s,
+        },
+        check_results=[
+            dg.AssetCheckResult(check_name=name, passed=not problems, metadata={"problems": "\n".join(problems[:50])})
+            for name, problems in ((CHECK_FRAME_COUNTS, checks.frame_counts),
+                                   (CHECK_NUSCENES, checks.nuscenes_invariants), (CHECK_DEVKIT, checks.devkit))
+        ],
+    )
+
+
+@dg.asset(
+    partitions_def=dataset_partitions,
+    deps=[jadd_dataset],
+    group_name="dataset",
+    description="DB update: the dataset build recorded in the registry.",
+)
+def dataset_registry(context: dg.AssetExecutionContext, store: StoreResource, registry: RegistryResource) -> dg.MaterializeResult:
+    from jadd_dagster.registry import DatasetEntry, safe_url, utcnow
+
+    s = store.store()
+    summary = s.read_json(f"{build.dataset_key(context.partition_key)}/build.json")
+    curation = s.read_json(curation_key(context.partition_key))
+    registry.registry().record_dataset(DatasetEntry(
+        name=summary["name"], spec_hash=summary["spec_hash"], spec=curation["spec"],
+        status="partial" if summary["failed_scenes"] else "complete", dataroot=summary["dataroot"],
+        versions=summary["versions"], scenes=summary["scenes"], samples=summary["samples"],
+        images=summary["images"], failed_scenes=len(summary["failed_scenes"]),
+        dagster_run_id=context.run.run_id,
+        wall_s=summary["sampling_wall_s"] + summary["merge_wall_s"], created_at=utcnow(),
+    ))
+    return dg.MaterializeResult(metadata={"status": "partial" if summary["failed_scenes"] else "complete",
+                                          "registry": safe_url(registry.url)})

@@ -1,0 +1,112 @@
+"""Assets over drive logs: validation (Pre-process), scene cutting, and the scene catalog."""
+
+import dagster as dg
+import pandas as pd
+
+from jadd_dagster.defs.partitions import log_partitions
+from jadd_dagster.defs.resources import PipelineSettings, StoreResource
+from jadd_dagster.logs import read_log
+from jadd_dagster.logs.checks import calibration_problems, timing_problems
+from jadd_dagster.scenes import cut_scenes, empty_catalog, scene_statistics
+from jadd_dagster.storage import CATALOG, LOGS
+
+CHECK_CALIBRATION = "calibration_is_sane"
+CHECK_TIMESTAMPS = "timestamps_are_monotonic"
+CATALOG_KEY = f"{CATALOG}/scene_catalog.parquet"
+
+
+def scene_index_key(log_id: str) -> str:
+    return f"{CATALOG}/scenes/{log_id}.parquet"
+
+
+@dg.asset(
+    partitions_def=log_partitions,
+    group_name="ingest",
+    kinds={"video"},
+    check_specs=[
+        dg.AssetCheckSpec(CHECK_CALIBRATION, asset="drive_logs"),
+        dg.AssetCheckSpec(CHECK_TIMESTAMPS, asset="drive_logs"),
+    ],
+    description="A raw drive log in the object store, validated (Pre-process).",
+)
+def drive_logs(context: dg.AssetExecutionContext, store: StoreResource) -> dg.MaterializeResult:
+    log = read_log(store.store().path(f"{LOGS}/{context.partition_key}"))
+    calibration = calibration_problems(log)
+    timing = timing_problems(log)
+    m = log.manifest
+    return dg.MaterializeResult(
+        metadata={
+            "location": m.location,
+            "vehicle": m.vehicle,
+            "duration_s": m.duration_us / 1e6,
+            "channels": ", ".join(m.channels),
+            "path": dg.MetadataValue.path(str(log.path)),
+        },
+        check_results=[
+            dg.AssetCheckResult(check_name=CHECK_CALIBRATION, passed=not calibration, metadata={"problems": "\n".join(calibration)}),
+            dg.AssetCheckResult(check_name=CHECK_TIMESTAMPS, passed=not timing, metadata={"problems": "\n".join(timing)}),
+        ],
+    )
+
+
+@dg.asset(
+    partitions_def=log_partitions,
+    deps=[drive_logs],
+    group_name="ingest",
+    automation_condition=dg.AutomationCondition.eager(),
+    description="The log cut into fixed-length scenes, with per-scene signal statistics.",
+)
+def scene_index(context: dg.AssetExecutionContext, store: StoreResource, settings: PipelineSettings) -> dg.MaterializeResult:
+    s = store.store()
+    log = read_log(s.path(f"{LOGS}/{context.partition_key}"))
+    windows, beyond = cut_scenes(log.manifest, settings.scene_length_s)
+    if beyond:
+        context.log.warning(f"{beyond} scenes past the per-log limit were not registered")
+    table = scene_statistics(log.manifest, windows, log.can(), log.pose())
+    target = s.path(scene_index_key(context.partition_key))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(target.with_suffix(".tmp"), index=False)
+    target.with_suffix(".tmp").replace(target)
+    return dg.MaterializeResult(
+        metadata={
+            "scenes": len(table),
+            "scenes_past_limit": beyond,
+            "preview": dg.MetadataValue.md(table.head(20).round(2).to_markdown(index=False)),
+        }
+    )
+
+
+@dg.asset(
+    deps=[scene_index],
+    group_name="ingest",
+    automation_condition=dg.AutomationCondition.eager(),
+    description="One table of every scene with its signal statistics; curation filters run on it.",
+)
+def scene_catalog(context: dg.AssetExecutionContext, store: StoreResource) -> dg.MaterializeResult:
+    s = store.store()
+    known = set(context.instance.get_dynamic_partitions(log_partitions.name))
+    parts = [
+        pd.read_parquet(s.path(scene_index_key(name.removesuffix(".parquet"))))
+        for name in s.list_children(f"{CATALOG}/scenes")
+        if name.endswith(".parquet") and name.removesuffix(".parquet") in known
+    ]
+    catalog = pd.concat(parts, ignore_index=True) if parts else empty_catalog()
+    target = s.path(CATALOG_KEY)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    catalog.to_parquet(target.with_suffix(".tmp"), index=False)
+    target.with_suffix(".tmp").replace(target)
+    return dg.MaterializeResult(
+        metadata={
+            "scenes": len(catalog),
+            "logs": int(catalog["log_id"].nunique()),
+            "hours": round(float(catalog["duration_s"].sum()) / 3600, 3),
+            "locations": dg.MetadataValue.md(catalog["location"].value_counts().to_frame("scenes").to_markdown()),
+        }
+    )
+
+
+def read_catalog(store: StoreResource) -> pd.DataFrame:
+    path = store.store().path(CATALOG_KEY)
+    if not path.exists():
+        raise dg.Failure("the scene catalog is empty: materialize drive_logs, scene_index and scene_catalog first")
+    return pd.read_parquet(path)

@@ -1,0 +1,71 @@
+"""Resources: the object store, the registry and the compute backend, built from a profile."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import dagster as dg
+
+from jadd_dagster.compute.local import ChunkOutcome, run_local_chunks
+from jadd_dagster.profile import DeploymentProfile
+from jadd_dagster.registry import Registry
+from jadd_dagster.storage import LocalStore
+
+
+class StoreResource(dg.ConfigurableResource):
+    """The object store (a local folder by default)."""
+
+    root: str
+
+    def store(self) -> LocalStore:
+        return LocalStore(self.root)
+
+
+class RegistryResource(dg.ConfigurableResource):
+    """The dataset registry and scene-output cache index (any SQLAlchemy URL)."""
+
+    url: str
+
+    def registry(self) -> Registry:
+        if self.url not in _REGISTRIES:  # one engine (connection pool) per process and URL
+            _REGISTRIES[self.url] = Registry(self.url)
+        return _REGISTRIES[self.url]
+
+
+_REGISTRIES: dict[str, Registry] = {}
+
+
+class LocalComputeBackend(dg.ConfigurableResource):
+    """Runs chunks as worker processes on this machine."""
+
+    max_workers: int = 0
+    target_chunk_s: float = 120.0
+
+    def run_chunks(
+        self, manifests: list[Path], on_done: Callable[[ChunkOutcome, int, int], None]
+    ) -> list[ChunkOutcome]:
+        return run_local_chunks(manifests, self.max_workers, on_done)
+
+
+class PipelineSettings(dg.ConfigurableResource):
+    """Deployment-wide settings: scene length and the cost model's constants."""
+
+    scene_length_s: float = 20.0
+    cpu_seconds_per_frame: float = 0.02
+    usd_per_cpu_hour: float = 0.05
+
+
+def resources_for(profile: DeploymentProfile) -> dict[str, dg.ConfigurableResource]:
+    if profile.compute != "local":
+        raise ValueError(f"compute backend {profile.compute!r} is not available yet; use 'local'")
+    return {
+        "store": StoreResource(root=profile.store_root),
+        "registry": RegistryResource(url=profile.registry_url),
+        "compute": LocalComputeBackend(max_workers=profile.max_workers, target_chunk_s=profile.target_chunk_s),
+        "settings": PipelineSettings(
+            scene_length_s=profile.scene_length_s,
+            cpu_seconds_per_frame=profile.cpu_seconds_per_frame,
+            usd_per_cpu_hour=profile.usd_per_cpu_hour,
+        ),
+    }

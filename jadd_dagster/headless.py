@@ -1,0 +1,128 @@
+"""Headless builds: the same Dagster assets the UI runs, materialized in this process.
+
+`jadd demo` and `jadd build` use this. Everything goes under one work folder: the object store and
+registry ($JADD_HOME = WORKDIR) and the Dagster instance (WORKDIR/dagster_home, SQLite), so that
+`dagster dev` pointed at the same folders shows every run afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jadd_dagster.spec import DatasetSpec
+
+LOG_LEVEL_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
+@dataclass
+class HeadlessResult:
+    """The build summary plus what failed before merge (whole logs)."""
+
+    summary: dict
+    failed_logs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed_logs and not self.summary.get("failed_scenes")
+
+
+def use_workdir(workdir: Path) -> None:
+    """Point the profile and the Dagster instance at workdir; call before loading definitions."""
+    workdir = workdir.resolve()
+    home = workdir / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text("telemetry:\n  enabled: false\n")
+    os.environ["JADD_HOME"] = str(workdir)
+    os.environ["DAGSTER_HOME"] = str(home)
+
+
+def link_logs(logs_dir: Path, store_logs: Path) -> list[str]:
+    """Make each log folder of logs_dir visible in the store (symlinks; no copy)."""
+    store_logs.mkdir(parents=True, exist_ok=True)
+    linked = []
+    for folder in sorted(p for p in Path(logs_dir).iterdir() if p.is_dir()):
+        target = store_logs / folder.name
+        if not target.exists():
+            target.symlink_to(folder.resolve(), target_is_directory=True)
+        linked.append(folder.name)
+    return linked
+
+
+def build_dataset(spec: DatasetSpec, spec_data: dict, workdir: Path, progress=print) -> HeadlessResult:
+    """Ingest every log in WORKDIR/store/logs, then build one dataset; returns its summary."""
+    import dagster as dg
+
+    from jadd_dagster.defs.automation import dataset_run_config
+    from jadd_dagster.defs.partitions import dataset_partitions, log_partitions
+    from jadd_dagster.defs.resources import resources_for
+    from jadd_dagster.definitions import defs
+    from jadd_dagster.profile import load_profile
+    from jadd_dagster.storage import LOGS
+
+    started = time.monotonic()
+    instance = dg.DagsterInstance.get()
+    # Resources from the profile as it is now: the work folder may differ from the one the
+    # definitions module saw when it was first imported.
+    resources = resources_for(load_profile())
+    store = resources["store"].store()
+    assets = list(defs.assets)
+
+    def run(selection, partition_key=None, run_config=None):
+        config = {**LOG_LEVEL_CONFIG, **(run_config or {})}
+        return dg.materialize(
+            assets, selection=selection, instance=instance, resources=resources,
+            partition_key=partition_key, run_config=config, raise_on_error=False,
+        )
+
+    log_ids = [n for n in store.list_children(LOGS) if store.path(f"{LOGS}/{n}").is_dir()]
+    instance.add_dynamic_partitions(log_partitions.name, log_ids)
+    failed_logs: dict[str, str] = {}
+    for i, log_id in enumerate(log_ids, 1):
+        progress(f"[{i}/{len(log_ids)}] ingesting log {log_id}")
+        result = run(["drive_logs", "scene_index"], partition_key=log_id)
+        if not result.success:
+            failed_logs[log_id] = _failure_message(result)
+            progress(f"  log {log_id} failed: {failed_logs[log_id]}")
+    progress("building the scene catalog")
+    _require(run(["scene_catalog"]), "scene_catalog")
+    instance.add_dynamic_partitions(dataset_partitions.name, [spec.name])
+    progress(f"building dataset {spec.name!r}")
+    result = run(["curated_scenes", "jadd_dataset", "dataset_registry"], spec.name, dataset_run_config(spec_data))
+    _require(result, f"dataset {spec.name}")
+    summary = store.read_json(f"datasets/{spec.name}/build.json")
+    summary["failed_logs"] = failed_logs
+    summary["wall_s"] = round(time.monotonic() - started, 2)
+    summary["dagster_home"] = os.environ.get("DAGSTER_HOME", "")
+    return HeadlessResult(summary, failed_logs)
+
+
+class BuildFailed(RuntimeError):
+    """A step that every later step needs failed."""
+
+
+def _require(result, what: str) -> None:
+    if not result.success:
+        raise BuildFailed(f"{what} failed: {_failure_message(result)}")
+
+
+def _failure_message(result) -> str:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error:
+            error = event.step_failure_data.error
+            # Dagster wraps the asset's own exception; the cause is what the user needs to read.
+            while error.cls_name == "DagsterExecutionStepExecutionError" and error.cause:
+                error = error.cause
+            return error.message.strip()
+    return "run failed"
+
+
+def write_summary(result: HeadlessResult, workdir: Path) -> Path:
+    path = workdir / "summary.json"
+    path.write_text(json.dumps(result.summary, indent=2, sort_keys=True))
+    return path

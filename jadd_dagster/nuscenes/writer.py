@@ -1,0 +1,352 @@
+"""Streaming nuScenes writer: scene by scene into version folders ("parts") of one dataroot.
+
+Layout written under the dataroot:
+    v1.0-<name>/ or v1.0-<name>-partNNN/   the 13 tables (JSON arrays) and splits.json
+    samples/<CHANNEL>/<log>__<CHANNEL>__<µs>.jpg, sweeps/...   hard links to the scenes' JPEGs
+    can_bus/scene-NNNN_<message>.json      shared by all parts (scene names are unique per dataroot)
+    maps/<map token>.png                   one semantic-prior mask per log, shared by all parts
+
+Memory stays flat in the number of scenes: the tables that grow with scenes are appended to their
+JSON file record by record; only the current part's small tables (log, map, sensor,
+calibrated_sensor), the scene names and per-log pose extents stay in memory, and the poses for the
+map masks wait in a temporary file per log.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import struct
+import tempfile
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import cv2
+import numpy as np
+
+from jadd_dagster.nuscenes import canbus
+from jadd_dagster.nuscenes.tables import (
+    STREAMED_TABLES,
+    TABLE_NAMES,
+    SceneTables,
+    build_scene_tables,
+    scene_name,
+    scene_numbers,
+    static_tables,
+)
+from jadd_dagster.scene_record import SCENE_CAN, SCENE_POSE, SceneRecord
+
+VERSION_PREFIX = "v1.0-"
+SPLITS_FILE = "splits.json"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+MAP_RESOLUTION_M = 0.1  # the devkit's MapMask reads PNGs at a native 0.1 m per pixel
+MAP_CORRIDOR_M = 10.0  # mask radius around the driven path
+MAP_MARGIN_M = 20.0  # beyond the largest x and y of the poses
+MAP_POINT_SPACING_M = 0.5
+MAP_STRIP_BYTES = 32 << 20  # mask rows rendered and compressed at a time
+
+
+def version_name(name: str, part: int | None = None) -> str:
+    """Version folder name: v1.0-<name>, or v1.0-<name>-partNNN for one of several parts."""
+    return f"{VERSION_PREFIX}{name}" if part is None else f"{VERSION_PREFIX}{name}-part{part:03d}"
+
+
+class JsonArrayWriter:
+    """A JSON array written one record per line, made visible (renamed into place) on close."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._tmp = path.with_name(path.name + ".tmp")
+        self._file = self._tmp.open("w", encoding="utf-8")
+        self._file.write("[")
+        self.count = 0
+
+    def write(self, record: Mapping) -> None:
+        self._file.write(("\n" if self.count == 0 else ",\n") + json.dumps(record))
+        self.count += 1
+
+    def close(self) -> None:
+        self._file.write("\n]\n" if self.count else "]\n")
+        self._file.close()
+        self._tmp.replace(self.path)
+
+
+def write_json(path: Path, content) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(content, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def link_or_copy(source: Path, target: Path) -> bool:
+    """Hard-link source to target (replacing another file there); copy when linking fails.
+
+    Returns True when linked, False when copied (e.g. across file systems).
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        if os.path.samefile(source, target):
+            return True
+        target.unlink()
+    try:
+        os.link(source, target)
+        return True
+    except OSError:
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.copyfile(source, tmp)
+        tmp.replace(target)
+        return False
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def write_mask_png(path: Path, width: int, height: int, paths_px: Sequence[np.ndarray], radius_px: int) -> None:
+    """8-bit grey PNG: 255 within radius_px of the polylines paths_px ((N, 2) int pixel x, y), else 0.
+
+    Rendered and compressed in horizontal strips, so memory stays bounded for large maps.
+    """
+    boxes = [(p[:, 1].min() - radius_px, p[:, 1].max() + radius_px) for p in paths_px]
+    strip_rows = max(1, min(height, MAP_STRIP_BYTES // max(1, width)))
+    compressor = zlib.compressobj(6)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n")
+        f.write(_png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)))
+        for top in range(0, height, strip_rows):
+            rows = min(strip_rows, height - top)
+            canvas = np.zeros((rows, width), dtype=np.uint8)
+            for points, (low, high) in zip(paths_px, boxes):
+                if high < top or low >= top + rows:
+                    continue
+                shifted = (points - np.array([0, top])).astype(np.int32)
+                if len(shifted) == 1:
+                    cv2.circle(canvas, (int(shifted[0, 0]), int(shifted[0, 1])), radius_px, 255, -1)
+                else:
+                    cv2.polylines(canvas, [shifted.reshape(-1, 1, 2)], False, 255, thickness=2 * radius_px + 1)
+            scanlines = np.zeros((rows, width + 1), dtype=np.uint8)  # filter byte 0 (None) per row
+            scanlines[:, 1:] = canvas
+            data = compressor.compress(scanlines.tobytes())
+            if data:
+                f.write(_png_chunk(b"IDAT", data))
+        f.write(_png_chunk(b"IDAT", compressor.flush()))
+        f.write(_png_chunk(b"IEND", b""))
+    tmp.replace(path)
+
+
+def _thin(xy: np.ndarray, spacing_m: float) -> np.ndarray:
+    keep = [0]
+    for i in range(1, len(xy)):
+        if math.hypot(*(xy[i] - xy[keep[-1]])) >= spacing_m:
+            keep.append(i)
+    if keep[-1] != len(xy) - 1:
+        keep.append(len(xy) - 1)
+    return xy[keep]
+
+
+class MapPaths:
+    """The driven paths of each log, kept in a temporary folder until the masks are drawn."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.extent: dict[str, tuple[float, float]] = {}  # map filename -> (max x, max y) in metres
+
+    def add(self, map_filename: str, trajectory_xy: Sequence[tuple[float, float]]) -> None:
+        if not trajectory_xy:
+            return
+        xy = _thin(np.asarray(trajectory_xy, dtype=np.float64), MAP_POINT_SPACING_M)
+        with (self.folder / (Path(map_filename).name + ".xy")).open("ab") as f:
+            # A NaN row separates the paths of different scenes.
+            np.concatenate([xy, [[np.nan, np.nan]]]).astype(np.float64).tofile(f)
+        old = self.extent.get(map_filename, (-math.inf, -math.inf))
+        self.extent[map_filename] = (max(old[0], float(xy[:, 0].max())), max(old[1], float(xy[:, 1].max())))
+
+    def draw(self, dataroot: Path) -> None:
+        """Write every log's mask: origin bottom-left at map (0, 0), 0.1 m per pixel (MapMask)."""
+        for map_filename, (max_x, max_y) in sorted(self.extent.items()):
+            width = max(1, math.ceil((max_x + MAP_MARGIN_M) / MAP_RESOLUTION_M))
+            height = max(1, math.ceil((max_y + MAP_MARGIN_M) / MAP_RESOLUTION_M))
+            xy = np.fromfile(self.folder / (Path(map_filename).name + ".xy"), dtype=np.float64).reshape(-1, 2)
+            breaks = np.flatnonzero(np.isnan(xy[:, 0]))
+            paths, start = [], 0
+            for end in breaks:
+                if end > start:
+                    pixels = np.round(xy[start:end] / MAP_RESOLUTION_M).astype(np.int64)
+                    pixels[:, 1] = height - pixels[:, 1]  # MapMask: row = height - y / resolution
+                    paths.extend(pixels[i : i + 256] for i in range(0, max(1, len(pixels) - 1), 255))
+                start = end + 1
+            target = dataroot / map_filename
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_mask_png(target, width, height, paths, round(MAP_CORRIDOR_M / MAP_RESOLUTION_M))
+
+
+@dataclass
+class PreparedScene:
+    """A scene read and checked, ready to be written: its records, frames folder and CAN bus files."""
+
+    record: SceneRecord
+    scene_dir: Path
+    tables: SceneTables
+    can_bus: dict | None
+
+
+def prepare_scene(
+    record: SceneRecord, scene_dir: Path, annotations: Sequence[Mapping] = (), include_can_bus: bool = True
+) -> PreparedScene:
+    """Build and check everything of one scene without writing; raises on any problem of the scene."""
+    tables = build_scene_tables(record, annotations)
+    for source, _ in tables.links:
+        relative = PurePosixPath(source)
+        if relative.is_absolute() or ".." in relative.parts:
+            raise ValueError(f"frame path {source} leaves the scene folder")
+        if not (scene_dir / relative).is_file():
+            raise FileNotFoundError(f"frame {source} is missing")
+    messages = None
+    if include_can_bus:
+        can, pose = canbus.read_scene_tables(scene_dir / SCENE_CAN, scene_dir / SCENE_POSE)
+        messages = canbus.can_bus_messages(can, pose)
+    return PreparedScene(record, scene_dir, tables, messages)
+
+
+class _Part:
+    """One version folder being written."""
+
+    def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.streams = {table: JsonArrayWriter(folder / f"{table}.json") for table in STREAMED_TABLES}
+        self.small: dict[str, dict[str, dict]] = {"sensor": {}, "calibrated_sensor": {}, "log": {}, "map": {}}
+        self.scenes = 0
+
+    def add(self, tables: SceneTables) -> None:
+        for table, records in (
+            ("scene", [tables.scene]),
+            ("sample", tables.samples),
+            ("sample_data", tables.sample_data),
+            ("ego_pose", tables.ego_poses),
+            ("instance", tables.instances),
+            ("sample_annotation", tables.sample_annotations),
+        ):
+            for record in records:
+                self.streams[table].write(record)
+        for table, records in (
+            ("sensor", tables.sensors),
+            ("calibrated_sensor", tables.calibrated_sensors),
+            ("log", [tables.log]),
+            ("map", [tables.map]),
+        ):
+            for record in records:
+                self.small[table].setdefault(record["token"], record)
+        self.scenes += 1
+
+    def close(self) -> None:
+        for table, records in {**static_tables(), **{t: list(r.values()) for t, r in self.small.items()}}.items():
+            write_json(self.folder / f"{table}.json", records)
+        for stream in self.streams.values():
+            stream.close()
+        assert all((self.folder / f"{t}.json").exists() for t in TABLE_NAMES)
+
+
+@dataclass(frozen=True)
+class WrittenScene:
+    part: int
+    name: str
+    scene_id: str
+
+
+class DatasetWriter:
+    """Writes scenes into the dataroot: add() each PreparedScene, then close() once.
+
+    Scene names scene-NNNN are given in the order of add(), skipping numbers the devkit's CAN bus API
+    blacklists. A new part (version folder) starts after scenes_per_part scenes. Version folders of
+    the same name left by an earlier merge are removed first.
+    """
+
+    def __init__(self, dataroot: Path, name: str, scenes_per_part: int = 5000, include_can_bus: bool = True):
+        if not NAME_PATTERN.match(name):
+            raise ValueError(f"dataset name {name!r}: use letters, digits, '.', '_' and '-'")
+        if scenes_per_part < 1:
+            raise ValueError("scenes_per_part must be at least 1")
+        self.dataroot = Path(dataroot)
+        self.name = name
+        self.scenes_per_part = scenes_per_part
+        self.include_can_bus = include_can_bus
+        self.dataroot.mkdir(parents=True, exist_ok=True)
+        stale = re.compile(rf"^{re.escape(version_name(name))}(-part\d{{3,}})?$")
+        for child in self.dataroot.iterdir():
+            if child.is_dir() and stale.match(child.name):
+                shutil.rmtree(child)
+        self._tmp = Path(tempfile.mkdtemp(prefix=".merge-", dir=self.dataroot))
+        self._maps = MapPaths(self._tmp)
+        self._numbers = scene_numbers()
+        self._part: _Part | None = None
+        self.part_folders: list[Path] = []
+        self.scenes: list[WrittenScene] = []
+        self.counts = {"samples": 0, "sample_data": 0, "images": 0, "copied_images": 0, "sample_annotations": 0}
+
+    def add(self, prepared: PreparedScene) -> str:
+        """Write one scene (images, CAN bus files, records); returns its scene name."""
+        number = next(self._numbers, None)
+        if number is None:
+            raise ValueError("no 4-digit scene name left in this dataroot: shard the scenes across dataroots")
+        name = scene_name(number)
+        tables = prepared.tables
+        tables.scene["name"] = name
+        for source, filename in tables.links:
+            linked = link_or_copy(prepared.scene_dir / source, self.dataroot / filename)
+            self.counts["images"] += 1
+            self.counts["copied_images"] += 0 if linked else 1
+        if self.include_can_bus and prepared.can_bus is not None:
+            canbus.write_can_bus(self.dataroot / "can_bus", name, prepared.can_bus)
+        if self._part is None or self._part.scenes >= self.scenes_per_part:
+            self._close_part()
+            folder = self.dataroot / version_name(self.name, len(self.part_folders))
+            self._part = _Part(folder)
+            self.part_folders.append(folder)
+        self._part.add(tables)
+        self._maps.add(tables.map["filename"], tables.trajectory_xy)
+        self.scenes.append(WrittenScene(len(self.part_folders) - 1, name, prepared.record.scene_id))
+        self.counts["samples"] += len(tables.samples)
+        self.counts["sample_data"] += len(tables.sample_data)
+        self.counts["sample_annotations"] += len(tables.sample_annotations)
+        return name
+
+    def _close_part(self) -> None:
+        if self._part is not None:
+            self._part.close()
+            self._part = None
+
+    def close(self, splits: Mapping[str, str]) -> list[str]:
+        """Finish every part, draw the map masks and write splits.json; returns the version names.
+
+        splits maps each written scene's scene_id to 'train' or 'val'. With a single part its folder
+        is named v1.0-<name>; with several, v1.0-<name>-partNNN.
+        """
+        try:
+            self._close_part()
+            self._maps.draw(self.dataroot)
+            if len(self.part_folders) == 1:
+                final = self.dataroot / version_name(self.name)
+                self.part_folders[0].rename(final)
+                self.part_folders[0] = final
+            for index, folder in enumerate(self.part_folders):
+                part_splits: dict[str, list[str]] = {"train": [], "val": []}
+                for scene in self.scenes:
+                    if scene.part == index:
+                        part_splits[splits[scene.scene_id]].append(scene.name)
+                write_json(folder / SPLITS_FILE, part_splits)
+            return [folder.name for folder in self.part_folders]
+        finally:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def abort(self) -> None:
+        """Drop the temporary files after a failure (the partly written output stays)."""
+        if self._part is not None:
+            for stream in self._part.streams.values():
+                stream._file.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)

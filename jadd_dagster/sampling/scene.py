@@ -1,0 +1,218 @@
+"""Sample one scene end to end: select, decode and write its frames, then its record.
+
+The output folder follows jadd_dagster.scene_record; scene.json is written last and is the
+completion marker, so a folder without it is an interrupted attempt and is simply redone.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from jadd_dagster.camera import CameraCalibration
+from jadd_dagster.sampling.decode import DecodeStats, FrameEncoder, decode_frames
+from jadd_dagster.sampling.frames import (
+    MissingKeyframes,
+    SamplingError,
+    SamplingProfile,
+    Selection,
+    select_frames,
+    target_times,
+)
+from jadd_dagster.scene_record import SCENE_CAN, SCENE_JSON, SCENE_POSE, EgoPose, FrameRecord, SceneRecord
+
+
+@dataclass
+class SamplingStats:
+    """What sampling one scene cost. Seconds are wall time in this process.
+
+    decode_s: inside the decoder (demux, seek, decode); encode_s: colour conversion, remap and
+    JPEG encoding; write_s: writing files; frames: JPEGs written; decoded: frames decoded.
+    """
+
+    scene_id: str
+    frames: int = 0
+    keyframes: int = 0
+    sweeps: int = 0
+    decoded: int = 0
+    seeks: int = 0
+    decode_s: float = 0.0
+    encode_s: float = 0.0
+    write_s: float = 0.0
+    wall_s: float = 0.0
+    per_channel: dict[str, dict] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def sample_scene(
+    log, scene_index: int, start_us: int, end_us: int, profile: SamplingProfile, out_dir: Path, scene_id: str
+) -> SceneRecord:
+    """Write the scene [start_us, end_us) of a drive log into out_dir and return its record.
+
+    log is a logs.reader.DriveLog (or anything with its interface); out_dir is the scene's own
+    folder. Frames in the record are grouped by channel (profile order), each in time order.
+    Raises SamplingError, before anything is decoded, if a channel is missing or cannot give a
+    frame for every keyframe. sample_scene_timed does the same and also returns SamplingStats.
+    """
+    return sample_scene_timed(log, scene_index, start_us, end_us, profile, out_dir, scene_id)[0]
+
+
+def sample_scene_timed(
+    log, scene_index: int, start_us: int, end_us: int, profile: SamplingProfile, out_dir: Path, scene_id: str
+) -> tuple[SceneRecord, SamplingStats]:
+    """sample_scene, and what it cost (SamplingStats)."""
+    wall = time.perf_counter()
+    out_dir = Path(out_dir)
+    manifest = log.manifest
+    for channel in profile.channels:
+        if channel not in manifest.channels or channel not in log.calibration:
+            raise SamplingError(f"scene {scene_id}: log {manifest.log_id} has no camera {channel}")
+    keyframe_times = target_times(start_us, end_us, profile.keyframe_hz)
+    if keyframe_times.size == 0:
+        raise SamplingError(f"scene {scene_id}: empty time range [{start_us}, {end_us})")
+
+    timestamps = {c: np.asarray(log.frame_timestamps(c), dtype=np.int64) for c in profile.channels}
+    selections = {c: _select(log, c, timestamps[c], start_us, end_us, profile, scene_id) for c in profile.channels}
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / SCENE_JSON).unlink(missing_ok=True)  # an earlier record no longer describes the folder
+    stats = SamplingStats(scene_id=scene_id)
+    cameras: dict[str, dict] = {}
+    frames: list[FrameRecord] = []
+    for channel, selected in selections.items():
+        calib, channel_frames, channel_stats = _write_channel(
+            log, channel, selected, len(timestamps[channel]), profile, out_dir, scene_id
+        )
+        cameras[channel] = calib.to_json()
+        frames.extend(channel_frames)
+        stats.per_channel[channel] = channel_stats
+        for name in ("frames", "decoded", "seeks", "decode_s", "encode_s", "write_s"):
+            setattr(stats, name, getattr(stats, name) + channel_stats[name])
+    stats.keyframes = sum(f.is_key_frame for f in frames)
+    stats.sweeps = len(frames) - stats.keyframes
+
+    t = time.perf_counter()
+    _write_parquet(_time_slice(log.can(), start_us, end_us), out_dir / SCENE_CAN)
+    _write_parquet(_time_slice(log.pose(), start_us, end_us), out_dir / SCENE_POSE)
+    record = SceneRecord(
+        scene_id=scene_id,
+        log_id=manifest.log_id,
+        scene_index=scene_index,
+        location=manifest.location,
+        vehicle=manifest.vehicle,
+        date_captured=manifest.date_captured,
+        log_start_time_us=manifest.start_time_us,
+        start_time_us=int(start_us),
+        end_time_us=int(end_us),
+        profile=profile.key(),
+        keyframe_hz=float(profile.keyframe_hz),
+        sweep_hz=float(profile.sweep_hz),
+        cameras=cameras,
+        keyframe_times_us=[int(v) for v in keyframe_times],
+        frames=frames,
+    )
+    record.save(out_dir)
+    stats.write_s += time.perf_counter() - t
+    stats.wall_s = time.perf_counter() - wall
+    return record, stats
+
+
+def _select(
+    log, channel: str, timestamps: np.ndarray, start_us: int, end_us: int, profile: SamplingProfile, scene_id: str
+) -> list[Selection]:
+    try:
+        return select_frames(
+            timestamps, start_us, end_us, profile.keyframe_hz, profile.sweep_hz, source_hz=log.manifest.camera_hz
+        )
+    except MissingKeyframes as err:
+        covered = f"{timestamps[0]}..{timestamps[-1]} µs" if len(timestamps) else "no frames"
+        raise SamplingError(
+            f"scene {scene_id}: {channel} has no frame within {err.max_offset_us} µs of keyframe time "
+            f"{err.times_us[0]} µs ({len(err.times_us)} keyframe(s) missing; video covers {covered})"
+        ) from err
+
+
+def _write_channel(
+    log,
+    channel: str,
+    selections: list[Selection],
+    frame_count: int,
+    profile: SamplingProfile,
+    out_dir: Path,
+    scene_id: str,
+) -> tuple[CameraCalibration, list[FrameRecord], dict]:
+    """Decode and write one camera's selected frames: (output calibration, FrameRecords, stats)."""
+    encoder = FrameEncoder(log.calibration[channel], profile.image_size, profile.undistort, profile.jpeg_quality)
+    out_calib = encoder.out_calib
+    folder = out_dir / channel
+    folder.mkdir(parents=True, exist_ok=True)
+    by_index = {s.frame_index: s for s in selections}
+    decode = DecodeStats()
+    encode_s = write_s = 0.0
+    try:
+        for index, frame in decode_frames(
+            log.video_path(channel), list(by_index), frame_count, log.manifest.camera_hz, decode
+        ):
+            t0 = time.perf_counter()
+            jpeg = encoder.encode(frame)
+            t1 = time.perf_counter()
+            _write_atomic(folder / f"{by_index[index].timestamp_us}.jpg", jpeg)
+            encode_s += t1 - t0
+            write_s += time.perf_counter() - t1
+    except SamplingError as err:
+        raise SamplingError(f"scene {scene_id}: {channel}: {err}") from err
+
+    translations, rotations = log.pose_at(np.array([s.timestamp_us for s in selections], dtype=np.int64))
+    records = [
+        FrameRecord(
+            channel=channel,
+            timestamp_us=s.timestamp_us,
+            is_key_frame=s.is_key_frame,
+            keyframe_index=s.keyframe_index,
+            path=f"{channel}/{s.timestamp_us}.jpg",
+            width=out_calib.width,
+            height=out_calib.height,
+            ego_pose=EgoPose(
+                translation=tuple(float(v) for v in translations[i]),  # type: ignore[arg-type]
+                rotation=tuple(float(v) for v in rotations[i]),  # type: ignore[arg-type]
+            ),
+        )
+        for i, s in enumerate(selections)
+    ]
+    stats = {
+        "frames": len(selections),
+        "decoded": decode.decoded,
+        "seeks": decode.seeks,
+        "decode_s": decode.seconds,
+        "encode_s": encode_s,
+        "write_s": write_s,
+    }
+    return out_calib, records, stats
+
+
+def _time_slice(table: pd.DataFrame, start_us: int, end_us: int) -> pd.DataFrame:
+    """Rows with start <= t < end, plus one row either side so the window can be interpolated."""
+    t = table["timestamp_us"].to_numpy()
+    lo = max(int(np.searchsorted(t, start_us, side="left")) - 1, 0)
+    hi = min(int(np.searchsorted(t, end_us, side="left")) + 1, len(t))
+    return table.iloc[lo:hi].reset_index(drop=True)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _write_parquet(table: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    table.to_parquet(tmp, index=False)
+    os.replace(tmp, path)

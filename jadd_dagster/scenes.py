@@ -1,0 +1,129 @@
+"""Cutting drive logs into fixed-length scenes, with per-scene signal statistics for curation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+
+from jadd_dagster.logs.format import LogManifest
+from jadd_dagster.scene_record import scene_id
+
+SCENE_LENGTH_S = 20.0
+# Scenes are partitions `log × scene index`; the static index range bounds a log's length. At 20 s
+# scenes this is 2 hours. Scenes past it are not registered and are reported by scene_index.
+MAX_SCENES_PER_LOG = 360
+
+# The scene catalog's columns, with units; curation filters are expressions over these names.
+CATALOG_COLUMNS: dict[str, str] = {
+    "scene_id": "'<log_id>/<index>'",
+    "log_id": "drive log id",
+    "scene_index": "index of the scene within its log",
+    "location": "where the log was recorded",
+    "vehicle": "vehicle name",
+    "channels": "comma-separated camera channels of the log",
+    "start_time_us": "scene start, µs since the Unix epoch",
+    "end_time_us": "scene end (exclusive), µs",
+    "date": "UTC date 'YYYY-MM-DD'",
+    "hour": "UTC hour of the start, 0-23",
+    "duration_s": "seconds",
+    "mean_speed_mps": "m/s",
+    "max_speed_mps": "m/s",
+    "min_speed_mps": "m/s",
+    "max_abs_steering_deg": "steering-wheel angle, degrees",
+    "max_abs_yaw_rate_rps": "rad/s",
+    "max_decel_mps2": "largest deceleration, m/s² (positive)",
+    "max_accel_mps2": "largest acceleration, m/s²",
+    "brake_fraction": "share of the scene with the brake pressed, 0-1",
+    "distance_m": "distance travelled, metres (from the ego pose)",
+}
+
+
+@dataclass(frozen=True)
+class SceneWindow:
+    """One scene's place in its log: [start_time_us, end_time_us)."""
+
+    log_id: str
+    index: int
+    start_time_us: int
+    end_time_us: int
+
+    @property
+    def scene_id(self) -> str:
+        return scene_id(self.log_id, self.index)
+
+
+def cut_scenes(manifest: LogManifest, scene_length_s: float = SCENE_LENGTH_S) -> tuple[list[SceneWindow], int]:
+    """Whole scenes of a log in time order, and how many fell past MAX_SCENES_PER_LOG.
+
+    A trailing piece shorter than a scene is not a scene.
+    """
+    length_us = int(round(scene_length_s * 1e6))
+    count = manifest.duration_us // length_us
+    kept = min(count, MAX_SCENES_PER_LOG)
+    windows = [
+        SceneWindow(
+            manifest.log_id,
+            i,
+            manifest.start_time_us + i * length_us,
+            manifest.start_time_us + (i + 1) * length_us,
+        )
+        for i in range(kept)
+    ]
+    return windows, int(count - kept)
+
+
+def _window(df: pd.DataFrame, start_us: int, end_us: int) -> pd.DataFrame:
+    ts = df["timestamp_us"].to_numpy()
+    lo, hi = np.searchsorted(ts, [start_us, end_us])
+    return df.iloc[lo:hi]
+
+
+def scene_statistics(
+    manifest: LogManifest, windows: list[SceneWindow], can: pd.DataFrame, pose: pd.DataFrame
+) -> pd.DataFrame:
+    """One catalog row per scene (CATALOG_COLUMNS), from the log's CAN and pose tables."""
+    rows = []
+    for w in windows:
+        c = _window(can, w.start_time_us, w.end_time_us)
+        p = _window(pose, w.start_time_us, w.end_time_us)
+        speed = c["speed_mps"].to_numpy(dtype=float)
+        accel = c["accel_mps2"].to_numpy(dtype=float)
+        xy = p[["x", "y"]].to_numpy(dtype=float)
+        start = datetime.fromtimestamp(w.start_time_us / 1e6, tz=timezone.utc)
+        rows.append(
+            {
+                "scene_id": w.scene_id,
+                "log_id": w.log_id,
+                "scene_index": w.index,
+                "location": manifest.location,
+                "vehicle": manifest.vehicle,
+                "channels": ",".join(manifest.channels),
+                "start_time_us": w.start_time_us,
+                "end_time_us": w.end_time_us,
+                "date": start.strftime("%Y-%m-%d"),
+                "hour": start.hour,
+                "duration_s": (w.end_time_us - w.start_time_us) / 1e6,
+                "mean_speed_mps": _stat(speed, np.mean),
+                "max_speed_mps": _stat(speed, np.max),
+                "min_speed_mps": _stat(speed, np.min),
+                "max_abs_steering_deg": _stat(np.abs(c["steering_deg"].to_numpy(dtype=float)), np.max),
+                "max_abs_yaw_rate_rps": _stat(np.abs(c["yaw_rate_rps"].to_numpy(dtype=float)), np.max),
+                "max_decel_mps2": max(0.0, _stat(-accel, np.max)),
+                "max_accel_mps2": max(0.0, _stat(accel, np.max)),
+                "brake_fraction": _stat((c["brake"].to_numpy(dtype=float) > 0).astype(float), np.mean),
+                "distance_m": float(np.linalg.norm(np.diff(xy, axis=0), axis=1).sum()) if len(xy) > 1 else 0.0,
+            }
+        )
+    return pd.DataFrame(rows, columns=list(CATALOG_COLUMNS))
+
+
+def _stat(values: np.ndarray, fn) -> float:
+    return float(fn(values)) if values.size else float("nan")
+
+
+def empty_catalog() -> pd.DataFrame:
+    """A catalog with no scenes and the right columns."""
+    return scene_statistics(None, [], None, None)  # type: ignore[arg-type]

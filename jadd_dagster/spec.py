@@ -1,0 +1,166 @@
+"""DatasetSpec: the parameters a user chooses for one dataset, with validation and profile hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from jadd_dagster.logs.format import CAMERA_CHANNELS
+
+RATES_HZ = (2, 5, 10, 30)
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+class SpecError(ValueError):
+    """A dataset spec that cannot be built, with messages that name the offending fields."""
+
+
+class DatasetSpec(BaseModel):
+    """What a user asks for: which scenes, how to sample them, and how to package the dataset."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(
+        description="Dataset name: lower-case letters, digits, '-' and '_'. It is the `datasets` "
+        "partition key and part of the nuScenes version folder (v1.0-<name>).",
+        pattern=NAME_PATTERN,
+    )
+    description: str = Field(default="", description="Free text shown in the registry.")
+    scene_filter: str = Field(
+        default="",
+        description="Boolean expression over scene_catalog columns, e.g. "
+        "\"mean_speed_mps > 8 and location == 'tokyo-odaiba'\". Empty selects every scene. "
+        "Operators: comparisons, and/or/not, in [...], arithmetic.",
+    )
+    include_scenes: list[str] = Field(
+        default=[], description="Scene ids ('<log_id>/<index>') always included, filter or not."
+    )
+    exclude_scenes: list[str] = Field(default=[], description="Scene ids never included.")
+    max_scenes: int | None = Field(
+        default=None, ge=1, description="Keep at most this many scenes (earliest first); none = no limit."
+    )
+    channels: list[str] = Field(
+        default=["CAM_FRONT"],
+        description=f"Camera channels to sample; each of {', '.join(CAMERA_CHANNELS)}.",
+    )
+    keyframe_hz: int = Field(default=2, description="Keyframe (nuScenes sample) rate in Hz: 2, 5, 10 or 30.")
+    sweep_hz: int = Field(
+        default=10, description="Rate of all sampled frames in Hz (keyframes plus sweeps): 2, 5, 10 or 30; "
+        "a multiple of keyframe_hz."
+    )
+    undistort: bool = Field(default=True, description="Rectify images to a pinhole camera (zero distortion).")
+    image_width: int | None = Field(
+        default=None, ge=16, le=7680, description="Output width in pixels; none keeps the camera's size."
+    )
+    image_height: int | None = Field(
+        default=None, ge=16, le=4320, description="Output height in pixels; none keeps the camera's size."
+    )
+    jpeg_quality: int = Field(default=90, ge=1, le=100, description="JPEG quality 1-100.")
+    autolabel: bool = Field(default=False, description="Auto-label 3D boxes (not available yet).")
+    autolabel_model: str = Field(default="baseline", description="Auto-label model name and version.")
+    include_can_bus: bool = Field(default=True, description="Write can_bus/ files in the devkit's format.")
+    val_fraction: float = Field(
+        default=0.2, ge=0.0, le=1.0, description="Share of scenes in the 'val' split of splits.json."
+    )
+    budget_usd: float | None = Field(
+        default=None, gt=0, description="Refuse to launch when the estimated compute cost exceeds this (USD)."
+    )
+
+    @field_validator("channels")
+    @classmethod
+    def _known_channels(cls, channels: list[str]) -> list[str]:
+        if not channels:
+            raise ValueError("choose at least one camera channel")
+        unknown = [c for c in channels if c not in CAMERA_CHANNELS]
+        if unknown:
+            raise ValueError(f"unknown channel(s) {unknown}; choose from {list(CAMERA_CHANNELS)}")
+        if len(set(channels)) != len(channels):
+            raise ValueError("a channel is listed twice")
+        return channels
+
+    @field_validator("scene_filter")
+    @classmethod
+    def _valid_filter(cls, expression: str) -> str:
+        from jadd_dagster.curation import FilterError, check_filter
+
+        try:
+            check_filter(expression)
+        except FilterError as error:
+            raise ValueError(str(error).removeprefix("scene_filter: ")) from None
+        return expression
+
+    @field_validator("keyframe_hz", "sweep_hz")
+    @classmethod
+    def _supported_rate(cls, rate: int) -> int:
+        if rate not in RATES_HZ:
+            raise ValueError(f"{rate} Hz is not supported; choose one of {list(RATES_HZ)} Hz")
+        return rate
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DatasetSpec":
+        if self.sweep_hz < self.keyframe_hz or self.sweep_hz % self.keyframe_hz:
+            raise ValueError(
+                f"sweep_hz ({self.sweep_hz}) must be a multiple of keyframe_hz ({self.keyframe_hz})"
+            )
+        if (self.image_width is None) != (self.image_height is None):
+            raise ValueError("set both image_width and image_height, or neither")
+        if self.autolabel:
+            raise ValueError("autolabel: auto-labelling is not available yet; set autolabel: false")
+        overlap = set(self.include_scenes) & set(self.exclude_scenes)
+        if overlap:
+            raise ValueError(f"scenes both included and excluded: {sorted(overlap)}")
+        return self
+
+    @property
+    def image_size(self) -> tuple[int, int] | None:
+        if self.image_width is None or self.image_height is None:
+            return None
+        return (self.image_width, self.image_height)
+
+    def spec_hash(self) -> str:
+        """Stable 12-hex hash of everything that changes the dataset's content."""
+        content = self.model_dump(exclude={"description", "budget_usd"})
+        return hashlib.sha1(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def spec_errors(error: ValidationError) -> str:
+    """One line per problem, each naming its field, for people rather than for pydantic."""
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "spec"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{field}: {message}")
+    return "\n".join(lines)
+
+
+def parse_spec(data: dict) -> DatasetSpec:
+    """Validate a spec mapping, raising SpecError with one line per bad field."""
+    if not isinstance(data, dict):
+        raise SpecError("spec: expected a mapping of parameter names to values")
+    try:
+        return DatasetSpec.model_validate(data)
+    except ValidationError as error:
+        raise SpecError(spec_errors(error)) from None
+
+
+def load_spec(path: Path) -> DatasetSpec:
+    """Read a YAML dataset spec file."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such spec file") from None
+    except yaml.YAMLError as error:
+        raise SpecError(f"{path}: not valid YAML: {error}") from None
+    try:
+        return parse_spec(data)
+    except SpecError as error:
+        raise SpecError(f"{path}:\n{error}") from None
+
+
+def is_valid_name(name: str) -> bool:
+    return re.fullmatch(NAME_PATTERN, name) is not None

@@ -1,0 +1,66 @@
+"""The Dagster code location: it loads, the launchpad config round-trips, the sensor finds logs."""
+
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+from jadd_dagster.defs.automation import STANDARD_DATASETS_DIR, dataset_run_config, drive_log_sensor
+from jadd_dagster.defs.dataset_assets import DatasetConfig, spec_from_config
+from jadd_dagster.defs.resources import StoreResource
+from jadd_dagster.definitions import defs
+from jadd_dagster.spec import DatasetSpec, load_spec, parse_spec
+
+
+def test_the_definitions_load_with_every_asset_check_sensor_and_schedule():
+    dg.Definitions.validate_loadable(defs)
+    repo = defs.get_repository_def()
+    assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} == {
+        "drive_logs", "scene_index", "scene_catalog", "curated_scenes", "sampled_frames", "jadd_dataset",
+        "dataset_registry"}
+    checks = {k.name for k in repo.asset_graph.asset_check_keys}
+    assert {"calibration_is_sane", "timestamps_are_monotonic", "frame_counts_match_rates",
+            "nuscenes_invariants_hold", "devkit_loads_every_version"} <= checks
+    assert repo.has_sensor_def("drive_log_sensor") and repo.has_schedule_def("standard_datasets_schedule")
+
+
+def test_the_launchpad_shows_every_parameter_but_the_name_with_its_default():
+    fields = DatasetConfig.to_fields_dict()
+    assert set(fields) == set(DatasetSpec.model_fields) - {"name"}
+    assert fields["keyframe_hz"].default_value == 2
+    assert fields["channels"].default_value == ["CAM_FRONT"]
+    assert all(f.description for f in fields.values())
+
+
+def test_launchpad_defaults_give_the_default_spec():
+    assert spec_from_config("city", DatasetConfig()) == parse_spec({"name": "city"})
+
+
+def test_a_standard_dataset_yaml_round_trips_through_run_config():
+    path = STANDARD_DATASETS_DIR / "demo.yaml"
+    config = dataset_run_config(yaml.safe_load(path.read_text()))["ops"]["curated_scenes"]["config"]
+    assert spec_from_config("demo", DatasetConfig(**config)) == load_spec(path)
+
+
+def test_bad_launchpad_config_fails_with_the_field_named():
+    try:
+        spec_from_config("city", DatasetConfig(keyframe_hz=3))
+    except dg.Failure as failure:
+        assert "keyframe_hz" in str(failure.description)
+    else:
+        raise AssertionError("a 3 Hz keyframe rate was accepted")
+
+
+def test_the_log_sensor_registers_new_log_folders_once(tmp_path: Path):
+    for name in ("log-a", "log-b"):
+        (tmp_path / "logs" / name).mkdir(parents=True)
+        (tmp_path / "logs" / name / "manifest.json").write_text("{}")
+    (tmp_path / "logs" / "partial-upload").mkdir()  # no manifest yet: not a log
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance=instance, resources={"store": StoreResource(root=str(tmp_path))})
+        result = drive_log_sensor(context)
+        assert [r.partition_keys for r in result.dynamic_partitions_requests] == [["log-a", "log-b"]]
+        assert [r.partition_key for r in result.run_requests] == ["log-a", "log-b"]
+        instance.add_dynamic_partitions("logs", ["log-a", "log-b"])
+        again = drive_log_sensor(dg.build_sensor_context(instance=instance, resources={"store": StoreResource(root=str(tmp_path))}))
+        assert again.dynamic_partitions_requests == [] and again.run_requests == []

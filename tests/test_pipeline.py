@@ -1,0 +1,108 @@
+"""End to end: `jadd build` materializes the whole Dagster graph and the devkit opens the output."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from jadd_dagster.cli import main as jadd
+from jadd_dagster.logs.format import MANIFEST
+from jadd_dagster.logs.generator import make_logs
+
+pytestmark = pytest.mark.e2e
+
+SPEC = {
+    "name": "e2e",
+    "channels": ["CAM_FRONT", "CAM_FRONT_LEFT"],
+    "keyframe_hz": 2,
+    "sweep_hz": 10,
+    "image_width": 128,
+    "image_height": 72,
+    "val_fraction": 0.5,
+}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """Two good logs (2 scenes each), one whose manifest claims a third scene the video lacks, one broken log."""
+    root = tmp_path_factory.mktemp("e2e")
+    logs = root / "logs"
+    good = make_logs(logs, n_logs=3, minutes=0.75, seed=7, channels=("CAM_FRONT", "CAM_FRONT_LEFT"), image_size=(160, 90))
+    overlong = good[2] / MANIFEST
+    manifest = json.loads(overlong.read_text())
+    manifest["duration_us"] += 20_000_000  # a third scene past the end of the recording
+    overlong.write_text(json.dumps(manifest))
+    broken = logs / "log-broken"
+    shutil.copytree(good[0], broken)
+    (broken / "can.parquet").unlink()
+    spec = root / "spec.yaml"
+    spec.write_text(yaml.safe_dump(SPEC))
+    workdir = root / "work"
+    env = {k: os.environ.get(k) for k in ("JADD_HOME", "DAGSTER_HOME")}
+    code = jadd(["build", "--spec", str(spec), "--logs", str(logs), "--workdir", str(workdir)])
+    summary = json.loads((workdir / "summary.json").read_text())
+    yield {"code": code, "summary": summary, "workdir": workdir, "spec": spec, "logs": logs, "bad_scene": f"{good[2].name}/0002"}
+    for key, value in env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def test_failed_scenes_and_logs_are_listed_apart_and_the_exit_status_is_non_zero(built):
+    summary = built["summary"]
+    assert built["code"] == 1
+    assert list(summary["failed_scenes"]) == [built["bad_scene"]]
+    assert "CAM_FRONT" in summary["failed_scenes"][built["bad_scene"]]
+    assert list(summary["failed_logs"]) == ["log-broken"]
+    assert "can.parquet" in summary["failed_logs"]["log-broken"]
+
+
+def test_the_good_scenes_become_a_dataset_the_devkit_opens(built):
+    from nuscenes.nuscenes import NuScenes
+
+    summary = built["summary"]
+    assert summary["scenes"] == 6 and summary["versions"] == ["v1.0-e2e"]
+    nusc = NuScenes(version=summary["versions"][0], dataroot=summary["dataroot"], verbose=False)
+    assert len(nusc.scene) == 6
+    # 20 s at 2 Hz keyframes; every sample has both cameras.
+    assert len(nusc.sample) == summary["samples"] == 6 * 40
+    assert all(set(s["data"]) == {"CAM_FRONT", "CAM_FRONT_LEFT"} for s in nusc.sample)
+    path, _, intrinsic = nusc.get_sample_data(nusc.sample[0]["data"]["CAM_FRONT"])
+    assert Path(path).exists() and intrinsic.shape == (3, 3)
+    cam = nusc.get("sample_data", nusc.sample[0]["data"]["CAM_FRONT"])
+    assert (cam["width"], cam["height"]) == (128, 72)
+
+
+def test_every_scene_partition_has_a_materialization(built):
+    instance = dg.DagsterInstance.from_config(str(built["workdir"] / "dagster_home"))
+    keys = instance.get_materialized_partitions(dg.AssetKey("sampled_frames"))
+    assert len(keys) == 6
+    assert instance.get_latest_materialization_event(dg.AssetKey("dataset_registry")) is not None
+
+
+def test_the_registry_lists_the_dataset(built, capsys):
+    assert jadd(["datasets", "list", "--workdir", str(built["workdir"]), "--json"]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    assert [(e["name"], e["status"], e["scenes"], e["failed_scenes"]) for e in entries] == [("e2e", "partial", 6, 1)]
+
+
+def test_a_rebuild_takes_every_good_scene_from_the_cache(built):
+    code = jadd(["build", "--spec", str(built["spec"]), "--logs", str(built["logs"]), "--workdir", str(built["workdir"])])
+    summary = json.loads((built["workdir"] / "summary.json").read_text())
+    assert code == 1
+    assert summary["cached_scenes"] == 6 and summary["computed_scenes"] == 0
+    assert list(summary["failed_scenes"]) == [built["bad_scene"]]
+
+
+def test_a_bad_spec_is_refused_before_any_work(tmp_path, capsys):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(yaml.safe_dump({**SPEC, "sweep_hz": 7}))
+    code = jadd(["build", "--spec", str(spec), "--logs", str(tmp_path), "--workdir", str(tmp_path / "w")])
+    assert code == 2
+    assert "sweep_hz" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
