@@ -46,7 +46,7 @@ def link_logs(logs_dir: Path, store_logs: Path) -> list[str]:
     """Make each log folder of logs_dir visible in the store (symlinks; no copy)."""
     store_logs.mkdir(parents=True, exist_ok=True)
     linked = []
-    for folder in sorted(p for p in Path(logs_dir).iterdir() if p.is_dir()):
+    for folder in sorted(p for p in Path(logs_dir).iterdir() if p.is_dir() and not p.name.startswith(".")):
         target = store_logs / folder.name
         if not target.exists():
             target.symlink_to(folder.resolve(), target_is_directory=True)

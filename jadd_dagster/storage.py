@@ -35,9 +35,12 @@ class LocalStore:
         return self.path(key).exists()
 
     def list_children(self, prefix: str) -> list[str]:
-        """Names of the entries directly under a prefix, sorted; none if it does not exist."""
+        """Names of the entries directly under a prefix, sorted; none if it does not exist.
+
+        Names starting with '.' are writes in progress (staging folders, temp files) and are skipped.
+        """
         folder = self.path(prefix)
-        return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+        return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
 
     def write_json(self, key: str, data) -> Path:
         """Write JSON atomically: readers see the old object or the whole new one, never a part."""
