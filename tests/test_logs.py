@@ -415,3 +415,16 @@ def test_generator_refuses_sizes_the_encoder_cannot_take(tmp_path):
         make_logs(tmp_path, 1, 0.1, 1, image_size=(161, 90))
     with pytest.raises(ValueError, match="CAM_SIDEWAYS"):
         make_logs(tmp_path, 1, 0.1, 1, channels=("CAM_SIDEWAYS",))
+
+
+def test_make_logs_command_writes_readable_logs(tmp_path):
+    from jadd_dagster.cli import main as jadd
+
+    code = jadd(["make-logs", "--out", str(tmp_path), "--logs", "2", "--minutes", "0.1", "--seed", "3",
+                 "--channels", "CAM_BACK", "--width", "64", "--height", "36"])
+    assert code == 0
+    logs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    assert [p.name for p in logs] == ["log-3-0001", "log-3-0002"]
+    log = read_log(logs[0])
+    assert log.manifest.channels == ("CAM_BACK",)
+    assert (log.calibration["CAM_BACK"].width, log.calibration["CAM_BACK"].height) == (64, 36)
