@@ -6,7 +6,9 @@ Plain functions; the Dagster assets in defs/dataset_assets.py call them.
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,9 +18,9 @@ from jadd_dagster.compute.chunks import SceneTask
 from jadd_dagster.compute.worker import STAGE_SAMPLED
 from jadd_dagster.registry import SceneOutput
 from jadd_dagster.sampling import SamplingProfile
-from jadd_dagster.scene_record import SceneRecord
+from jadd_dagster.scene_record import SCENE_CAN, SCENE_JSON, SCENE_POSE, SceneRecord
 from jadd_dagster.spec import DatasetSpec
-from jadd_dagster.storage import DATASETS, LOGS, SCENES, LocalStore
+from jadd_dagster.storage import DATASETS, LOGS, SCENES, ObjectStore
 
 
 def sampling_profile(spec: DatasetSpec) -> SamplingProfile:
@@ -74,25 +76,9 @@ def dataset_key(name: str) -> str:
     return f"{DATASETS}/{name}"
 
 
-@dataclass
-class DatasetPaths:
-    """Where a dataset build writes: the final dataroot and a staging folder swapped in at the end."""
-
-    dataroot: Path
-    staging: Path
-
-    @classmethod
-    def for_run(cls, store: LocalStore, name: str, run_id: str) -> "DatasetPaths":
-        base = store.path(dataset_key(name))
-        return cls(base / "nuscenes", base / f".staging-{run_id[:8]}")
-
-    def publish(self) -> None:
-        """Replace the previous build with the staged one; the old one stays until this succeeds."""
-        old = self.dataroot.with_name(f".old-{int(time.time())}")
-        if self.dataroot.exists():
-            self.dataroot.rename(old)
-        self.staging.rename(self.dataroot)
-        shutil.rmtree(old, ignore_errors=True)
+def dataroot_key(name: str) -> str:
+    """Where a dataset's nuScenes dataroot is published in the store."""
+    return f"{dataset_key(name)}/nuscenes"
 
 
 @dataclass
@@ -114,10 +100,6 @@ class BuildSummary:
     dagster_run_id: str = ""
 
 
-def scene_outputs_in_order(outputs: list[SceneOutput], store: LocalStore) -> list[Path]:
-    return [store.path(o.path) for o in sorted(outputs, key=lambda o: o.scene_id)]
-
-
 @dataclass
 class DatasetChecks:
     """Problems found in a built dataset, per check (an empty list passes)."""
@@ -127,39 +109,92 @@ class DatasetChecks:
     devkit: list[str]
 
 
+class SceneFolders:
+    """Local folders of scene outputs for the merge.
+
+    A local store lends its own folders. For a remote store only the small files (scene.json, CAN,
+    pose) are fetched, one scene at a time; frames stay in the store and are copied there.
+    """
+
+    SMALL_FILES = (SCENE_JSON, SCENE_CAN, SCENE_POSE)
+
+    def __init__(self, store: ObjectStore, scratch: Path):
+        self.store = store
+        self.scratch = scratch
+        self.key_of: dict[Path, str] = {}
+        self.frames_of: dict[Path, set[str]] = {}
+        self.records: list[SceneRecord] = []
+
+    def iterate(self, outputs: list[SceneOutput]) -> Iterator[Path]:
+        for i, output in enumerate(sorted(outputs, key=lambda o: o.scene_id)):
+            folder = self.store.local_path(output.path)
+            if folder is None:
+                folder = self.scratch / f"{i:07d}"
+                keys = {k[len(output.path) + 1 :] for k in self.store.list_keys(output.path)}
+                for name in self.SMALL_FILES:
+                    if name in keys:
+                        self.store.download_file(f"{output.path}/{name}", folder / name)
+                self.frames_of[folder] = keys
+            self.key_of[folder] = output.path
+            if (folder / SCENE_JSON).exists():
+                self.records.append(SceneRecord.load(folder))
+            yield folder
+            if folder.is_relative_to(self.scratch):
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def link_image(self, target_prefix: str):
+        def link(folder: Path, source: str, filename: str) -> bool:
+            self.store.copy(f"{self.key_of[folder]}/{source}", f"{target_prefix}/{filename}")
+            return True
+
+        return link
+
+    def frame_exists(self, folder: Path, source: str) -> bool:
+        return source in self.frames_of[folder]
+
+
 def assemble_dataset(
     spec: DatasetSpec,
     outputs: list[SceneOutput],
-    store: LocalStore,
+    store: ObjectStore,
     run_id: str,
     scene_length_s: float,
     scenes_per_part: int = 5000,
 ) -> tuple[BuildSummary, DatasetChecks]:
-    """Merge scene outputs into a staged dataroot, check it, then publish it in place of the old one."""
-    from jadd_dagster.merge import merge_scenes
-    from jadd_dagster.nuscenes.validate import validate_dataset
+    """Merge scene outputs into a staged dataroot, check it, then publish it in place of the old one.
 
-    paths = DatasetPaths.for_run(store, spec.name, run_id)
-    shutil.rmtree(paths.staging, ignore_errors=True)
+    Local store: the staging folder sits beside the dataroot (frames hard-linked) and one rename
+    publishes it. Remote store: frames are copied inside the store, tables are written locally,
+    checked, then uploaded, version folders last.
+    """
+    from jadd_dagster.merge import merge_scenes
+
+    key = dataroot_key(spec.name)
+    local_root = store.local_path(key)
     started = time.monotonic()
-    scene_dirs = scene_outputs_in_order(outputs, store)
-    merged = merge_scenes(
-        scene_dirs, paths.staging, spec.name, val_fraction=spec.val_fraction,
-        scenes_per_part=scenes_per_part, include_can_bus=spec.include_can_bus,
-    )
-    merged_ids = set(merged.scene_names)
-    records = [r for r in (SceneRecord.load(d) for d in scene_dirs if (d / "scene.json").exists()) if r.scene_id in merged_ids]
-    expected = expected_frames_per_channel(scene_length_s, spec.keyframe_hz, spec.sweep_hz)
-    checks = DatasetChecks(
-        frame_counts=frame_count_problems(records, expected),
-        nuscenes_invariants=[p for v in merged.versions for p in validate_dataset(paths.staging, v)],
-        devkit=devkit_problems(paths.staging, merged.versions),
-    )
-    paths.publish()
+    with tempfile.TemporaryDirectory(prefix="jadd-merge-") as scratch:
+        folders = SceneFolders(store, Path(scratch) / "scenes")
+        if local_root is not None:
+            staging = local_root.with_name(f".staging-{run_id[:8]}")
+            shutil.rmtree(staging, ignore_errors=True)
+            hooks: dict = {}
+        else:
+            staging = Path(scratch) / "dataroot"
+            hooks = {"link_image": folders.link_image(key), "frame_exists": folders.frame_exists}
+        try:
+            merged = merge_scenes(
+                folders.iterate(outputs), staging, spec.name, val_fraction=spec.val_fraction,
+                scenes_per_part=scenes_per_part, include_can_bus=spec.include_can_bus, **hooks,
+            )
+            checks = check_dataset(spec, merged, folders.records, staging, store, key, scene_length_s)
+            publish_dataset(staging, store, key, merged.versions)
+        finally:
+            if local_root is not None:
+                shutil.rmtree(staging, ignore_errors=True)
     summary = BuildSummary(
         name=spec.name,
         spec_hash=spec.spec_hash(),
-        dataroot=str(paths.dataroot),
+        dataroot=store.describe(key),
         versions=list(merged.versions),
         scenes=merged.scenes,
         samples=merged.samples,
@@ -171,6 +206,33 @@ def assemble_dataset(
         dagster_run_id=run_id,
     )
     return summary, checks
+
+
+def check_dataset(spec, merged, records, staging: Path, store: ObjectStore, key: str, scene_length_s: float) -> DatasetChecks:
+    from jadd_dagster.nuscenes.validate import validate_dataset
+
+    merged_ids = set(merged.scene_names)
+    expected = expected_frames_per_channel(scene_length_s, spec.keyframe_hz, spec.sweep_hz)
+    file_exists = None
+    if store.local_path(key) is None:
+        published = {k[len(key) + 1 :] for k in store.list_keys(key)}
+        file_exists = lambda name: name in published or (staging / name).is_file()  # noqa: E731
+    return DatasetChecks(
+        frame_counts=frame_count_problems([r for r in records if r.scene_id in merged_ids], expected),
+        nuscenes_invariants=[p for v in merged.versions for p in validate_dataset(staging, v, file_exists)],
+        devkit=devkit_problems(staging, merged.versions),
+    )
+
+
+def publish_dataset(staging: Path, store: ObjectStore, key: str, versions: list[str]) -> None:
+    """Make the staged dataroot the published one; readers see the old tables or the new ones."""
+    if store.local_path(key) is not None:
+        store.publish_folder(staging, key)
+        return
+    files = sorted(p for p in staging.rglob("*") if p.is_file())
+    tables = [p for p in files if p.relative_to(staging).parts[0] in versions]
+    for path in [p for p in files if p not in tables] + tables:
+        store.upload_file(path, f"{key}/{path.relative_to(staging).as_posix()}")
 
 
 def devkit_problems(dataroot: Path, versions: list[str]) -> list[str]:

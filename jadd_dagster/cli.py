@@ -42,20 +42,19 @@ def _run_build(spec_path: Path, workdir: Path, logs_dir: Path | None, make_demo_
     spec, spec_data = _load_spec(spec_path)  # refuse a bad spec before any work
     if spec is None:
         return 2
+    if logs_dir is not None and not Path(logs_dir).is_dir():
+        print(f"error: --logs {logs_dir} is not a folder", file=sys.stderr)
+        return 2
     headless.use_workdir(workdir)
-    store_logs = workdir.resolve() / "store" / "logs"
+    store = headless.current_store()
     if make_demo_logs is not None:
         from jadd_dagster.logs.generator import make_logs
 
-        if store_logs.exists():
-            shutil.rmtree(store_logs)
+        logs_dir = workdir.resolve() / "demo-logs"
+        shutil.rmtree(logs_dir, ignore_errors=True)
         print(f"generating {make_demo_logs['n_logs']} synthetic logs")
-        make_logs(store_logs, **make_demo_logs)
-    if logs_dir is not None:
-        if not Path(logs_dir).is_dir():
-            print(f"error: --logs {logs_dir} is not a folder", file=sys.stderr)
-            return 2
-        headless.link_logs(Path(logs_dir), store_logs)
+        make_logs(logs_dir, **make_demo_logs)
+    headless.add_logs(Path(logs_dir), store)
     try:
         result = headless.build_dataset(spec, spec_data, workdir)
     except headless.BuildFailed as error:

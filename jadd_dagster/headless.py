@@ -30,28 +30,52 @@ class HeadlessResult:
         return not self.failed_logs and not self.summary.get("failed_scenes")
 
 
-def use_workdir(workdir: Path) -> None:
-    """Point the profile and the Dagster instance at workdir; call before loading definitions."""
+def use_workdir(workdir: Path, dagster_yaml: str | None = None) -> None:
+    """Point the profile and the Dagster instance at workdir; call before loading definitions.
+
+    dagster_yaml is the instance config to write (e.g. PostgreSQL storage); by default the
+    instance is SQLite under WORKDIR/dagster_home and an existing config is kept.
+    """
     workdir = workdir.resolve()
     home = workdir / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
+    if dagster_yaml is not None:
+        config.write_text(dagster_yaml)
+    elif not config.exists():
         config.write_text("telemetry:\n  enabled: false\n")
     os.environ["JADD_HOME"] = str(workdir)
     os.environ["DAGSTER_HOME"] = str(home)
 
 
-def link_logs(logs_dir: Path, store_logs: Path) -> list[str]:
-    """Make each log folder of logs_dir visible in the store (symlinks; no copy)."""
-    store_logs.mkdir(parents=True, exist_ok=True)
-    linked = []
+def current_store():
+    """The object store of the deployment profile as the environment sets it now."""
+    from jadd_dagster.profile import load_profile
+    from jadd_dagster.storage import open_store
+
+    return open_store(load_profile().store_url)
+
+
+def add_logs(logs_dir: Path, store) -> list[str]:
+    """Put each log folder of logs_dir into the store: a symlink for a local store, else an upload.
+
+    Logs already in the store are left as they are.
+    """
+    from jadd_dagster.logs.format import MANIFEST
+    from jadd_dagster.logs.stored import log_key
+
+    added = []
     for folder in sorted(p for p in Path(logs_dir).iterdir() if p.is_dir() and not p.name.startswith(".")):
-        target = store_logs / folder.name
-        if not target.exists():
-            target.symlink_to(folder.resolve(), target_is_directory=True)
-        linked.append(folder.name)
-    return linked
+        key = log_key(folder.name)
+        local = store.local_path(key)
+        if local is not None:
+            local.parent.mkdir(parents=True, exist_ok=True)
+            if not local.exists():
+                local.symlink_to(folder.resolve(), target_is_directory=True)
+        elif not store.exists(f"{key}/{MANIFEST}"):
+            store.publish_folder(folder, key, last=[MANIFEST])
+        added.append(folder.name)
+    return added
 
 
 def build_dataset(spec: DatasetSpec, spec_data: dict, workdir: Path, progress=print) -> HeadlessResult:
@@ -80,7 +104,7 @@ def build_dataset(spec: DatasetSpec, spec_data: dict, workdir: Path, progress=pr
             partition_key=partition_key, run_config=config, raise_on_error=False,
         )
 
-    log_ids = [n for n in store.list_children(LOGS) if store.path(f"{LOGS}/{n}").is_dir()]
+    log_ids = store.list_children(LOGS)
     instance.add_dynamic_partitions(log_partitions.name, log_ids)
     failed_logs: dict[str, str] = {}
     for i, log_id in enumerate(log_ids, 1):

@@ -79,6 +79,8 @@ def merge_scenes(
     include_can_bus: bool = True,
     seed: int = 0,
     annotations: AnnotationSource | None = None,
+    link_image: Callable[[Path, str, str], bool] | None = None,
+    frame_exists: Callable[[Path, str], bool] | None = None,
 ) -> MergeResult:
     """Stream scene folders into dataroot as nuScenes version folder(s) v1.0-<name>[-partNNN].
 
@@ -86,7 +88,8 @@ def merge_scenes(
     reproducible names); tokens come from stable ids only. Images are hard-linked (copied across
     file systems), never re-encoded. Raises ValueError before writing anything when there are more
     folders than 4-digit scene names (MAX_SCENES) or the arguments are invalid. With no mergeable
-    scene, nothing is written and versions is empty.
+    scene, nothing is written and versions is empty. link_image and frame_exists let a caller whose
+    frames live in an object store copy and check them there (see DatasetWriter, prepare_scene).
     """
     dirs = [Path(d) for d in scene_dirs]
     if len(dirs) > MAX_SCENES:
@@ -97,7 +100,9 @@ def merge_scenes(
     if not 0.0 <= val_fraction <= 1.0:
         raise ValueError("val_fraction must lie in [0, 1]")
     dataroot = Path(dataroot)
-    writer = DatasetWriter(dataroot, name, scenes_per_part=scenes_per_part, include_can_bus=include_can_bus)
+    writer = DatasetWriter(
+        dataroot, name, scenes_per_part=scenes_per_part, include_can_bus=include_can_bus, link_image=link_image
+    )
     failed: list[tuple[str, str]] = []
     seen: set[str] = set()
     try:
@@ -112,7 +117,7 @@ def merge_scenes(
                 continue
             try:
                 boxes = annotations(record, scene_dir) if annotations is not None else ()
-                prepared = prepare_scene(record, scene_dir, boxes, include_can_bus=include_can_bus)
+                prepared = prepare_scene(record, scene_dir, boxes, include_can_bus=include_can_bus, frame_exists=frame_exists)
             except Exception as exc:  # noqa: BLE001 - one bad scene never fails the merge
                 failed.append((record.scene_id, f"{type(exc).__name__}: {exc}"))
                 continue

@@ -21,7 +21,7 @@ class DeploymentProfile:
     """Where data lives and how work runs. Units: seconds, USD."""
 
     name: str
-    store_root: str
+    store_url: str
     registry_url: str
     compute: str
     max_workers: int
@@ -53,7 +53,7 @@ def load_profile(name_or_path: str | None = None) -> DeploymentProfile:
     cost = raw.get("cost", {})
     return DeploymentProfile(
         name=path.stem,
-        store_root=expand(raw["storage"]["root"]),
+        store_url=expand(raw["storage"]["url"]),
         registry_url=expand(raw["registry"]["url"]),
         compute=compute.get("kind", "local"),
         max_workers=int(compute.get("max_workers", 0)),

@@ -57,10 +57,10 @@ def test_the_log_sensor_registers_new_log_folders_once(tmp_path: Path):
         (tmp_path / "logs" / name / "manifest.json").write_text("{}")
     (tmp_path / "logs" / "partial-upload").mkdir()  # no manifest yet: not a log
     with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(instance=instance, resources={"store": StoreResource(root=str(tmp_path))})
+        context = dg.build_sensor_context(instance=instance, resources={"store": StoreResource(url=str(tmp_path))})
         result = drive_log_sensor(context)
         assert [r.partition_keys for r in result.dynamic_partitions_requests] == [["log-a", "log-b"]]
         assert [r.partition_key for r in result.run_requests] == ["log-a", "log-b"]
         instance.add_dynamic_partitions("logs", ["log-a", "log-b"])
-        again = drive_log_sensor(dg.build_sensor_context(instance=instance, resources={"store": StoreResource(root=str(tmp_path))}))
+        again = drive_log_sensor(dg.build_sensor_context(instance=instance, resources={"store": StoreResource(url=str(tmp_path))}))
         assert again.dynamic_partitions_requests == [] and again.run_requests == []

@@ -29,7 +29,7 @@ class ChunkManifest:
     chunk_id: str
     stage: str
     settings: dict
-    store_root: str
+    store_url: str
     results_key: str
     scenes: list[SceneTask] = field(default_factory=list)
 

@@ -8,15 +8,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from jadd_dagster.compute.chunks import ChunkManifest, SceneTask, split_into_chunks
 from jadd_dagster.compute.local import ChunkOutcome
 from jadd_dagster.compute.worker import result_key
 from jadd_dagster.registry import Registry, SceneOutput
-from jadd_dagster.storage import RUNS, LocalStore
+from jadd_dagster.storage import RUNS, ObjectStore
 
-RunChunks = Callable[[list[Path], Callable[[ChunkOutcome, int, int], None]], list[ChunkOutcome]]
+# run_chunks(store, manifest_keys, on_done) -> outcomes: what a compute backend provides.
+RunChunks = Callable[[ObjectStore, list[str], Callable[[ChunkOutcome, int, int], None]], list[ChunkOutcome]]
 
 
 @dataclass
@@ -39,7 +39,7 @@ def run_stage(
     stage: str,
     profile_key: str,
     settings: dict,
-    store: LocalStore,
+    store: ObjectStore,
     registry: Registry,
     run_chunks: RunChunks,
     run_id: str,
@@ -68,16 +68,17 @@ def run_stage(
         results_key = f"{RUNS}/{run_id}/{stage}/results"
         manifests = []
         for i, chunk in enumerate(chunks):
-            manifest = ChunkManifest(f"{stage}-{i:05d}", stage, settings, str(store.root), results_key, chunk)
-            manifests.append(store.write_json(f"{RUNS}/{run_id}/{stage}/chunks/{i:05d}.json", manifest.to_json()))
+            key = f"{RUNS}/{run_id}/{stage}/chunks/{i:05d}.json"
+            store.write_json(key, ChunkManifest(f"{stage}-{i:05d}", stage, settings, store.url, results_key, chunk).to_json())
+            manifests.append(key)
 
         def report(outcome: ChunkOutcome, done: int, total: int) -> None:
             status = "ok" if outcome.returncode == 0 else f"exit code {outcome.returncode}"
             on_progress(f"{stage}: chunk {done}/{total} finished ({status}, {outcome.seconds:.1f} s)")
 
-        outcomes = {o.manifest: o for o in run_chunks(manifests, report)}
-        for manifest_path, chunk in zip(manifests, chunks):
-            outcome = outcomes.get(manifest_path)
+        outcomes = {o.manifest_key: o for o in run_chunks(store, manifests, report)}
+        for manifest_key, chunk in zip(manifests, chunks):
+            outcome = outcomes.get(manifest_key)
             for task in chunk:
                 key = result_key(results_key, task.scene_id)
                 if not store.exists(key):

@@ -5,17 +5,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 
 @dataclass(frozen=True)
 class ChunkOutcome:
-    """How a worker process ended: exit code and the tail of its error output."""
+    """How a worker ended: its manifest key, exit code and the tail of its error output."""
 
-    manifest: Path
+    manifest_key: str
     returncode: int
     stderr_tail: str
     seconds: float
@@ -26,7 +26,8 @@ def default_workers() -> int:
 
 
 def run_local_chunks(
-    manifests: list[Path],
+    store_url: str,
+    manifest_keys: list[str],
     max_workers: int = 0,
     on_done: Callable[[ChunkOutcome, int, int], None] | None = None,
 ) -> list[ChunkOutcome]:
@@ -35,33 +36,33 @@ def run_local_chunks(
     on_done(outcome, done, total) is called as each chunk finishes, for progress reporting.
     """
     workers = max_workers or default_workers()
-    pending = list(manifests)
-    running: list[tuple[subprocess.Popen, Path, float, object]] = []
+    pending = list(manifest_keys)
+    running: list[tuple[subprocess.Popen, str, float, object]] = []
     outcomes: list[ChunkOutcome] = []
     try:
         while pending or running:
             while pending and len(running) < workers:
-                manifest = pending.pop(0)
-                err = open(str(manifest) + ".stderr", "w+")
+                key = pending.pop(0)
+                err = tempfile.TemporaryFile("w+")
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "jadd_dagster.compute.worker", "--manifest", str(manifest)],
+                    [sys.executable, "-m", "jadd_dagster.compute.worker", "--store", store_url, "--manifest", key],
                     stdout=subprocess.DEVNULL,
                     stderr=err,
                 )
-                running.append((proc, manifest, time.monotonic(), err))
+                running.append((proc, key, time.monotonic(), err))
             time.sleep(0.05)
             for item in list(running):
-                proc, manifest, started, err = item
+                proc, key, started, err = item
                 if proc.poll() is None:
                     continue
                 running.remove(item)
                 err.seek(0)
                 tail = err.read()[-4000:]
                 err.close()
-                outcome = ChunkOutcome(manifest, proc.returncode, tail, time.monotonic() - started)
+                outcome = ChunkOutcome(key, proc.returncode, tail, time.monotonic() - started)
                 outcomes.append(outcome)
                 if on_done:
-                    on_done(outcome, len(outcomes), len(manifests))
+                    on_done(outcome, len(outcomes), len(manifest_keys))
     finally:
         for proc, *_ in running:  # cancelled or failed: leave no orphan workers behind
             proc.kill()

@@ -5,10 +5,10 @@ import pandas as pd
 
 from jadd_dagster.defs.partitions import log_partitions
 from jadd_dagster.defs.resources import PipelineSettings, StoreResource
-from jadd_dagster.logs import read_log
 from jadd_dagster.logs.checks import calibration_problems, timing_problems
+from jadd_dagster.logs.stored import log_key, open_stored_log
 from jadd_dagster.scenes import cut_scenes, empty_catalog, scene_statistics
-from jadd_dagster.storage import CATALOG, LOGS
+from jadd_dagster.storage import CATALOG, read_parquet, write_parquet
 
 CHECK_CALIBRATION = "calibration_is_sane"
 CHECK_TIMESTAMPS = "timestamps_are_monotonic"
@@ -30,9 +30,10 @@ def scene_index_key(log_id: str) -> str:
     description="A raw drive log in the object store, validated (Pre-process).",
 )
 def drive_logs(context: dg.AssetExecutionContext, store: StoreResource) -> dg.MaterializeResult:
-    log = read_log(store.store().path(f"{LOGS}/{context.partition_key}"))
-    calibration = calibration_problems(log)
-    timing = timing_problems(log)
+    s = store.store()
+    with open_stored_log(s, context.partition_key) as log:
+        calibration = calibration_problems(log)
+        timing = timing_problems(log)
     m = log.manifest
     return dg.MaterializeResult(
         metadata={
@@ -40,7 +41,7 @@ def drive_logs(context: dg.AssetExecutionContext, store: StoreResource) -> dg.Ma
             "vehicle": m.vehicle,
             "duration_s": m.duration_us / 1e6,
             "channels": ", ".join(m.channels),
-            "path": dg.MetadataValue.path(str(log.path)),
+            "location_in_store": s.describe(log_key(context.partition_key)),
         },
         check_results=[
             dg.AssetCheckResult(check_name=CHECK_CALIBRATION, passed=not calibration, metadata={"problems": "\n".join(calibration)}),
@@ -58,15 +59,12 @@ def drive_logs(context: dg.AssetExecutionContext, store: StoreResource) -> dg.Ma
 )
 def scene_index(context: dg.AssetExecutionContext, store: StoreResource, settings: PipelineSettings) -> dg.MaterializeResult:
     s = store.store()
-    log = read_log(s.path(f"{LOGS}/{context.partition_key}"))
-    windows, beyond = cut_scenes(log.manifest, settings.scene_length_s)
+    with open_stored_log(s, context.partition_key) as log:
+        windows, beyond = cut_scenes(log.manifest, settings.scene_length_s)
+        table = scene_statistics(log.manifest, windows, log.can(), log.pose())
     if beyond:
         context.log.warning(f"{beyond} scenes past the per-log limit were not registered")
-    table = scene_statistics(log.manifest, windows, log.can(), log.pose())
-    target = s.path(scene_index_key(context.partition_key))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    table.to_parquet(target.with_suffix(".tmp"), index=False)
-    target.with_suffix(".tmp").replace(target)
+    write_parquet(s, scene_index_key(context.partition_key), table)
     return dg.MaterializeResult(
         metadata={
             "scenes": len(table),
@@ -86,15 +84,12 @@ def scene_catalog(context: dg.AssetExecutionContext, store: StoreResource) -> dg
     s = store.store()
     known = set(context.instance.get_dynamic_partitions(log_partitions.name))
     parts = [
-        pd.read_parquet(s.path(scene_index_key(name.removesuffix(".parquet"))))
+        read_parquet(s, scene_index_key(name.removesuffix(".parquet")))
         for name in s.list_children(f"{CATALOG}/scenes")
         if name.endswith(".parquet") and name.removesuffix(".parquet") in known
     ]
     catalog = pd.concat(parts, ignore_index=True) if parts else empty_catalog()
-    target = s.path(CATALOG_KEY)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    catalog.to_parquet(target.with_suffix(".tmp"), index=False)
-    target.with_suffix(".tmp").replace(target)
+    write_parquet(s, CATALOG_KEY, catalog)
     return dg.MaterializeResult(
         metadata={
             "scenes": len(catalog),
@@ -106,7 +101,7 @@ def scene_catalog(context: dg.AssetExecutionContext, store: StoreResource) -> dg
 
 
 def read_catalog(store: StoreResource) -> pd.DataFrame:
-    path = store.store().path(CATALOG_KEY)
-    if not path.exists():
+    s = store.store()
+    if not s.exists(CATALOG_KEY):
         raise dg.Failure("the scene catalog is empty: materialize drive_logs, scene_index and scene_catalog first")
-    return pd.read_parquet(path)
+    return read_parquet(s, CATALOG_KEY)

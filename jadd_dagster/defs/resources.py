@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import dagster as dg
 
 from jadd_dagster.compute.local import ChunkOutcome, run_local_chunks
 from jadd_dagster.profile import DeploymentProfile
 from jadd_dagster.registry import Registry
-from jadd_dagster.storage import LocalStore
+from jadd_dagster.storage import ObjectStore, open_store
 
 
 class StoreResource(dg.ConfigurableResource):
-    """The object store (a local folder by default)."""
+    """The object store: a local folder path (the default) or s3://bucket/prefix."""
 
-    root: str
+    url: str
 
-    def store(self) -> LocalStore:
-        return LocalStore(self.root)
+    def store(self) -> ObjectStore:
+        return open_store(self.url)
 
 
 class RegistryResource(dg.ConfigurableResource):
@@ -43,9 +42,9 @@ class LocalComputeBackend(dg.ConfigurableResource):
     target_chunk_s: float = 120.0
 
     def run_chunks(
-        self, manifests: list[Path], on_done: Callable[[ChunkOutcome, int, int], None]
+        self, store: ObjectStore, manifest_keys: list[str], on_done: Callable[[ChunkOutcome, int, int], None]
     ) -> list[ChunkOutcome]:
-        return run_local_chunks(manifests, self.max_workers, on_done)
+        return run_local_chunks(store.url, manifest_keys, self.max_workers, on_done)
 
 
 class PipelineSettings(dg.ConfigurableResource):
@@ -60,7 +59,7 @@ def resources_for(profile: DeploymentProfile) -> dict[str, dg.ConfigurableResour
     if profile.compute != "local":
         raise ValueError(f"compute backend {profile.compute!r} is not available yet; use 'local'")
     return {
-        "store": StoreResource(root=profile.store_root),
+        "store": StoreResource(url=profile.store_url),
         "registry": RegistryResource(url=profile.registry_url),
         "compute": LocalComputeBackend(max_workers=profile.max_workers, target_chunk_s=profile.target_chunk_s),
         "settings": PipelineSettings(

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -94,24 +94,35 @@ class DriveLog:
         return channel
 
 
-def read_log(path: Path) -> DriveLog:
-    """Validate and open the log folder at path; raises LogFormatError on the first problem."""
+VideoExists = Callable[[str], bool]
+
+
+def read_log(path: Path, video_exists: VideoExists | None = None, label: str | None = None) -> DriveLog:
+    """Validate and open the log folder at path; raises LogFormatError on the first problem.
+
+    video_exists(relative video path) checks a video without it being in the folder (a log whose
+    videos stay in the object store); label names the log in messages instead of path.
+    """
     path = Path(path)
-    problem = next(_problems(path), None)
+    problem = next(_problems(path, video_exists), None)
     if problem is not None:
-        raise LogFormatError(problem)
+        raise LogFormatError(_relabel(problem, path, label))
     manifest = fmt.LogManifest.from_json(json.loads((path / fmt.MANIFEST).read_text()))
     calibration_json = json.loads((path / fmt.CALIBRATION).read_text())
     calibration = {c: CameraCalibration.from_json(calibration_json[c]) for c in manifest.channels}
     return DriveLog(path=path, manifest=manifest, calibration=calibration)
 
 
-def validate_log(path: Path) -> list[str]:
+def validate_log(path: Path, video_exists: VideoExists | None = None, label: str | None = None) -> list[str]:
     """Every problem found in the log folder at path (empty when it is a valid log)."""
-    return list(_problems(Path(path)))
+    return [_relabel(p, Path(path), label) for p in _problems(Path(path), video_exists)]
 
 
-def _problems(log: Path) -> Iterator[str]:
+def _relabel(problem: str, path: Path, label: str | None) -> str:
+    return label + problem[len(str(path)):] if label and problem.startswith(str(path)) else problem
+
+
+def _problems(log: Path, video_exists: VideoExists | None = None) -> Iterator[str]:
     """Problems in order; stops early where later checks would depend on a broken file."""
     if not log.is_dir():
         yield f"{log}: not a log folder"
@@ -122,9 +133,9 @@ def _problems(log: Path) -> Iterator[str]:
         return
     manifest = fmt.LogManifest.from_json(json.loads((log / fmt.MANIFEST).read_text()))
     yield from _calibration_problems(log, manifest.channels)
+    exists = video_exists or (lambda name: (log / name).is_file() and (log / name).stat().st_size > 0)
     for channel in manifest.channels:
-        video = log / fmt.video_file(channel)
-        if not video.is_file() or video.stat().st_size == 0:
+        if not exists(fmt.video_file(channel)):
             yield f"{log}: {fmt.video_file(channel)}: missing or empty video of listed channel {channel}"
         yield from _table_problems(log, fmt.timestamps_file(channel), {"timestamp_us": "int64"},
                                    (manifest.start_time_us, manifest.end_time_us))

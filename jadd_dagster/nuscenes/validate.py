@@ -18,6 +18,7 @@ import json
 import math
 import re
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from jadd_dagster.nuscenes.tables import TABLE_NAMES
@@ -180,14 +181,15 @@ def _check_values(tables, index, problems: _Problems) -> None:
             problems.add("timestamp", f"sample_data {sd['token']} and its ego_pose have different timestamps")
 
 
-def _check_files(dataroot: Path, tables, problems: _Problems) -> None:
+def _check_files(dataroot: Path, tables, problems: _Problems, file_exists=None) -> None:
+    exists = file_exists or (lambda name: (dataroot / name).is_file())
     for table in ("sample_data", "map"):
         for record in tables[table]:
             name = record.get("filename")
             relative = PurePosixPath(name) if isinstance(name, str) else None
             if relative is None or not name or relative.is_absolute() or ".." in relative.parts or "\\" in name:
                 problems.add("file", f"{table} {record['token']} filename {name!r} is not relative to the dataroot")
-            elif not (dataroot / relative).is_file():
+            elif not exists(name):
                 problems.add("file", f"{table} {record['token']} file {name} does not exist")
 
 
@@ -344,8 +346,12 @@ def _check_splits(folder: Path, tables, problems: _Problems) -> None:
             split_of[name] = split
 
 
-def validate_dataset(dataroot: Path, version: str) -> list[str]:
-    """Problems of dataroot/version as nuScenes data (empty list: all invariants hold)."""
+def validate_dataset(dataroot: Path, version: str, file_exists: Callable[[str], bool] | None = None) -> list[str]:
+    """Problems of dataroot/version as nuScenes data (empty list: all invariants hold).
+
+    file_exists(filename relative to the dataroot) says whether a referenced file exists; by default
+    it looks in dataroot. A dataset whose images live in an object store passes its own.
+    """
     dataroot = Path(dataroot)
     folder = dataroot / version
     problems = _Problems()
@@ -358,7 +364,7 @@ def validate_dataset(dataroot: Path, version: str) -> list[str]:
     checks = (
         lambda: _check_references(tables, index, problems),
         lambda: _check_values(tables, index, problems),
-        lambda: _check_files(dataroot, tables, problems),
+        lambda: _check_files(dataroot, tables, problems, file_exists),
         lambda: _check_scenes(tables, index, problems),
         lambda: _check_sample_data(tables, index, problems),
         lambda: _check_annotations(tables, index, problems),

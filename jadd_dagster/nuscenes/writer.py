@@ -22,7 +22,7 @@ import shutil
 import struct
 import tempfile
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -196,15 +196,24 @@ class PreparedScene:
 
 
 def prepare_scene(
-    record: SceneRecord, scene_dir: Path, annotations: Sequence[Mapping] = (), include_can_bus: bool = True
+    record: SceneRecord,
+    scene_dir: Path,
+    annotations: Sequence[Mapping] = (),
+    include_can_bus: bool = True,
+    frame_exists: Callable[[Path, str], bool] | None = None,
 ) -> PreparedScene:
-    """Build and check everything of one scene without writing; raises on any problem of the scene."""
+    """Build and check everything of one scene without writing; raises on any problem of the scene.
+
+    frame_exists(scene_dir, frame path) says whether a frame exists; by default it looks in
+    scene_dir (a store whose frames are not on this machine passes its own).
+    """
+    exists = frame_exists or (lambda folder, source: (folder / source).is_file())
     tables = build_scene_tables(record, annotations)
     for source, _ in tables.links:
         relative = PurePosixPath(source)
         if relative.is_absolute() or ".." in relative.parts:
             raise ValueError(f"frame path {source} leaves the scene folder")
-        if not (scene_dir / relative).is_file():
+        if not exists(scene_dir, source):
             raise FileNotFoundError(f"frame {source} is missing")
     messages = None
     if include_can_bus:
@@ -267,7 +276,17 @@ class DatasetWriter:
     the same name left by an earlier merge are removed first.
     """
 
-    def __init__(self, dataroot: Path, name: str, scenes_per_part: int = 5000, include_can_bus: bool = True):
+    def __init__(
+        self,
+        dataroot: Path,
+        name: str,
+        scenes_per_part: int = 5000,
+        include_can_bus: bool = True,
+        link_image: Callable[[Path, str, str], bool] | None = None,
+    ):
+        """link_image(scene_dir, frame path, filename in the dataroot) puts a frame into the
+        dataset without re-encoding it and says whether that avoided a copy; by default frames are
+        hard-linked into dataroot."""
         if not NAME_PATTERN.match(name):
             raise ValueError(f"dataset name {name!r}: use letters, digits, '.', '_' and '-'")
         if scenes_per_part < 1:
@@ -276,6 +295,7 @@ class DatasetWriter:
         self.name = name
         self.scenes_per_part = scenes_per_part
         self.include_can_bus = include_can_bus
+        self.link_image = link_image or (lambda folder, source, filename: link_or_copy(folder / source, self.dataroot / filename))
         self.dataroot.mkdir(parents=True, exist_ok=True)
         stale = re.compile(rf"^{re.escape(version_name(name))}(-part\d{{3,}})?$")
         for child in self.dataroot.iterdir():
@@ -298,7 +318,7 @@ class DatasetWriter:
         tables = prepared.tables
         tables.scene["name"] = name
         for source, filename in tables.links:
-            linked = link_or_copy(prepared.scene_dir / source, self.dataroot / filename)
+            linked = self.link_image(prepared.scene_dir, source, filename)
             self.counts["images"] += 1
             self.counts["copied_images"] += 0 if linked else 1
         if self.include_can_bus and prepared.can_bus is not None:
