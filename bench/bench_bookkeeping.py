@@ -16,8 +16,6 @@ Usage: python bench/bench_bookkeeping.py [--sizes 10000 100000] [--naive-n 2000]
 The one-at-a-time mechanisms run at --naive-n only; their per-partition time is extrapolated.
 """
 
-from __future__ import annotations
-
 import argparse
 import contextlib
 import os
@@ -85,7 +83,8 @@ def measure(instance: dg.DagsterInstance, mechanism: str, n: int) -> float:
             [bookkeeping_probe], instance=instance,
             run_config={**QUIET, "ops": {"bookkeeping_probe": {"config": {"mechanism": mechanism, "n": n}}}},
         )
-    metadata = result.asset_materializations_for_node("bookkeeping_probe")[0].metadata
+    probe = [m for m in result.asset_materializations_for_node("bookkeeping_probe") if m.asset_key == bookkeeping_probe.key]
+    metadata = probe[0].metadata
     seconds, count = metadata["seconds"].value, metadata["count"].value
     recorded = len(instance.get_materialized_partitions(SAMPLED_FRAMES))
     if count != n or recorded != n:

@@ -8,9 +8,11 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
 
 import pandas as pd
 
@@ -60,16 +62,20 @@ def expected_frames_per_channel(scene_length_s: float, keyframe_hz: int, sweep_h
     return keyframes + (keyframes - 1) * (sweep_hz // keyframe_hz - 1)
 
 
-def frame_count_problems(records: list[SceneRecord], expected: int) -> list[str]:
-    """Scenes whose frame count per channel differs from duration × rate."""
-    problems = []
-    for record in records:
-        counts = pd.Series([f.channel for f in record.frames]).value_counts()
-        for channel in record.cameras:
-            got = int(counts.get(channel, 0))
-            if got != expected:
-                problems.append(f"{record.scene_id} {channel}: {got} frames, expected {expected}")
-    return problems
+def frames_per_channel(record: SceneRecord) -> dict[str, int]:
+    """How many frames a sampled scene has of each of its channels."""
+    counts = Counter(f.channel for f in record.frames)
+    return {channel: counts.get(channel, 0) for channel in record.cameras}
+
+
+def frame_count_problems(counts: dict[str, dict[str, int]], expected: int) -> list[str]:
+    """Scenes (scene id -> frames per channel) whose count differs from duration × rate."""
+    return [
+        f"{scene_id} {channel}: {got} frames, expected {expected}"
+        for scene_id, per_channel in sorted(counts.items())
+        for channel, got in per_channel.items()
+        if got != expected
+    ]
 
 
 def dataset_key(name: str) -> str:
@@ -113,7 +119,8 @@ class SceneFolders:
     """Local folders of scene outputs for the merge.
 
     A local store lends its own folders. For a remote store only the small files (scene.json, CAN,
-    pose) are fetched, one scene at a time; frames stay in the store and are copied there.
+    pose) are fetched into scratch space (≈100 kB a scene; a dataroot holds < 10,000 scenes); frames
+    stay in the store and are copied there. Frame counts are noted on the way for the checks.
     """
 
     SMALL_FILES = (SCENE_JSON, SCENE_CAN, SCENE_POSE)
@@ -123,7 +130,7 @@ class SceneFolders:
         self.scratch = scratch
         self.key_of: dict[Path, str] = {}
         self.frames_of: dict[Path, set[str]] = {}
-        self.records: list[SceneRecord] = []
+        self.frame_counts: dict[str, dict[str, int]] = {}
 
     def iterate(self, outputs: list[SceneOutput]) -> Iterator[Path]:
         for i, output in enumerate(sorted(outputs, key=lambda o: o.scene_id)):
@@ -137,10 +144,8 @@ class SceneFolders:
                 self.frames_of[folder] = keys
             self.key_of[folder] = output.path
             if (folder / SCENE_JSON).exists():
-                self.records.append(SceneRecord.load(folder))
+                self.frame_counts[output.scene_id] = frames_per_channel(SceneRecord.load(folder))
             yield folder
-            if folder.is_relative_to(self.scratch):
-                shutil.rmtree(folder, ignore_errors=True)
 
     def link_image(self, target_prefix: str):
         def link(folder: Path, source: str, filename: str) -> bool:
@@ -186,7 +191,7 @@ def assemble_dataset(
                 folders.iterate(outputs), staging, spec.name, val_fraction=spec.val_fraction,
                 scenes_per_part=scenes_per_part, include_can_bus=spec.include_can_bus, **hooks,
             )
-            checks = check_dataset(spec, merged, folders.records, staging, store, key, scene_length_s)
+            checks = check_dataset(spec, merged, folders.frame_counts, staging, store, key, scene_length_s)
             publish_dataset(staging, store, key, merged.versions)
         finally:
             if local_root is not None:
@@ -208,7 +213,10 @@ def assemble_dataset(
     return summary, checks
 
 
-def check_dataset(spec, merged, records, staging: Path, store: ObjectStore, key: str, scene_length_s: float) -> DatasetChecks:
+def check_dataset(
+    spec: DatasetSpec, merged, frame_counts: dict[str, dict[str, int]], staging: Path, store: ObjectStore,
+    key: str, scene_length_s: float,
+) -> DatasetChecks:
     from jadd_dagster.nuscenes.validate import validate_dataset
 
     merged_ids = set(merged.scene_names)
@@ -218,7 +226,7 @@ def check_dataset(spec, merged, records, staging: Path, store: ObjectStore, key:
         published = {k[len(key) + 1 :] for k in store.list_keys(key)}
         file_exists = lambda name: name in published or (staging / name).is_file()  # noqa: E731
     return DatasetChecks(
-        frame_counts=frame_count_problems([r for r in records if r.scene_id in merged_ids], expected),
+        frame_counts=frame_count_problems({k: v for k, v in frame_counts.items() if k in merged_ids}, expected),
         nuscenes_invariants=[p for v in merged.versions for p in validate_dataset(staging, v, file_exists)],
         devkit=devkit_problems(staging, merged.versions),
     )

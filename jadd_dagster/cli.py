@@ -91,7 +91,7 @@ def cmd_datasets_list(args) -> int:
 
     if args.workdir:
         headless.use_workdir(Path(args.workdir))
-    entries = Registry(load_profile().registry_url).list_datasets(args.name)
+    entries = Registry(load_profile().resolved_registry_url()).list_datasets(args.name)
     if args.json:
         print(json.dumps([{**e.__dict__, "created_at": e.created_at.isoformat()} for e in entries], indent=2))
         return 0

@@ -1,19 +1,22 @@
 """Deployment profiles: resources/<name>.yaml says where data lives and how work runs.
 
 Values may use {JADD_HOME} and any other environment variable in braces; JADD_HOME defaults to
-./.jadd in the current folder. Reading the profile is local file I/O only (no cloud calls).
+./.jadd in the current folder. Secrets are never written in a profile: `registry.url_env` names the
+environment variable that holds the database URL, and Dagster reads it at run time (dg.EnvVar), so
+the value never shows in the UI or the logs. Reading a profile is local file I/O only.
 """
 
 from __future__ import annotations
 
 import os
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 PROFILES_DIR = Path(__file__).resolve().parents[1] / "resources"
+COMPUTE_KINDS = ("local", "batch")
 
 
 @dataclass(frozen=True)
@@ -22,13 +25,21 @@ class DeploymentProfile:
 
     name: str
     store_url: str
-    registry_url: str
+    registry_url: str | None
+    registry_url_env: str | None
     compute: str
-    max_workers: int
-    target_chunk_s: float
-    scene_length_s: float
-    cpu_seconds_per_frame: float
-    usd_per_cpu_hour: float
+    compute_options: dict = field(default_factory=dict)
+    scene_length_s: float = 20.0
+    cpu_seconds_per_frame: float = 0.02
+    usd_per_cpu_hour: float = 0.05
+
+    def resolved_registry_url(self) -> str:
+        """The registry URL itself (for the CLI); it may contain a password: never print it."""
+        if self.registry_url_env:
+            if self.registry_url_env not in os.environ:
+                raise KeyError(f"set {self.registry_url_env} to the registry's database URL")
+            return os.environ[self.registry_url_env]
+        return self.registry_url or ""
 
 
 class _Env(dict):
@@ -47,17 +58,25 @@ def load_profile(name_or_path: str | None = None) -> DeploymentProfile:
     raw = yaml.safe_load(path.read_text())
 
     def expand(value):
-        return string.Formatter().vformat(value, (), env) if isinstance(value, str) else value
+        if isinstance(value, str):
+            return string.Formatter().vformat(value, (), env)
+        if isinstance(value, dict):
+            return {k: expand(v) for k, v in value.items()}
+        return value
 
-    compute = raw.get("compute", {})
+    compute = expand(dict(raw.get("compute", {})))
+    kind = compute.pop("kind", "local")
+    if kind not in COMPUTE_KINDS:
+        raise ValueError(f"{path}: compute.kind {kind!r} is not one of {COMPUTE_KINDS}")
+    registry = raw.get("registry", {})
     cost = raw.get("cost", {})
     return DeploymentProfile(
         name=path.stem,
         store_url=expand(raw["storage"]["url"]),
-        registry_url=expand(raw["registry"]["url"]),
-        compute=compute.get("kind", "local"),
-        max_workers=int(compute.get("max_workers", 0)),
-        target_chunk_s=float(compute.get("target_chunk_s", 120)),
+        registry_url=expand(registry["url"]) if "url" in registry else None,
+        registry_url_env=registry.get("url_env"),
+        compute=kind,
+        compute_options=compute,
         scene_length_s=float(raw.get("scenes", {}).get("length_s", 20)),
         cpu_seconds_per_frame=float(cost.get("cpu_seconds_per_frame", 0.02)),
         usd_per_cpu_hour=float(cost.get("usd_per_cpu_hour", 0.05)),

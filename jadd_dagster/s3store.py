@@ -34,7 +34,7 @@ def client_config(**overrides):
     from botocore.config import Config
 
     settings = {
-        "retries": {"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+        "retries": {"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
         "connect_timeout": CONNECT_TIMEOUT_S,
         "read_timeout": READ_TIMEOUT_S,
     }
@@ -43,7 +43,7 @@ def client_config(**overrides):
 
 def make_client(endpoint_url: str | None = None, region: str | None = None, **kwargs):
     """A boto3 S3 client with the store's retry and timeout settings. `kwargs` go to
-    `boto3.client` (tests pass explicit credentials for their local server; production leaves
+    the client (tests pass explicit credentials for their local server; production leaves
     credentials to boto3's chain)."""
     import boto3
 

@@ -1,4 +1,8 @@
-"""LocalBackend: runs chunk workers as processes on this machine, a few at a time."""
+"""LocalBackend: runs chunk workers as processes on this machine, a few at a time.
+
+Plain Python (no Dagster): the Dagster resource (defs/compute_resources.py) opens the Pipes session
+and passes each worker its own environment through `envs`.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -30,24 +34,30 @@ def run_local_chunks(
     manifest_keys: list[str],
     max_workers: int = 0,
     on_done: Callable[[ChunkOutcome, int, int], None] | None = None,
+    envs: Sequence[Mapping[str, str]] | None = None,
 ) -> list[ChunkOutcome]:
     """Run `python -m jadd_dagster.compute.worker` once per manifest, max_workers at a time.
 
     on_done(outcome, done, total) is called as each chunk finishes, for progress reporting.
+    envs, if given, holds one mapping per manifest of variables added to that worker's environment
+    (e.g. its Dagster Pipes bootstrap variables).
     """
+    if envs is not None and len(envs) != len(manifest_keys):
+        raise ValueError(f"{len(envs)} environments for {len(manifest_keys)} manifests")
     workers = max_workers or default_workers()
-    pending = list(manifest_keys)
+    pending = list(enumerate(manifest_keys))
     running: list[tuple[subprocess.Popen, str, float, object]] = []
     outcomes: list[ChunkOutcome] = []
     try:
         while pending or running:
             while pending and len(running) < workers:
-                key = pending.pop(0)
+                index, key = pending.pop(0)
                 err = tempfile.TemporaryFile("w+")
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "jadd_dagster.compute.worker", "--store", store_url, "--manifest", key],
                     stdout=subprocess.DEVNULL,
                     stderr=err,
+                    env={**os.environ, **envs[index]} if envs is not None else None,
                 )
                 running.append((proc, key, time.monotonic(), err))
             time.sleep(0.05)
@@ -66,4 +76,6 @@ def run_local_chunks(
     finally:
         for proc, *_ in running:  # cancelled or failed: leave no orphan workers behind
             proc.kill()
+        for proc, *_ in running:
+            proc.wait()
     return outcomes

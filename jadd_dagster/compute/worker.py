@@ -1,26 +1,54 @@
 """The worker entrypoint: process one chunk of scenes, scene by scene.
 
-Runs the same way in a local process and in a container (`jadd worker --store URL --manifest KEY`).
-Everything is read from and written to the object store. Each scene is independent: a failure is
-recorded in that scene's result record and the chunk goes on. Result records are the source of
-truth for the orchestrator; nothing depends on a message arriving.
+Runs the same way in a local process and in a container (`jadd worker --store URL --manifest KEY`,
+or `--manifest-list KEY` in an AWS Batch array job, where each child takes the entry at its
+`AWS_BATCH_JOB_ARRAY_INDEX`). Everything is read from and written to the object store. Each scene
+is independent: a failure is recorded in that scene's result record and the chunk goes on. Result
+records are the source of truth for the orchestrator; nothing depends on a message arriving.
+
+When Dagster launched the worker (the Pipes bootstrap variables are set), it also reports each
+scene's outcome through Dagster Pipes; its message stream is its own (a file, or numbered chunks
+in the object store under a prefix of its own), because a Pipes session reads many workers at once
+(see compute/pipes.py). This module imports only `dagster_pipes`, never `dagster`: workers start
+often and must start fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import tempfile
 import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
+
+from dagster_pipes import (
+    PipesBlobStoreMessageWriter,
+    PipesBlobStoreMessageWriterChannel,
+    PipesContext,
+    PipesDefaultMessageWriter,
+    PipesEnvVarParamsLoader,
+    PipesParams,
+    open_dagster_pipes,
+)
 
 from jadd_dagster.compute.chunks import ChunkManifest, SceneTask
 from jadd_dagster.scene_record import SCENE_JSON
 from jadd_dagster.storage import ObjectStore, open_store
 
 STAGE_SAMPLED = "sampled"
+
+ARRAY_INDEX_ENV = "AWS_BATCH_JOB_ARRAY_INDEX"
+# Parameters of the object-store message writer (set by the Dagster side, compute/pipes.py).
+MESSAGES_STORE = "store"
+MESSAGES_KEY_PREFIX = "key_prefix"
+MESSAGES_CHILD_OFFSET = "child_offset"
+MESSAGES_INTERVAL = "interval"
 
 
 def result_key(results_key: str, scene_id: str) -> str:
@@ -67,19 +95,27 @@ class OpenLogs:
 STAGES = {STAGE_SAMPLED: _sample}
 
 
-def run_chunk(manifest: ChunkManifest, scratch: Path | None = None) -> dict[str, int]:
-    """Process every scene of a chunk; returns counts of ok and failed scenes."""
+SceneCallback = Callable[[dict], None]
+
+
+def run_chunk(manifest: ChunkManifest, scratch: Path | None = None, on_scene: SceneCallback | None = None) -> dict[str, int]:
+    """Process every scene of a chunk; returns counts of ok and failed scenes.
+
+    on_scene(result record) is called after each scene's record is written.
+    """
     store = open_store(manifest.store_url)
     stage = STAGES[manifest.stage]
     with tempfile.TemporaryDirectory(dir=scratch, prefix="jadd-chunk-") as tmp:
         open_logs = OpenLogs(Path(tmp))
         try:
-            return _run_tasks(manifest, store, stage, open_logs)
+            return _run_tasks(manifest, store, stage, open_logs, on_scene)
         finally:
             open_logs.close()
 
 
-def _run_tasks(manifest: ChunkManifest, store: ObjectStore, stage, open_logs: OpenLogs) -> dict[str, int]:
+def _run_tasks(
+    manifest: ChunkManifest, store: ObjectStore, stage, open_logs: OpenLogs, on_scene: SceneCallback | None = None
+) -> dict[str, int]:
     counts = {"ok": 0, "failed": 0}
     for task in manifest.scenes:
         started = time.monotonic()
@@ -93,7 +129,129 @@ def _run_tasks(manifest: ChunkManifest, store: ObjectStore, stage, open_logs: Op
         store.write_json(result_key(manifest.results_key, task.scene_id), result)
         counts[result["status"]] += 1
         print(json.dumps({"progress": task.scene_id, "status": result["status"]}), flush=True)
+        if on_scene:
+            on_scene(result)
     return counts
+
+
+def array_index() -> int:
+    """This worker's index in an AWS Batch array job (0 for a plain job or a local process)."""
+    return int(os.environ.get(ARRAY_INDEX_ENV) or 0)
+
+
+def manifest_key_from_list(store: ObjectStore, list_key: str, index: int | None = None) -> str:
+    """The manifest key at this worker's array index in a manifest list ({"manifests": [keys]})."""
+    keys = store.read_json(list_key)["manifests"]
+    index = array_index() if index is None else index
+    if not 0 <= index < len(keys):
+        raise IndexError(f"array index {index} is outside the manifest list {list_key!r} of {len(keys)} chunks")
+    return keys[index]
+
+
+def child_messages_prefix(key_prefix: str, child: int) -> str:
+    """Where one worker's Pipes message chunks go: numbered <n>.json objects under this prefix."""
+    return f"{key_prefix}/child-{child}"
+
+
+class StoreMessageWriter(PipesBlobStoreMessageWriter):
+    """Pipes messages as numbered chunks in the object store (S3 in production), one prefix per
+    worker: <key_prefix>/child-<child_offset + AWS_BATCH_JOB_ARRAY_INDEX>/<n>.json.
+
+    dagster-pipes' PipesS3MessageWriter writes every process to the same <key_prefix>/<n>.json, so
+    the children of an array job would overwrite each other's chunks; here each child appends its
+    index. Going through the object store (put_object on S3) uses the store's own endpoint and
+    credentials, and the same code runs against a local folder.
+    """
+
+    def make_channel(self, params: PipesParams) -> "StoreMessageWriterChannel":
+        child = int(params.get(MESSAGES_CHILD_OFFSET, 0)) + array_index()
+        return StoreMessageWriterChannel(
+            open_store(params[MESSAGES_STORE]),
+            child_messages_prefix(params[MESSAGES_KEY_PREFIX], child),
+            interval=float(params.get(MESSAGES_INTERVAL, self.interval)),
+        )
+
+
+class StoreMessageWriterChannel(PipesBlobStoreMessageWriterChannel):
+    """Uploads buffered messages every `interval` seconds as the next numbered chunk."""
+
+    def __init__(self, store: ObjectStore, prefix: str, *, interval: float):
+        super().__init__(interval=interval)
+        self._store = store
+        self._prefix = prefix
+        # A retried attempt of the same child (AWS Batch retry strategy) continues the numbering
+        # after the chunks of the attempt before it, so the reader's counter stays in step.
+        numbers = [name.removesuffix(".json") for name in store.list_children(prefix)]
+        self._first = max((int(n) for n in numbers if n.isdigit()), default=0)
+
+    def upload_messages_chunk(self, payload: IO, index: int) -> None:
+        key = f"{self._prefix}/{self._first + index}.json"
+        data = payload.read().encode()
+        for attempt in range(3):
+            try:
+                self._store.put_bytes(key, data)
+                return
+            except Exception:
+                if attempt == 2:
+                    raise
+                time.sleep(2**attempt)
+
+
+class ChunkReporter:
+    """Reports a chunk's progress to Dagster through Pipes; does nothing outside a Pipes session.
+
+    Messages are for progress only (the result records decide), so a failing message never fails
+    the chunk.
+    """
+
+    def __init__(self, pipes: PipesContext | None = None):
+        self.pipes = pipes
+
+    def scene_done(self, chunk_id: str, result: dict) -> None:
+        def send(pipes: PipesContext) -> None:
+            if result["status"] != "ok":
+                pipes.log.warning(f"[{chunk_id}] {result['scene_id']} failed: {result.get('error')}")
+            pipes.report_custom_message({
+                "progress": result["scene_id"], "status": result["status"], "chunk": chunk_id,
+                "seconds": result.get("seconds"),
+            })
+
+        self._send(send)
+
+    def chunk_done(self, chunk_id: str, counts: dict[str, int]) -> None:
+        self._send(lambda pipes: pipes.log.info(f"[{chunk_id}] finished: {counts['ok']} scenes ok, {counts['failed']} failed"))
+
+    def _send(self, send: Callable[[PipesContext], Any]) -> None:
+        if self.pipes is None:
+            return
+        try:
+            send(self.pipes)
+        except Exception as error:
+            print(f"could not send a Pipes message: {type(error).__name__}: {error}", file=sys.stderr)
+
+
+@contextmanager
+def open_worker_pipes() -> Iterator[ChunkReporter]:
+    """A reporter over Dagster Pipes when the bootstrap variables are set, else a silent one.
+
+    The message writer follows the params: `store` selects StoreMessageWriter (AWS Batch), `path`
+    the plain file writer (local processes, one file per worker). An exception in the block is sent
+    with the closing message and re-raised.
+    """
+    loader = PipesEnvVarParamsLoader()
+    pipes = None
+    if loader.is_dagster_pipes_process():
+        try:
+            params = loader.load_messages_params()
+            writer = StoreMessageWriter() if MESSAGES_STORE in params else PipesDefaultMessageWriter()
+            pipes = open_dagster_pipes(message_writer=writer, params_loader=loader)
+        except Exception:  # no progress messages, but the chunk still runs and writes its records
+            print(f"Dagster Pipes unavailable:\n{traceback.format_exc()}", file=sys.stderr)
+    if pipes is None:
+        yield ChunkReporter(None)
+        return
+    with pipes:
+        yield ChunkReporter(pipes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,10 +261,19 @@ def main(argv: list[str] | None = None) -> int:
     cv2.setNumThreads(1)
     parser = argparse.ArgumentParser(prog="jadd worker", description="Process one chunk of scenes.")
     parser.add_argument("--store", required=True, help="object store URL: a folder path or s3://bucket/prefix")
-    parser.add_argument("--manifest", required=True, help="key of the chunk manifest JSON in the store")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--manifest", help="key of the chunk manifest JSON in the store")
+    which.add_argument(
+        "--manifest-list",
+        help=f"key of a JSON object {{\"manifests\": [keys]}} in the store; this worker takes the entry at ${ARRAY_INDEX_ENV} (0 if unset)",
+    )
     args = parser.parse_args(argv)
-    manifest = ChunkManifest.from_json(open_store(args.store).read_json(args.manifest))
-    counts = run_chunk(manifest)
+    store = open_store(args.store)
+    with open_worker_pipes() as reporter:
+        key = args.manifest or manifest_key_from_list(store, args.manifest_list)
+        manifest = ChunkManifest.from_json(store.read_json(key))
+        counts = run_chunk(manifest, on_scene=lambda result: reporter.scene_done(manifest.chunk_id, result))
+        reporter.chunk_done(manifest.chunk_id, counts)
     print(json.dumps({"chunk": manifest.chunk_id, **counts}), flush=True)
     return 0
 

@@ -56,12 +56,14 @@ class PipelineSettings(dg.ConfigurableResource):
 
 
 def resources_for(profile: DeploymentProfile) -> dict[str, dg.ConfigurableResource]:
+    """The resources a profile describes; secrets stay environment variables (dg.EnvVar)."""
+    url = dg.EnvVar(profile.registry_url_env) if profile.registry_url_env else profile.registry_url
     if profile.compute != "local":
         raise ValueError(f"compute backend {profile.compute!r} is not available yet; use 'local'")
     return {
         "store": StoreResource(url=profile.store_url),
-        "registry": RegistryResource(url=profile.registry_url),
-        "compute": LocalComputeBackend(max_workers=profile.max_workers, target_chunk_s=profile.target_chunk_s),
+        "registry": RegistryResource(url=url),
+        "compute": LocalComputeBackend(**profile.compute_options),
         "settings": PipelineSettings(
             scene_length_s=profile.scene_length_s,
             cpu_seconds_per_frame=profile.cpu_seconds_per_frame,

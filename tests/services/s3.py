@@ -19,7 +19,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import boto3
@@ -52,10 +54,16 @@ class S3Server:
             config=client_config(**config),
         )
 
+    @cached_property
+    def admin(self):
+        """One client shared by the fixtures, for creating and deleting buckets (tests get their
+        own clients, so event handlers they register stay with them)."""
+        return self.client()
+
     def new_bucket(self) -> str:
         """Create an empty bucket with a unique name and return the name."""
         name = f"test-{uuid.uuid4().hex[:16]}"
-        self.client().create_bucket(Bucket=name)
+        self.admin.create_bucket(Bucket=name)
         return name
 
 
@@ -98,9 +106,9 @@ def free_port_pair(offset: int, avoid: set[int]) -> tuple[int, int]:
     raise RuntimeError(f"no free port pair {offset} apart on {HOST}")
 
 
-def weed_mini_command(binary: str, data_dir: Path) -> tuple[list[str], int]:
+def weed_mini_command(binary: str, data_dir: Path) -> tuple[list[str], list[int]]:
     """The `weed mini` command line with every listener on 127.0.0.1 and an explicit port; and
-    the S3 port."""
+    the ports (the S3 port first)."""
     master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = ports = free_ports(8)
     admin, admin_grpc = free_port_pair(ADMIN_GRPC_OFFSET, set(ports))
     flags = {
@@ -126,8 +134,13 @@ def weed_mini_command(binary: str, data_dir: Path) -> tuple[list[str], int]:
         "admin.dataDir": data_dir / "admin",
         "webdav": "false",
         "metricsPort": 0,
+        # Each bucket is a collection with volumes of its own; small volumes and an explicit
+        # count keep one bucket per test from running out of volumes on a small disk.
+        "master.volumeSizeLimitMB": 64,
+        "volume.max": 1000,
     }
-    return [binary, "mini", *(f"-{name}={value}" for name, value in flags.items())], s3
+    command = [binary, "mini", *(f"-{name}={value}" for name, value in flags.items())]
+    return command, [s3, *ports, admin, admin_grpc]
 
 
 def log_tail(path: Path, lines: int = 40) -> str:
@@ -138,7 +151,7 @@ def log_tail(path: Path, lines: int = 40) -> str:
 
 
 def wait_until_serving(server: S3Server, process: subprocess.Popen, log: Path) -> None:
-    client = server.client(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1})
+    client = server.client(connect_timeout=1, read_timeout=2, retries={"mode": "standard", "total_max_attempts": 1})
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         if process.poll() is not None:
@@ -155,25 +168,30 @@ def wait_until_serving(server: S3Server, process: subprocess.Popen, log: Path) -
         time.sleep(0.1)
 
 
-def stop(process: subprocess.Popen) -> None:
+def stop(process: subprocess.Popen, ports: list[int]) -> None:
     process.terminate()
     try:
         process.wait(timeout=10)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+    # Each gRPC server also listens on /tmp/seaweedfs-<name>-<port>.sock (not configurable);
+    # a clean shutdown removes them, a killed server leaves them behind.
+    for port in ports:
+        for leftover in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+            leftover.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
-def s3_server(tmp_path_factory) -> S3Server:
+def s3_server(tmp_path_factory) -> Iterator[S3Server]:
     """SeaweedFS serving S3 on 127.0.0.1 for the whole session."""
     root = tmp_path_factory.mktemp("seaweedfs")
     data_dir = root / "data"
     data_dir.mkdir()
     log = root / "weed.log"
-    command, s3_port = weed_mini_command(weed_binary(), data_dir)
+    command, ports = weed_mini_command(weed_binary(), data_dir)
     server = S3Server(
-        endpoint_url=f"http://{HOST}:{s3_port}",
+        endpoint_url=f"http://{HOST}:{ports[0]}",
         access_key="jadd-test-access-key",
         secret_key="jadd-test-secret-key",
     )
@@ -183,6 +201,7 @@ def s3_server(tmp_path_factory) -> S3Server:
         **os.environ,
         "AWS_ACCESS_KEY_ID": server.access_key,
         "AWS_SECRET_ACCESS_KEY": server.secret_key,
+        "TMPDIR": str(root),  # where its log files go
     }
     env.pop("S3_BUCKET", None)
     with log.open("wb") as log_file:
@@ -193,13 +212,15 @@ def s3_server(tmp_path_factory) -> S3Server:
         wait_until_serving(server, process, log)
         yield server
     finally:
-        stop(process)
+        stop(process, ports)
 
 
 @pytest.fixture
-def s3_store(s3_server: S3Server) -> S3Store:
+def s3_store(s3_server: S3Server) -> Iterator[S3Store]:
     """An S3Store on a fresh, empty bucket, under a prefix (to prove keys stay inside it)."""
-    return S3Store(s3_server.new_bucket(), prefix="jadd", client=s3_server.client())
+    store = S3Store(s3_server.new_bucket(), prefix="jadd", client=s3_server.client())
+    yield store
+    s3_server.admin.delete_bucket(Bucket=store.bucket)  # the server allows it non-empty
 
 
 def pytest_collection_modifyitems(items):
