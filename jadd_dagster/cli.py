@@ -104,12 +104,6 @@ def cmd_datasets_list(args) -> int:
     return 0
 
 
-def cmd_worker(args) -> int:
-    from jadd_dagster.compute.worker import main as worker_main
-
-    return worker_main(["--manifest", args.manifest])
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jadd", description="JADD Creator: drive logs to nuScenes datasets.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -145,13 +139,17 @@ def parser() -> argparse.ArgumentParser:
     dl.add_argument("--json", action="store_true")
     dl.set_defaults(func=cmd_datasets_list)
 
-    w = sub.add_parser("worker", help="process one chunk manifest (the compute backends run this)")
-    w.add_argument("--manifest", required=True)
-    w.set_defaults(func=cmd_worker)
+    # `jadd worker ...` is handed to the worker's own parser whole (see main).
+    sub.add_parser("worker", help="process one chunk (the compute backends run this); see `jadd worker -h`")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["worker"]:
+        from jadd_dagster.compute.worker import main as worker_main
+
+        return worker_main(argv[1:])
     args = parser().parse_args(argv)
     return args.func(args)
 

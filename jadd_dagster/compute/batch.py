@@ -266,8 +266,10 @@ class PipesBatchClient:
                     children[_array_index(summary)] = summary
                     if status == "FAILED":
                         failed_ids.append(summary["jobId"])
-        for job in self._describe(failed_ids):  # container.reason, exitCode and attempts
-            children[_array_index(job)] = job
+        for job in self._describe(failed_ids):  # container.reason, statusReason and attempts
+            summary = children.get(_array_index(job), {})
+            container = {**(summary.get("container") or {}), **(job.get("container") or {})}
+            children[_array_index(job)] = {**summary, **job, "container": container}
         return children
 
     def _outcomes(self, context, stage: str, submissions: list[Submission], finals: dict[str, dict[str, Any]]) -> list[ChunkOutcome]:

@@ -27,6 +27,7 @@ class StageResult:
     computed: list[SceneOutput] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     chunks: int = 0
+    plan: list[dict] = field(default_factory=list)
     wall_s: float = 0.0
 
     @property
@@ -63,6 +64,11 @@ def run_stage(
             todo.append(task)
     chunks = split_into_chunks(todo, target_chunk_s)
     result.chunks = len(chunks)
+    result.plan = [
+        {"chunk": f"{stage}-{i:05d}", "log": c[0].log_id, "scenes": len(c),
+         "scene_s": sum(t.end_time_us - t.start_time_us for t in c) / 1e6}
+        for i, c in enumerate(chunks)
+    ]
     on_progress(f"{stage}: {len(result.cached)} scenes cached, {len(todo)} to compute in {len(chunks)} chunks")
     if chunks:
         results_key = f"{RUNS}/{run_id}/{stage}/results"

@@ -21,6 +21,7 @@ Messages are for progress only; the result records in the object store decide wh
 from __future__ import annotations
 
 import json
+import time
 import logging
 import os
 import re
@@ -287,13 +288,22 @@ class ChildChunksMessageReader(ChildStreamsMessageReader):
         )
 
 
-def progress_logger(log: Any, stage: str) -> CustomMessageHandler:
-    """Forwards the workers' custom messages to the run's log; per-scene progress reads as a line."""
+def progress_logger(log: Any, stage: str, every_s: float = 10.0, clock=time.monotonic) -> CustomMessageHandler:
+    """Forwards the workers' custom messages to the run's log.
+
+    Per-scene progress is summarised (at most one line per every_s seconds: each line is an event
+    in the run's event log, and a million of them would cost hours); failures are logged by the
+    workers themselves as warnings.
+    """
+    counts = {"ok": 0, "failed": 0}
+    last = [clock()]
 
     def forward(child: int, payload: Any) -> None:
         if isinstance(payload, dict) and "progress" in payload:
-            seconds = f", {payload['seconds']} s" if payload.get("seconds") is not None else ""
-            log.info(f"{stage}: {payload['progress']} {payload.get('status', '')}{seconds} (chunk {payload.get('chunk', child)})")
+            counts["failed" if payload.get("status") == "failed" else "ok"] += 1
+            if clock() - last[0] >= every_s:
+                last[0] = clock()
+                log.info(f"{stage}: {counts['ok'] + counts['failed']} scenes done so far ({counts['failed']} failed)")
         else:
             log.info(f"{stage}: worker {child}: {json.dumps(payload, default=str)}")
 

@@ -11,8 +11,10 @@ Batch, where progress is logged from the jobs' status counts while they run).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 
+import boto3
 import dagster as dg
 
 from jadd_dagster.compute.batch import DEFAULT_WORKER_COMMAND, PipesBatchClient
@@ -23,7 +25,30 @@ from jadd_dagster.storage import ObjectStore
 OnDone = Callable[[ChunkOutcome, int, int], None]
 
 
-class LocalComputeBackend(dg.ConfigurableResource):
+class ComputeBackend(dg.ConfigurableResource, ABC):
+    """Where chunk workers run; annotate asset parameters with this type.
+
+    target_chunk_s is the scene time per chunk that Split aims at (seconds).
+    """
+
+    target_chunk_s: float = 120.0
+
+    @abstractmethod
+    def run_chunks(
+        self,
+        context: dg.AssetExecutionContext,
+        store: ObjectStore,
+        manifest_keys: list[str],
+        *,
+        stage: str,
+        tags: Mapping[str, str],
+        needs_gpu: bool = False,
+        on_done: OnDone | None = None,
+    ) -> list[ChunkOutcome]:
+        """Run one worker per manifest; one outcome per manifest key, in their order."""
+
+
+class LocalComputeBackend(ComputeBackend):
     """Runs chunks as worker processes on this machine, max_workers at a time (0: one per core).
 
     needs_gpu is ignored (workers use what the machine has); tags are passed to the workers as
@@ -31,7 +56,6 @@ class LocalComputeBackend(dg.ConfigurableResource):
     """
 
     max_workers: int = 0
-    target_chunk_s: float = 120.0
 
     def run_chunks(
         self,
@@ -49,10 +73,12 @@ class LocalComputeBackend(dg.ConfigurableResource):
         reader = ChildFilesMessageReader(len(manifest_keys), log=context.log, on_custom_message=progress_logger(context.log, stage))
         with open_workers_session(context, reader, extras={"stage": stage, "tags": dict(tags)}) as session:
             envs = [reader.child_env(session, i) for i in range(len(manifest_keys))]
-            return run_local_chunks(store.url, manifest_keys, self.max_workers, on_done, envs=envs)
+            outcomes = run_local_chunks(store.url, manifest_keys, self.max_workers, on_done, envs=envs)
+        order = {key: i for i, key in enumerate(manifest_keys)}
+        return sorted(outcomes, key=lambda outcome: order[outcome.manifest_key])  # finishing order → manifest order
 
 
-class BatchComputeBackend(dg.ConfigurableResource):
+class BatchComputeBackend(ComputeBackend):
     """Runs chunks on AWS Batch: one array job per stage (several past max_array_size chunks).
 
     The job definitions name the worker image; each child runs `worker_command --store URL
@@ -66,7 +92,6 @@ class BatchComputeBackend(dg.ConfigurableResource):
     job_definition: str
     gpu_job_definition: str
     region_name: str | None = None
-    target_chunk_s: float = 120.0
     max_array_size: int = 10_000
     attempt_duration_s: int = 3600
     retry_attempts: int = 3
@@ -76,8 +101,6 @@ class BatchComputeBackend(dg.ConfigurableResource):
     worker_command: list[str] = list(DEFAULT_WORKER_COMMAND)
 
     def pipes_client(self) -> PipesBatchClient:
-        import boto3
-
         return PipesBatchClient(
             boto3.client("batch", region_name=self.region_name),
             max_array_size=self.max_array_size,

@@ -9,7 +9,8 @@ from jadd_dagster.cost import estimate_sampling_cost
 from jadd_dagster.curation import FilterError, select_scenes
 from jadd_dagster.defs.log_assets import read_catalog, scene_catalog
 from jadd_dagster.defs.partitions import dataset_partitions, scene_of_partition_key, scene_partition_key, scene_partitions
-from jadd_dagster.defs.resources import LocalComputeBackend, PipelineSettings, RegistryResource, StoreResource
+from jadd_dagster.defs.compute_resources import ComputeBackend
+from jadd_dagster.defs.resources import PipelineSettings, RegistryResource, StoreResource
 from jadd_dagster.scene_record import SCENE_JSON
 from jadd_dagster.spec import DatasetSpec, SpecError, parse_spec
 
@@ -85,13 +86,25 @@ def curated_scenes(
     })
 
 
-def sample(context, tasks, profile, store, registry, compute) -> StageResult:
-    """Run sampling for the tasks that are not cached, logging progress to the run."""
+def sample(context, tasks, profile, store, registry, compute: ComputeBackend, dataset: str) -> StageResult:
+    """Run sampling for the tasks that are not cached on the compute backend, logging progress."""
+    stage, run_id = build.STAGE_SAMPLED, context.run.run_id
+    tags = {"dataset": dataset, "dagster_run_id": run_id, "stage": stage}
+
+    def run_chunks(s, keys, on_done):
+        return compute.run_chunks(context, s, keys, stage=stage, tags=tags, on_done=on_done)
+
     return run_stage(
-        tasks, build.STAGE_SAMPLED, profile.key(), profile.to_json(), store.store(),
-        registry.registry(), compute.run_chunks, context.run.run_id, compute.target_chunk_s, SCENE_JSON,
-        on_progress=context.log.info,
+        tasks, stage, profile.key(), profile.to_json(), store.store(), registry.registry(), run_chunks,
+        run_id, compute.target_chunk_s, SCENE_JSON, on_progress=context.log.info,
     )
+
+
+def plan_metadata(result: StageResult) -> dict:
+    """The Split plan as the run shows it: chunk count and the first chunks."""
+    rows = [f"| {c['chunk']} | {c['log']} | {c['scenes']} | {c['scene_s']:.0f} |" for c in result.plan[:50]]
+    table = "| chunk | log | scenes | scene s |\n|---|---|---:|---:|\n" + "\n".join(rows)
+    return {"chunks": result.chunks, "split_plan": dg.MetadataValue.md(table)}
 
 
 @dg.asset(
@@ -102,20 +115,21 @@ def sample(context, tasks, profile, store, registry, compute) -> StageResult:
 )
 def sampled_frames(
     context: dg.AssetExecutionContext, config: SamplingConfig, store: StoreResource,
-    registry: RegistryResource, compute: LocalComputeBackend,
+    registry: RegistryResource, compute: ComputeBackend,
 ) -> dg.MaterializeResult:
     spec = spec_from_config("backfill", config)
     profile = build.sampling_profile(spec)
     wanted = {scene_of_partition_key(k) for k in context.partition_keys}
     catalog = read_catalog(store)
     rows = catalog[[(r.log_id, int(r.scene_index)) in wanted for r in catalog.itertuples()]]
-    result = sample(context, build.sampling_tasks(rows, profile.key()), profile, store, registry, compute)
+    result = sample(context, build.sampling_tasks(rows, profile.key()), profile, store, registry, compute, "backfill")
     missing = len(wanted) - len(rows)
     if result.failed or missing:
         raise dg.Failure(f"{len(result.failed)} scenes failed, {missing} are not in the catalog",
                          metadata={"failed": dg.MetadataValue.json(result.failed)})
     return dg.MaterializeResult(metadata={
         "profile": profile.key(), "computed": len(result.computed), "cached": len(result.cached),
+        **plan_metadata(result),
     })
 
 
@@ -140,7 +154,7 @@ def record_scene_materializations(context: dg.AssetExecutionContext, result: Sta
 )
 def jadd_dataset(
     context: dg.AssetExecutionContext, store: StoreResource, registry: RegistryResource,
-    compute: LocalComputeBackend, settings: PipelineSettings,
+    compute: ComputeBackend, settings: PipelineSettings,
 ) -> dg.MaterializeResult:
     s = store.store()
     curation = s.read_json(curation_key(context.partition_key))
@@ -148,7 +162,7 @@ def jadd_dataset(
     profile = build.sampling_profile(spec)
     catalog = read_catalog(store)
     rows = catalog[catalog["scene_id"].isin(curation["scene_ids"])]
-    result = sample(context, build.sampling_tasks(rows, profile.key()), profile, store, registry, compute)
+    result = sample(context, build.sampling_tasks(rows, profile.key()), profile, store, registry, compute, spec.name)
     record_scene_materializations(context, result)
     if not result.ok:
         reasons = "\n".join(f"{k}: {v}" for k, v in sorted(result.failed.items())[:10])
@@ -164,7 +178,7 @@ def jadd_dataset(
             "versions": ", ".join(summary.versions),
             "scenes": summary.scenes, "samples": summary.samples, "images": summary.images,
             "cached_scenes": summary.cached_scenes, "computed_scenes": summary.computed_scenes,
-            "chunks": result.chunks, "failed_scenes": dg.MetadataValue.json(summary.failed_scenes),
+            **plan_metadata(result), "failed_scenes": dg.MetadataValue.json(summary.failed_scenes),
             "sampling_wall_s": summary.sampling_wall_s, "merge_wall_s": summary.merge_wall_s,
         },
         check_results=[

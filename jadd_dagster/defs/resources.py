@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import dagster as dg
 
-from jadd_dagster.compute.local import ChunkOutcome, run_local_chunks
+from jadd_dagster.defs.compute_resources import BatchComputeBackend, LocalComputeBackend
 from jadd_dagster.profile import DeploymentProfile
 from jadd_dagster.registry import Registry
 from jadd_dagster.storage import ObjectStore, open_store
@@ -35,18 +35,6 @@ class RegistryResource(dg.ConfigurableResource):
 _REGISTRIES: dict[str, Registry] = {}
 
 
-class LocalComputeBackend(dg.ConfigurableResource):
-    """Runs chunks as worker processes on this machine."""
-
-    max_workers: int = 0
-    target_chunk_s: float = 120.0
-
-    def run_chunks(
-        self, store: ObjectStore, manifest_keys: list[str], on_done: Callable[[ChunkOutcome, int, int], None]
-    ) -> list[ChunkOutcome]:
-        return run_local_chunks(store.url, manifest_keys, self.max_workers, on_done)
-
-
 class PipelineSettings(dg.ConfigurableResource):
     """Deployment-wide settings: scene length and the cost model's constants."""
 
@@ -58,12 +46,11 @@ class PipelineSettings(dg.ConfigurableResource):
 def resources_for(profile: DeploymentProfile) -> dict[str, dg.ConfigurableResource]:
     """The resources a profile describes; secrets stay environment variables (dg.EnvVar)."""
     url = dg.EnvVar(profile.registry_url_env) if profile.registry_url_env else profile.registry_url
-    if profile.compute != "local":
-        raise ValueError(f"compute backend {profile.compute!r} is not available yet; use 'local'")
+    backend = {"local": LocalComputeBackend, "batch": BatchComputeBackend}[profile.compute]
     return {
         "store": StoreResource(url=profile.store_url),
         "registry": RegistryResource(url=url),
-        "compute": LocalComputeBackend(**profile.compute_options),
+        "compute": backend(**profile.compute_options),
         "settings": PipelineSettings(
             scene_length_s=profile.scene_length_s,
             cpu_seconds_per_frame=profile.cpu_seconds_per_frame,
