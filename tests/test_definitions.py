@@ -64,3 +64,25 @@ def test_the_log_sensor_registers_new_log_folders_once(tmp_path: Path):
         instance.add_dynamic_partitions("logs", ["log-a", "log-b"])
         again = drive_log_sensor(dg.build_sensor_context(instance=instance, resources={"store": StoreResource(url=str(tmp_path))}))
         assert again.dynamic_partitions_requests == [] and again.run_requests == []
+
+
+def test_the_aws_profile_gives_s3_batch_and_a_registry_url_from_the_environment(monkeypatch):
+    from jadd_dagster.defs.compute_resources import BatchComputeBackend
+    from jadd_dagster.defs.resources import resources_for
+    from jadd_dagster.profile import load_profile
+
+    monkeypatch.setenv("JADD_S3_BUCKET", "jadd-data")
+    monkeypatch.setenv("JADD_S3_PREFIX", "prod")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.setenv("JADD_REGISTRY_URL", "postgresql+psycopg2://jadd:s3cret@db:5432/jadd")
+    profile = load_profile("aws")
+    resources = resources_for(profile)
+    assert resources["store"].url == "s3://jadd-data/prod"
+    compute = resources["compute"]
+    assert isinstance(compute, BatchComputeBackend)
+    assert (compute.job_queue, compute.gpu_job_queue, compute.region_name) == ("jadd-cpu", "jadd-gpu", "eu-west-1")
+    # The password is read at run time, never written into the resource's config.
+    assert isinstance(resources["registry"].url, dg.EnvVar)
+    assert "s3cret" not in repr(resources["registry"])
+    assert profile.resolved_registry_url().endswith("@db:5432/jadd")
+    dg.Definitions.validate_loadable(dg.Definitions(assets=list(defs.assets), resources=resources))
