@@ -22,7 +22,7 @@ from jadd_dagster.registry import SceneOutput
 from jadd_dagster.sampling import SamplingProfile
 from jadd_dagster.scene_record import SCENE_CAN, SCENE_JSON, SCENE_POSE, SceneRecord
 from jadd_dagster.spec import DatasetSpec
-from jadd_dagster.storage import DATASETS, LOGS, SCENES, ObjectStore
+from jadd_dagster.storage import DATASETS, SCENES, ObjectStore
 
 
 def sampling_profile(spec: DatasetSpec) -> SamplingProfile:
@@ -49,7 +49,6 @@ def sampling_tasks(scenes: pd.DataFrame, profile_key: str) -> list[SceneTask]:
             scene_index=int(row.scene_index),
             start_time_us=int(row.start_time_us),
             end_time_us=int(row.end_time_us),
-            log_key=f"{LOGS}/{row.log_id}",
             output_key=scene_output_key(profile_key, row.log_id, int(row.scene_index)),
         )
         for row in scenes.itertuples(index=False)

@@ -159,7 +159,7 @@ def empty_chunks(store: LocalStore, n: int, stage: str = STAGE_SAMPLED) -> list[
 def unsampleable_task(index: int) -> SceneTask:
     """A scene that fails cleanly: no log, no sampling settings. The worker records it and goes on."""
     start = 1_000_000_000 + index * 20_000_000
-    return SceneTask(f"nolog/{index:04d}", "nolog", index, start, start + 20_000_000, "logs/nolog", f"out/nolog/{index}")
+    return SceneTask(f"nolog/{index:04d}", "nolog", index, start, start + 20_000_000, f"out/nolog/{index}")
 
 
 def materialize_stage(run_chunks) -> tuple[dg.ExecuteInProcessResult, list[str], dict]:

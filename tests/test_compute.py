@@ -18,7 +18,7 @@ from jadd_dagster.storage import LocalStore
 
 def task(log_id: str, index: int, seconds: float = 20.0) -> SceneTask:
     start = 1_000_000_000 + int(index * seconds * 1e6)
-    return SceneTask(f"{log_id}/{index:04d}", log_id, index, start, start + int(seconds * 1e6), f"logs/{log_id}", f"out/{log_id}/{index}")
+    return SceneTask(f"{log_id}/{index:04d}", log_id, index, start, start + int(seconds * 1e6), f"out/{log_id}/{index}")
 
 
 def test_chunks_keep_one_log_in_time_order_up_to_the_target_duration():

@@ -26,7 +26,7 @@ def missing_log_task(index: int) -> SceneTask:
     """A scene that cannot be sampled (no log, no sampling settings): the worker records it as
     failed and goes on."""
     start = 1_000_000_000 + index * 20_000_000
-    return SceneTask(f"nolog/{index:04d}", "nolog", index, start, start + 20_000_000, "logs/nolog", f"out/nolog/{index}")
+    return SceneTask(f"nolog/{index:04d}", "nolog", index, start, start + 20_000_000, f"out/nolog/{index}")
 
 
 def run_messages(result: dg.ExecuteInProcessResult, instance: dg.DagsterInstance) -> list[str]:

@@ -11,14 +11,13 @@ from dataclasses import asdict, dataclass, field
 
 @dataclass(frozen=True)
 class SceneTask:
-    """One scene for a worker: where its log is and where its output goes (store keys)."""
+    """One scene for a worker: its log, its time window, and the store key its output goes to."""
 
     scene_id: str
     log_id: str
     scene_index: int
     start_time_us: int
     end_time_us: int
-    log_key: str
     output_key: str
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import dagster as dg
 
 from jadd_dagster.defs.compute_resources import BatchComputeBackend, LocalComputeBackend
