@@ -28,12 +28,17 @@ import dagster as dg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from jadd_dagster.defs.bookkeeping import asset_materialization, record_materializations  # noqa: E402
-from jadd_dagster.defs.partitions import log_partitions, scene_partition_key, scene_partitions  # noqa: E402
-from services.postgres import start_postgres  # noqa: E402
+from services.postgres import start_postgres
+
+from jadd_dagster.defs.bookkeeping import asset_materialization, record_materializations
+from jadd_dagster.defs.partitions import log_partitions, scene_partition_key, scene_partitions
 
 SCENES_PER_LOG = 360
 SAMPLED_FRAMES = dg.AssetKey("sampled_frames")
+LABELS = {
+    "batched": "record_materializations (batched)", "log_event": "context.log_event, one at a time",
+    "log_event+env": "log_event + DAGSTER_EVENT_BATCH_SIZE", "runless": "report_runless_asset_event",
+}
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}  # as `jadd build` runs
 
 
@@ -53,15 +58,11 @@ def bookkeeping_probe(context: dg.AssetExecutionContext, config: ProbeConfig) ->
     started = time.perf_counter()
     if config.mechanism == "batched":
         count = record_materializations(context, SAMPLED_FRAMES, items(config.n))
-    elif config.mechanism in ("log_event", "log_event+env"):
+    elif config.mechanism in ("log_event", "log_event+env", "runless"):
+        report = context.log_event if config.mechanism != "runless" else context.instance.report_runless_asset_event
         count = 0
         for key, metadata in items(config.n):
-            context.log_event(asset_materialization(SAMPLED_FRAMES, key, metadata))
-            count += 1
-    elif config.mechanism == "runless":
-        count = 0
-        for key, metadata in items(config.n):
-            context.instance.report_runless_asset_event(asset_materialization(SAMPLED_FRAMES, key, metadata))
+            report(asset_materialization(SAMPLED_FRAMES, key, metadata))
             count += 1
     else:
         raise ValueError(config.mechanism)
@@ -83,8 +84,8 @@ def measure(instance: dg.DagsterInstance, mechanism: str, n: int) -> float:
             [bookkeeping_probe], instance=instance,
             run_config={**QUIET, "ops": {"bookkeeping_probe": {"config": {"mechanism": mechanism, "n": n}}}},
         )
-    probe = [m for m in result.asset_materializations_for_node("bookkeeping_probe") if m.asset_key == bookkeeping_probe.key]
-    metadata = probe[0].metadata
+    events = result.asset_materializations_for_node("bookkeeping_probe")
+    metadata = next(m for m in events if m.asset_key == bookkeeping_probe.key).metadata
     seconds, count = metadata["seconds"].value, metadata["count"].value
     recorded = len(instance.get_materialized_partitions(SAMPLED_FRAMES))
     if count != n or recorded != n:
@@ -136,12 +137,10 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append((name, mechanism, n, seconds))
                 print(f"{name:9s} {mechanism:14s} {n:>8,d} {seconds:9.2f} s {1000 * seconds / n:8.3f} ms", flush=True)
     print()
-    print("| backend    | mechanism                          |       N | seconds | ms / partition | 100,000 at this rate")
-    print("|------------|------------------------------------|--------:|--------:|---------------:|--------------------:")
+    print(f"| backend    | {'mechanism':37s} |       N | seconds | ms / partition | 100,000 at this rate")
+    print(f"|------------|{'-' * 39}|--------:|--------:|---------------:|--------------------:")
     for name, mechanism, n, seconds in rows:
-        label = {"batched": "record_materializations (batched)", "log_event": "context.log_event, one at a time",
-                 "log_event+env": "log_event + DAGSTER_EVENT_BATCH_SIZE", "runless": "report_runless_asset_event"}[mechanism]
-        print(f"| {name:10s} | {label:34s} | {n:>7,d} | {seconds:7.2f} | {1000 * seconds / n:14.3f} | "
+        print(f"| {name:10s} | {LABELS[mechanism]:37s} | {n:>7,d} | {seconds:7.2f} | {1000 * seconds / n:14.3f} | "
               f"{100_000 * seconds / n / 60:15.1f} min")
 
 

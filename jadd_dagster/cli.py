@@ -21,6 +21,7 @@ def cmd_make_logs(args) -> int:
     paths = make_logs(
         Path(args.out), n_logs=args.logs, minutes=args.minutes, seed=args.seed,
         channels=tuple(args.channels.split(",")), image_size=(args.width, args.height),
+        lidar=args.lidar, objects=not args.no_objects,
     )
     print(f"wrote {len(paths)} logs to {args.out} in {time.monotonic() - started:.1f} s")
     return 0
@@ -116,6 +117,8 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--channels", default="CAM_FRONT,CAM_FRONT_LEFT,CAM_FRONT_RIGHT")
     m.add_argument("--width", type=int, default=320)
     m.add_argument("--height", type=int, default=180)
+    m.add_argument("--lidar", action="store_true", help="also simulate a 20 Hz LIDAR_TOP (≈12 MB per second of log)")
+    m.add_argument("--no-objects", action="store_true", help="an empty road: no ground-truth objects")
     m.set_defaults(func=cmd_make_logs)
 
     d = sub.add_parser("demo", help="generate logs and build the demo dataset end to end")

@@ -12,7 +12,7 @@ from jadd_dagster.defs.partitions import log_partitions, scene_partition_key, sc
 SAMPLED_FRAMES = dg.AssetKey("sampled_frames")
 LOGS = ["log-a", "log-b", "log-c"]
 # SQLite stores a batch event by event (≈ 10 ms each, fsync-bound), so it gets fewer scenes.
-MANY = {"sqlite": 240, "postgres": 3_000}
+MANY = {"sqlite": 150, "postgres": 3_000}
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -87,8 +87,9 @@ def test_events_belong_to_the_run_and_step_that_recorded_them(clean):
 
 
 def test_multi_partition_keys_keep_both_dimensions(clean):
-    expected = dict(scene_items(9))
+    expected = {str(key): key for key, _ in scene_items(9)}
     record_in_a_run(clean, scene_items(9), batch_size=4)
+    assert set(recorded(clean)) == set(expected)
     for key, record in recorded(clean).items():
         materialization = record.asset_materialization
         dims = expected[key].keys_by_dimension
@@ -113,11 +114,11 @@ def test_after_the_first_event_items_are_stored_batch_size_at_a_time(clean, monk
     sizes = []
     real = storage.store_event_batch
     monkeypatch.setattr(storage, "store_event_batch", lambda events: (sizes.append(len(events)), real(events))[1])
-    count, _ = record_in_a_run(clean, scene_items(251), batch_size=100)
-    assert count == 251
-    assert sizes == [100, 100, 50]
-    assert len(sizes) == math.ceil((251 - 1) / 100)
-    assert len(recorded(clean)) == 251
+    count, _ = record_in_a_run(clean, scene_items(121), batch_size=50)
+    assert count == 121
+    assert sizes == [50, 50, 20]
+    assert len(sizes) == math.ceil((121 - 1) / 50)
+    assert len(recorded(clean)) == 121
 
 
 def test_a_batch_size_below_one_is_refused(clean):
@@ -127,3 +128,13 @@ def test_a_batch_size_below_one_is_refused(clean):
 
     with pytest.raises(ValueError, match="batch_size"):
         dg.materialize([dataset_probe], instance=clean)
+
+
+def test_if_the_storage_cannot_give_the_first_event_back_the_rest_is_logged_one_at_a_time(clean, monkeypatch):
+    empty = dg.EventRecordsResult(records=[], cursor="", has_more=False)
+    monkeypatch.setattr(type(clean), "fetch_materializations", lambda self, *a, **k: empty)
+    count, run_id = record_in_a_run(clean, scene_items(5), batch_size=2)
+    monkeypatch.undo()
+    assert count == 5
+    assert {r.run_id for r in recorded(clean).values()} == {run_id}
+    assert len(recorded(clean)) == 5

@@ -62,8 +62,8 @@ def log(log_paths):
 
 @pytest.fixture(scope="module")
 def long_log(tmp_path_factory):
-    """Four minutes with one tiny camera: enough driving to see every behaviour."""
-    (path,) = make_logs(tmp_path_factory.mktemp("long"), 1, 4.0, 9, ("CAM_FRONT",), (64, 36), workers=1)
+    """Four minutes with one tiny camera and no objects: enough driving to see every behaviour."""
+    (path,) = make_logs(tmp_path_factory.mktemp("long"), 1, 4.0, 9, ("CAM_FRONT",), (64, 36), workers=1, objects=False)
     return read_log(path)
 
 
@@ -181,6 +181,12 @@ def test_signals_gear_and_turn_indicator_are_plausible(long_log):
     assert sharp.any()
     assert np.all(can["turn_signal"][sharp] == np.sign(can["steering_deg"][sharp]))
     assert can[["brake", "throttle"]].stack().between(0, 1).all()
+
+
+def test_a_log_made_without_objects_or_lidar_has_neither(long_log, log):
+    assert validate_log(long_log.path) == []
+    assert long_log.objects() is None and long_log.objects_at(long_log.manifest.start_time_us).empty
+    assert log.objects() is not None and long_log.manifest.lidar_channels == log.manifest.lidar_channels == ()
 
 
 def test_pose_lives_in_a_positive_map_frame(log_paths):

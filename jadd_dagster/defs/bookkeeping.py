@@ -2,17 +2,19 @@
 
 A dataset run computes thousands of scenes and records one `sampled_frames` materialization per
 new scene, so the UI and the partition status show them as done. Dagster writes events logged with
-`context.log_event` one at a time (a new database connection and commit each: 7–11 ms on SQLite,
-≈ 20 ms on PostgreSQL, i.e. half an hour per 100,000 scenes), and it batches only the
+`context.log_event` one at a time (new database connections and commits for each: 10–15 ms on
+SQLite, 20–40 ms on PostgreSQL, i.e. 20 minutes to an hour per 100,000 scenes), and it batches only the
 materializations of the step's *own* output partitions. `DAGSTER_EVENT_BATCH_SIZE` does not
 apply to `log_event`, and `report_runless_asset_event` is one event at a time as well.
 
 `record_materializations` therefore logs the first materialization with `context.log_event` and
 writes the rest as copies of that stored event (same run, job, step and asset; its own partition,
 metadata, tags and timestamp) through the instance's event log storage, `batch_size` events per
-`store_event_batch` call. On PostgreSQL that is one multi-row INSERT per batch; SQLite's storage
-stores a batch event by event, so there it costs about what `log_event` does. No environment
-variable is needed (see bench/RESULTS.md, "Per-scene bookkeeping").
+`store_event_batch` call. On PostgreSQL that is one multi-row INSERT per batch (≈ 0.6 ms per
+scene, a minute per 100,000); SQLite's storage stores a batch event by event, so there it costs
+about what `log_event` does. No environment variable is needed (bench/RESULTS.md, "Per-scene
+bookkeeping"). Events written this way reach the instance (UI, partition status, sensors) but not
+the in-process event stream, e.g. not `ExecuteInProcessResult.all_events`.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from typing import Any
 
 import dagster as dg
 
-# Dagster tags each event of a multi-partitioned asset with one tag per dimension; its partition
-# status reads them, and Dagster's own output materializations carry them.
+# Dagster tags each materialization of a multi-partitioned asset with one tag per dimension (its
+# own output materializations carry them; per-dimension queries and the uncached partition status
+# read them); log_event does not add them by itself.
 DIMENSION_TAG_PREFIX = "dagster/partition/"
 
 
@@ -74,7 +77,9 @@ def record_materializations(
     return count
 
 
-def _stored_entry(context: dg.OpExecutionContext, asset_key: dg.AssetKey, partition: str | None) -> dg.EventLogEntry | None:
+def _stored_entry(
+    context: dg.OpExecutionContext, asset_key: dg.AssetKey, partition: str | None
+) -> dg.EventLogEntry | None:
     """The event log entry context.log_event just stored for this partition, as read back."""
     records = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition] if partition else None), limit=20

@@ -9,6 +9,7 @@ from jadd_dagster.cost import estimate_sampling_cost
 from jadd_dagster.curation import FilterError, select_scenes
 from jadd_dagster.defs.log_assets import read_catalog, scene_catalog
 from jadd_dagster.defs.partitions import dataset_partitions, scene_of_partition_key, scene_partition_key, scene_partitions
+from jadd_dagster.defs.bookkeeping import record_materializations
 from jadd_dagster.defs.compute_resources import ComputeBackend
 from jadd_dagster.defs.resources import PipelineSettings, RegistryResource, StoreResource
 from jadd_dagster.scene_record import SCENE_JSON
@@ -133,16 +134,18 @@ def sampled_frames(
     })
 
 
-def record_scene_materializations(context: dg.AssetExecutionContext, result: StageResult) -> None:
-    """One sampled_frames materialization per newly computed scene, so the UI shows it as done."""
-    for output in result.computed:
-        log_id, index = output.scene_id.rsplit("/", 1)
-        context.log_event(dg.AssetMaterialization(
-            asset_key=sampled_frames.key,
-            partition=scene_partition_key(log_id, int(index)),
-            metadata={"profile": output.profile, "frames": output.frames, "seconds": output.seconds,
-                      "path": output.path},
-        ))
+def record_scene_materializations(context: dg.AssetExecutionContext, result: StageResult) -> int:
+    """One sampled_frames materialization per newly computed scene, so the UI shows it as done;
+    written in batches (≈0.6 ms a scene on PostgreSQL, see bench/RESULTS.md)."""
+
+    def items():
+        for output in result.computed:
+            log_id, index = output.scene_id.rsplit("/", 1)
+            metadata = {"profile": output.profile, "frames": output.frames, "seconds": output.seconds,
+                        "path": output.path}
+            yield scene_partition_key(log_id, int(index)), metadata
+
+    return record_materializations(context, sampled_frames.key, items())
 
 
 @dg.asset(

@@ -1,17 +1,25 @@
-"""Raw drive logs: the format, a validating reader and a synthetic generator with ground truth."""
+"""Raw drive logs: the format, a validating reader and a synthetic generator with ground truth
+(objects in a simulated world, and optionally a roof lidar)."""
 
 from jadd_dagster.logs.format import (
     CAMERA_CHANNELS,
     CAMERA_HZ,
     CAN_COLUMNS,
+    LIDAR_CHANNELS,
+    LIDAR_HZ,
+    OBJECT_COLUMNS,
     POSE_COLUMNS,
+    LidarCalibration,
     LogManifest,
+    lidar_sweep_file,
+    lidar_timestamps_file,
     timestamps_file,
     video_file,
 )
 from jadd_dagster.logs.generator import make_logs
 from jadd_dagster.logs.reader import (
     CAN_DTYPES,
+    OBJECT_DTYPES,
     POSE_DTYPES,
     DriveLog,
     LogFormatError,
@@ -24,11 +32,18 @@ __all__ = [
     "CAMERA_HZ",
     "CAN_COLUMNS",
     "CAN_DTYPES",
+    "LIDAR_CHANNELS",
+    "LIDAR_HZ",
+    "OBJECT_COLUMNS",
+    "OBJECT_DTYPES",
     "POSE_COLUMNS",
     "POSE_DTYPES",
     "DriveLog",
+    "LidarCalibration",
     "LogFormatError",
     "LogManifest",
+    "lidar_sweep_file",
+    "lidar_timestamps_file",
     "make_logs",
     "read_log",
     "timestamps_file",

@@ -7,6 +7,11 @@ One folder per log:
     cameras/<CHANNEL>.timestamps.parquet  column timestamp_us (int64), one row per frame in decode order
     can.parquet                         CAN_COLUMNS at ~100 Hz
     pose.parquet                        POSE_COLUMNS at ~50 Hz, ego pose in the log's local map frame
+Optional (a log without them is valid):
+    objects.parquet                     OBJECT_COLUMNS: ground-truth 3D boxes of the objects around the ego
+    lidar/<CHANNEL>/<timestamp_us>.pcd.bin  one sweep per file (nuScenes layout, see lidar_sweep_file)
+    lidar/<CHANNEL>.timestamps.parquet  column timestamp_us (int64), one row per sweep
+    calibration.json then also has {lidar channel: LidarCalibration.to_json()} for each lidar channel
 """
 
 from __future__ import annotations
@@ -21,13 +26,17 @@ CAMERA_CHANNELS = (
     "CAM_BACK_LEFT",
     "CAM_FRONT_LEFT",
 )
+LIDAR_CHANNELS = ("LIDAR_TOP",)
 FORMAT_VERSION = 1
 CAMERA_HZ = 30
+LIDAR_HZ = 20
+LIDAR_POINT_DIMS = 5  # float32 x, y, z (metres, sensor frame), intensity (0..255), ring index
 
 MANIFEST = "manifest.json"
 CALIBRATION = "calibration.json"
 CAN = "can.parquet"
 POSE = "pose.parquet"
+OBJECTS = "objects.parquet"
 
 # Units: timestamp_us µs since the Unix epoch; speed m/s; steering_deg steering-wheel angle in
 # degrees (positive left); accel_mps2 longitudinal acceleration; brake, throttle pedal 0..1;
@@ -45,6 +54,26 @@ CAN_COLUMNS = (
 )
 # Position in metres (local map frame, x and y >= 0), orientation [w, x, y, z] ego-to-map.
 POSE_COLUMNS = ("timestamp_us", "x", "y", "z", "qw", "qx", "qy", "qz")
+# One row per object and sample time (µs). instance_id is stable within the log; category is a
+# nuScenes category name; x, y, z is the box centre (metres, map frame; z = height / 2 on flat
+# ground); yaw rad about the map z axis (0 = map +x is the box's length direction); width, length,
+# height metres (nuScenes wlh); vx, vy m/s in the map frame; attribute a nuScenes attribute name or
+# "" (cones, barriers). An instance's rows are consecutive samples of the same rate (10 Hz here).
+OBJECT_COLUMNS = (
+    "instance_id",
+    "category",
+    "timestamp_us",
+    "x",
+    "y",
+    "z",
+    "yaw",
+    "width",
+    "length",
+    "height",
+    "vx",
+    "vy",
+    "attribute",
+)
 
 
 def video_file(channel: str) -> str:
@@ -55,9 +84,39 @@ def timestamps_file(channel: str) -> str:
     return f"cameras/{channel}.timestamps.parquet"
 
 
+def lidar_timestamps_file(channel: str) -> str:
+    return f"lidar/{channel}.timestamps.parquet"
+
+
+def lidar_sweep_file(channel: str, timestamp_us: int) -> str:
+    """A sweep: float32 points, LIDAR_POINT_DIMS values each, in the sensor frame (nuScenes .pcd.bin)."""
+    return f"lidar/{channel}/{int(timestamp_us)}.pcd.bin"
+
+
+@dataclass(frozen=True)
+class LidarCalibration:
+    """A lidar's mounting: translation (metres, sensor origin in the ego frame) and rotation
+    (sensor-to-ego, [w, x, y, z]). No intrinsics; nuScenes LIDAR_TOP axes are x right, y forward, z up."""
+
+    channel: str
+    translation: tuple[float, float, float]
+    rotation: tuple[float, float, float, float]
+
+    def to_json(self) -> dict:
+        return {"channel": self.channel, "translation": list(self.translation), "rotation": list(self.rotation)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "LidarCalibration":
+        return cls(
+            channel=str(data["channel"]),
+            translation=tuple(float(v) for v in data["translation"]),  # type: ignore[arg-type]
+            rotation=tuple(float(v) for v in data["rotation"]),  # type: ignore[arg-type]
+        )
+
+
 @dataclass(frozen=True)
 class LogManifest:
-    """What a log is: identity, where and when it was recorded, and which cameras it has."""
+    """What a log is: identity, where and when it was recorded, and which cameras and lidars it has."""
 
     log_id: str
     vehicle: str
@@ -67,6 +126,7 @@ class LogManifest:
     channels: tuple[str, ...]
     camera_hz: int = CAMERA_HZ
     format_version: int = FORMAT_VERSION
+    lidar_channels: tuple[str, ...] = ()
 
     @property
     def end_time_us(self) -> int:
@@ -81,6 +141,7 @@ class LogManifest:
     def to_json(self) -> dict:
         data = asdict(self)
         data["channels"] = list(self.channels)
+        data["lidar_channels"] = list(self.lidar_channels)
         return data
 
     @classmethod
@@ -94,4 +155,5 @@ class LogManifest:
             channels=tuple(str(c) for c in data["channels"]),
             camera_hz=int(data.get("camera_hz", CAMERA_HZ)),
             format_version=int(data.get("format_version", FORMAT_VERSION)),
+            lidar_channels=tuple(str(c) for c in data.get("lidar_channels", ())),
         )

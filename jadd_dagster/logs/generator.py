@@ -1,10 +1,10 @@
 """Synthetic drive logs in the raw log format (logs/format.py), with known ground truth.
 
-A kinematic bicycle model is integrated at CAN_HZ through a random sequence of driving segments
-(cruising, accelerating, hard braking, turning, stopping); CAN, pose and camera videos are all
-derived from that one trajectory, so later stages can be checked against it. Everything is drawn
-from numpy generators seeded by (seed, log index): a log does not depend on how many other logs
-are generated with it.
+The ego drives a simulated trajectory (logs/drive.py); the world's objects move around it
+(logs/world.py, written as objects.parquet); CAN, pose, camera videos with the objects drawn in,
+and optionally the LIDAR_TOP sweeps (logs/lidar.py) are all derived from those, so later stages
+can be checked against them. Everything is drawn from numpy generators seeded by (seed, log
+index[, stream]): a log does not depend on how many other logs are generated with it.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import multiprocessing
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -30,19 +30,22 @@ from jadd_dagster.camera import (
     quaternion_from_matrix,
 )
 from jadd_dagster.logs import format as fmt
+from jadd_dagster.logs.drive import (  # noqa: F401  (re-exported: the generator's constants)
+    CAN_HZ,
+    POSE_HZ,
+    STEERING_RATIO,
+    WHEELBASE_M,
+    Drive,
+    can_table,
+    pose_table,
+    simulate_drive,
+)
+from jadd_dagster.logs.lidar import lidar_calibration, sweep_offsets_us, write_lidar
 from jadd_dagster.logs.render import render_video
+from jadd_dagster.logs.world import Tracks, simulate_world
 
-CAN_HZ = 100
-POSE_HZ = 50
-WHEELBASE_M = 2.8
-STEERING_RATIO = 15.0  # steering-wheel degrees per road-wheel degree
-MAX_CURVATURE = 0.1  # 1/m, full steering lock
-MAX_LATERAL_ACCEL = 3.0  # m/s²
-STEER_RATE = 0.08  # how fast curvature can change, 1/m per second
-MAX_JERK = 10.0  # m/s³
-MAX_SPEED = 30.0  # m/s
-MAP_MARGIN_M = 50.0  # min x and min y of every pose: nuScenes map masks need x, y >= 0
-COAST_DECEL = 0.3  # m/s²: slowing down more than this needs the brake
+WORLD_STREAM, LIDAR_STREAM = 1, 2  # the world and the lidar draw from their own generators
+
 LOCATIONS = ("boston-seaport", "singapore-onenorth", "tokyo-odaiba", "las-vegas-strip")
 VEHICLES = ("jadd-car-01", "jadd-car-02", "jadd-car-03", "jadd-car-04")
 FIRST_START = datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc)
@@ -60,161 +63,6 @@ CAMERA_MOUNTS = {
 }
 CAMERA_HFOV_DEG = 70.0
 CAMERA_PITCH_DEG = 5.0  # looking down
-
-
-@dataclass(frozen=True)
-class Drive:
-    """Ground-truth ego motion sampled at CAN_HZ from the log start (t = 0).
-
-    t_us: µs from the log start; speed m/s (>= 0); accel m/s² (= dspeed/dt); curvature 1/m
-    (positive left); x, y metres in the map frame; yaw rad (unwrapped, 0 = map +x);
-    turn_signal -1 right, 0 off, 1 left.
-    """
-
-    t_us: np.ndarray
-    speed: np.ndarray
-    accel: np.ndarray
-    curvature: np.ndarray
-    x: np.ndarray
-    y: np.ndarray
-    yaw: np.ndarray
-    turn_signal: np.ndarray
-
-
-@dataclass(frozen=True)
-class _Segment:
-    """One driving behaviour: speed target (m/s), its accel/decel limits (m/s²) and P gain (1/s)."""
-
-    kind: str
-    max_s: float
-    speed: float
-    accel: float
-    decel: float
-    gain: float
-    curvature: float = 0.0  # target, 1/m; for turns the curvature held during the turn
-    heading: float = 0.0  # turns: how far to turn, rad
-    dwell_s: float = 0.0  # stops: how long to stand still
-
-
-def _draw_segment(rng: np.random.Generator, v: float) -> _Segment:
-    """The next behaviour, chosen from what makes sense at the current speed v (m/s)."""
-    weights = {"cruise": 2.5, "accelerate": 1.5 if v < 22 else 0.0, "hard_brake": 2.5 if v >= 6 else 0.0,
-               "turn": 2.0, "stop": 1.5 if v > 3 else 0.0}
-    if v < 1:
-        weights.update(accelerate=3.0, cruise=2.0, turn=1.0)
-    kinds = sorted(weights)
-    p = np.array([weights[k] for k in kinds])
-    kind = kinds[rng.choice(len(kinds), p=p / p.sum())]
-    u = rng.uniform
-    if kind == "cruise":
-        bend = u(-0.004, 0.004) if u() < 0.5 else 0.0  # a gently curving road half of the time
-        return _Segment(kind, u(5, 15), u(3 if v >= 1 else 5, MAX_SPEED), u(1, 2), u(1, 2), 0.5, bend)
-    if kind == "accelerate":
-        return _Segment(kind, u(4, 10), min(MAX_SPEED, v + u(8, 20)), u(2, 3.5), 1.0, 1.5)
-    if kind == "hard_brake":
-        return _Segment(kind, u(3, 8), max(0.0, v - u(5, 20)), 1.0, u(3, 6), 3.0)
-    if kind == "turn":
-        turn_speed = u(3, 7)
-        curvature = min(MAX_CURVATURE, MAX_LATERAL_ACCEL / turn_speed**2) * rng.choice([-1.0, 1.0])
-        return _Segment(kind, 20.0, turn_speed, 1.5, 2.5, 1.0, curvature, np.radians(u(60, 100)))
-    return _Segment("stop", 25.0, 0.0, 1.0, u(1.5, 3), 1.0, dwell_s=u(2, 6))
-
-
-def simulate_drive(rng: np.random.Generator, duration_us: int) -> Drive:
-    """Integrate the kinematic bicycle model at CAN_HZ over [0, duration_us] (both ends sampled)."""
-    dt = 1.0 / CAN_HZ
-    n = duration_us * CAN_HZ // 1_000_000 + 1
-    speed, curvature = np.zeros(n), np.zeros(n)
-    signal = np.zeros(n, dtype=np.int8)
-    v, a, k = float(rng.uniform(0, 20)), 0.0, 0.0
-    i = 0
-    while i < n:
-        seg = _draw_segment(rng, v)
-        end = i + int(seg.max_s * CAN_HZ)
-        phase, turned, stopped_at = "approach", 0.0, None
-        while i < min(end, n):
-            speed[i], curvature[i] = v, k
-            target_k = 0.0 if seg.kind == "turn" else seg.curvature
-            if seg.kind == "turn":
-                signal[i] = 1 if seg.curvature > 0 else -1
-                if phase == "approach" and v <= seg.speed + 0.5:
-                    phase = "steer"
-                # Start unwinding early enough to end on the wanted heading.
-                if phase == "steer" and abs(turned) + v * k * k / (2 * STEER_RATE) >= seg.heading:
-                    phase = "unwind"
-                if phase == "steer":
-                    target_k = seg.curvature
-                elif phase == "unwind" and k == 0.0:
-                    i += 1
-                    break
-            if seg.kind == "stop" and v == 0.0:
-                stopped_at = i if stopped_at is None else stopped_at
-                if (i - stopped_at) * dt >= seg.dwell_s:
-                    i += 1
-                    break
-            # Longitudinal: P control towards the target speed, accel limits, jerk-limited.
-            a_cmd = _clamp(seg.gain * (seg.speed - v), seg.decel, seg.accel)
-            if seg.speed == 0.0 and v > 0.0:
-                a_cmd = min(a_cmd, -0.5)  # creep to a real standstill instead of decaying forever
-            a += _clamp(a_cmd - a, MAX_JERK * dt, MAX_JERK * dt)
-            v_next = max(0.0, v + a * dt)
-            a = (v_next - v) / dt
-            # Lateral: steering rate limit, full lock and lateral acceleration limit.
-            limit = min(MAX_CURVATURE, MAX_LATERAL_ACCEL / max(v_next, 0.1) ** 2)
-            target_k = _clamp(target_k, limit, limit)
-            k_next = k + _clamp(target_k - k, STEER_RATE * dt, STEER_RATE * dt)
-            turned += 0.5 * (v * k + v_next * k_next) * dt
-            v, k = v_next, k_next
-            i += 1
-    # dv/dt between samples is what the model used; the last sample keeps the previous value.
-    accel = np.append(np.diff(speed) / dt, 0.0)
-    accel[-1] = accel[-2] if n > 1 else 0.0
-    yaw_rate = speed * curvature
-    yaw = np.concatenate([[0.0], np.cumsum(0.5 * (yaw_rate[1:] + yaw_rate[:-1]) * dt)])
-    yaw += rng.uniform(-np.pi, np.pi)
-    vx, vy = speed * np.cos(yaw), speed * np.sin(yaw)
-    x = np.concatenate([[0.0], np.cumsum(0.5 * (vx[1:] + vx[:-1]) * dt)])
-    y = np.concatenate([[0.0], np.cumsum(0.5 * (vy[1:] + vy[:-1]) * dt)])
-    t_us = np.arange(n, dtype=np.int64) * (1_000_000 // CAN_HZ)
-    x, y = x - x.min() + MAP_MARGIN_M, y - y.min() + MAP_MARGIN_M
-    return Drive(t_us, speed, accel, curvature, x, y, yaw, signal)
-
-
-def _clamp(value: float, below: float, above: float) -> float:
-    """value limited to [-below, above] (plain floats: np.clip is slow on scalars)."""
-    return min(max(value, -below), above)
-
-
-def can_table(drive: Drive, start_time_us: int, rng: np.random.Generator) -> pa.Table:
-    """CAN rows (fmt.CAN_COLUMNS) at CAN_HZ, with sensor noise of a few hundredths of a unit."""
-    n = len(drive.t_us)
-    moving = drive.speed > 0
-    steering = np.degrees(np.arctan(WHEELBASE_M * drive.curvature)) * STEERING_RATIO
-    brake = np.where(drive.accel < -COAST_DECEL, np.clip(-drive.accel / 8.0, 0.0, 1.0), 0.0)
-    # Holding speed takes throttle against drag; slowing within COAST_DECEL is coasting.
-    throttle = np.where(moving & (drive.accel >= 0), np.clip(0.08 + 0.0005 * drive.speed**2 + drive.accel / 4, 0, 1), 0.0)
-    columns = {
-        "timestamp_us": drive.t_us + start_time_us,
-        "speed_mps": np.where(moving, np.maximum(drive.speed + rng.normal(0, 0.02, n), 0.0), 0.0),
-        "steering_deg": steering + rng.normal(0, 0.05, n),
-        "accel_mps2": drive.accel + rng.normal(0, 0.02, n),
-        "brake": brake,
-        "throttle": throttle,
-        "yaw_rate_rps": drive.speed * drive.curvature + rng.normal(0, 0.001, n),
-        "gear": np.full(n, 3, dtype=np.int8),
-        "turn_signal": drive.turn_signal.astype(np.int8),
-    }
-    return pa.table({name: columns[name] for name in fmt.CAN_COLUMNS})
-
-
-def pose_table(drive: Drive, start_time_us: int) -> pa.Table:
-    """Pose rows (fmt.POSE_COLUMNS) at POSE_HZ: flat ground (z = 0) and yaw-only orientation."""
-    every = CAN_HZ // POSE_HZ
-    yaw = drive.yaw[::every]
-    zeros = np.zeros(len(yaw))
-    columns = [drive.t_us[::every] + start_time_us, drive.x[::every], drive.y[::every], zeros,
-               np.cos(yaw / 2), zeros, zeros, np.sin(yaw / 2)]
-    return pa.table(dict(zip(fmt.POSE_COLUMNS, columns)))
 
 
 def camera_calibrations(
@@ -246,8 +94,20 @@ def frame_offsets_us(duration_us: int, channel_index: int, hz: int = fmt.CAMERA_
 
 
 def _render_job(job: tuple) -> int:
-    path, calib, frame_us, drive = job
-    return render_video(path, calib, frame_us, drive.t_us, drive.x, drive.y, drive.yaw)
+    """Render one camera video or one lidar's sweeps of a staged log (in a worker process)."""
+    kind, staging, sensor_calib, times_us, drive, start_time_us, seed_key = job
+    objects = _read_tracks(staging)
+    if kind == "lidar":
+        rng = np.random.default_rng([*seed_key, LIDAR_STREAM])
+        return write_lidar(staging, sensor_calib, times_us, start_time_us, drive.t_us, drive.x, drive.y, drive.yaw,
+                           objects, rng)
+    return render_video(staging / fmt.video_file(sensor_calib.channel), sensor_calib, times_us + start_time_us,
+                        drive.t_us + start_time_us, drive.x, drive.y, drive.yaw, objects)
+
+
+def _read_tracks(staging: Path) -> Tracks | None:
+    path = staging / fmt.OBJECTS
+    return Tracks(pd.read_parquet(path)) if path.is_file() else None
 
 
 def make_logs(
@@ -259,13 +119,18 @@ def make_logs(
     image_size: tuple[int, int] = (320, 180),
     start_time_us: int | None = None,
     workers: int | None = None,
+    lidar: bool = False,
+    objects: bool = True,
 ) -> list[Path]:
     """Write n_logs synthetic logs of `minutes` each under out_dir/<log_id>/; returns their folders.
 
     Log ids are log-<seed>-0001, ...; log k starts LOG_SPACING_US after log k-1 (from FIRST_START
-    or start_time_us, µs since the epoch). image_size is (width, height), both even. Videos are
-    rendered by `workers` processes (default: all CPUs; spawned, so a calling script needs the
-    `if __name__ == "__main__"` guard). Each log is written under out_dir/.staging/ first and
+    or start_time_us, µs since the epoch). image_size is (width, height), both even. With objects
+    (the default), a log has ground-truth objects (objects.parquet), drawn into its videos and seen
+    by its lidar; without, the world is empty road. With lidar, a log also has LIDAR_TOP sweeps at
+    20 Hz (about 0.6 MB each, 12 MB per second of log). Videos and sweeps are rendered by `workers`
+    processes (default: all CPUs; spawned, so a calling script needs the `if __name__ ==
+    "__main__"` guard). Each log is written under out_dir/.staging/ first and
     renamed into place when complete, so a watcher of out_dir never sees half a log (the manifest
     is written last, too); an existing log folder of the same id is replaced.
     """
@@ -285,10 +150,12 @@ def make_logs(
     spacing = max(LOG_SPACING_US, -(-duration_us // LOG_SPACING_US) * LOG_SPACING_US)
     out_dir = Path(out_dir)
     staged = [
-        _stage_log(out_dir / STAGING, seed, index, first_start + (index - 1) * spacing, duration_us, channels, image_size)
+        _stage_log(out_dir / STAGING, seed, index, first_start + (index - 1) * spacing, duration_us, channels,
+                   image_size, lidar, objects)
         for index in range(1, n_logs + 1)
     ]
-    jobs = [job for _, _, log_jobs in staged for job in log_jobs]
+    # Lidar jobs are the longest: start them first.
+    jobs = sorted((job for _, _, log_jobs in staged for job in log_jobs), key=lambda job: job[0] != "lidar")
     workers = min(workers or os.cpu_count() or 1, len(jobs))
     if workers <= 1:
         for job in jobs:
@@ -313,10 +180,10 @@ def make_logs(
 
 def _stage_log(
     staging_root: Path, seed: int, index: int, start_time_us: int, duration_us: int,
-    channels: Sequence[str], image_size: tuple[int, int],
+    channels: Sequence[str], image_size: tuple[int, int], lidar: bool = False, objects: bool = True,
 ) -> tuple[Path, fmt.LogManifest, list[tuple]]:
     """Write a log's tables and calibration under staging_root; returns its folder, its manifest
-    (not written yet: it marks the log complete) and the video jobs still to run."""
+    (not written yet: it marks the log complete) and the video and lidar jobs still to run."""
     rng = np.random.default_rng([seed, index])
     manifest = fmt.LogManifest(
         log_id=f"log-{seed}-{index:04d}",
@@ -325,21 +192,31 @@ def _stage_log(
         start_time_us=start_time_us,
         duration_us=duration_us,
         channels=tuple(channels),
+        lidar_channels=(fmt.LIDAR_CHANNELS[0],) if lidar else (),
     )
     staging = staging_root / manifest.log_id
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "cameras").mkdir(parents=True)
     calibs = camera_calibrations(rng, channels, image_size)
     drive = simulate_drive(rng, duration_us)
-    _write_json(staging / fmt.CALIBRATION, {c: calibs[c].to_json() for c in channels})
+    calibration = {c: calibs[c].to_json() for c in channels}
+    lidar_calib = lidar_calibration(np.random.default_rng([seed, index, LIDAR_STREAM])) if lidar else None
+    if lidar_calib is not None:
+        calibration[lidar_calib.channel] = lidar_calib.to_json()
+    _write_json(staging / fmt.CALIBRATION, calibration)
     pq.write_table(can_table(drive, start_time_us, rng), staging / fmt.CAN)
     pq.write_table(pose_table(drive, start_time_us), staging / fmt.POSE)
+    if objects:
+        world = simulate_world(np.random.default_rng([seed, index, WORLD_STREAM]), drive, start_time_us)
+        pq.write_table(world, staging / fmt.OBJECTS)
     jobs = []
     for ch_index, channel in enumerate(channels):
         offsets = frame_offsets_us(duration_us, ch_index, manifest.camera_hz)
         stamps = pa.table({"timestamp_us": pa.array(offsets + start_time_us, pa.int64())})
         pq.write_table(stamps, staging / fmt.timestamps_file(channel))
-        jobs.append((staging / fmt.video_file(channel), calibs[channel], offsets, drive))
+        jobs.append(("camera", staging, calibs[channel], offsets, drive, start_time_us, (seed, index)))
+    if lidar_calib is not None:
+        jobs.append(("lidar", staging, lidar_calib, sweep_offsets_us(duration_us), drive, start_time_us, (seed, index)))
     return staging, manifest, jobs
 
 

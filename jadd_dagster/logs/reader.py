@@ -1,7 +1,9 @@
 """Opening a raw drive log (logs/format.py): cheap validation first, then typed access.
 
-Validation reads the JSON files, parquet schemas and timestamp columns, never the videos, so a
-sensor can afford it for every new log. Each problem names the log folder and the file.
+Validation reads the JSON files, parquet schemas and timestamp columns, never the videos or the
+lidar sweeps (only that the first and last sweep files exist), so a sensor can afford it for every
+new log. Each problem names the log folder and the file. objects.parquet and the lidar are
+optional: a log without them is valid.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from collections.abc import Callable, Iterator
@@ -21,6 +23,7 @@ import pyarrow.parquet as pq
 
 from jadd_dagster.camera import DISTORTION_MODEL, CameraCalibration
 from jadd_dagster.logs import format as fmt
+from jadd_dagster.logs.world import Tracks
 
 # Column dtypes of DriveLog.can() and DriveLog.pose(), whatever integer/float widths the files use.
 CAN_DTYPES = {
@@ -28,6 +31,10 @@ CAN_DTYPES = {
     "brake": "float64", "throttle": "float64", "yaw_rate_rps": "float64", "gear": "int8", "turn_signal": "int8",
 }
 POSE_DTYPES = {"timestamp_us": "int64", **{c: "float64" for c in fmt.POSE_COLUMNS[1:]}}
+OBJECT_DTYPES = {
+    "instance_id": "object", "category": "object", "timestamp_us": "int64",
+    **{c: "float64" for c in ("x", "y", "z", "yaw", "width", "length", "height", "vx", "vy")}, "attribute": "object",
+}
 MANIFEST_KEYS = ("log_id", "vehicle", "location", "start_time_us", "duration_us", "channels")
 # Log ids become partition keys and path parts (scene ids are "<log_id>/<index>").
 LOG_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -40,11 +47,13 @@ class LogFormatError(ValueError):
 
 @dataclass(frozen=True)
 class DriveLog:
-    """An opened, validated log. Tables are read on demand; the pose is kept for pose_at."""
+    """An opened, validated log. Tables are read on demand; the pose and the objects are kept for
+    pose_at and objects_at. calibration has the cameras, lidar_calibration the lidars."""
 
     path: Path
     manifest: fmt.LogManifest
     calibration: dict[str, CameraCalibration]
+    lidar_calibration: dict[str, fmt.LidarCalibration] = field(default_factory=dict)
 
     def can(self) -> pd.DataFrame:
         """CAN rows sorted by timestamp_us, columns fmt.CAN_COLUMNS with CAN_DTYPES."""
@@ -81,6 +90,40 @@ class DriveLog:
         q = q0 * (1 - w) + q1 * w
         return trans, q / np.linalg.norm(q, axis=1, keepdims=True)
 
+    def objects(self) -> pd.DataFrame | None:
+        """Ground-truth object rows (fmt.OBJECT_COLUMNS with OBJECT_DTYPES) sorted by instance_id
+        then timestamp_us, or None when the log has no objects.parquet."""
+        return self._objects.table.copy() if self._objects is not None else None
+
+    def objects_at(self, timestamp_us: int) -> pd.DataFrame:
+        """The boxes of the objects that exist at timestamp_us (µs; rows of fmt.OBJECT_COLUMNS with
+        that timestamp_us): centre, size and velocity interpolated linearly between the object's
+        neighbouring samples, yaw the shorter way round. Empty when the log has no objects."""
+        if self._objects is None:
+            return pd.DataFrame({c: pd.Series(dtype=d) for c, d in OBJECT_DTYPES.items()})
+        return self._objects.at(int(timestamp_us)).to_frame(int(timestamp_us)).astype(OBJECT_DTYPES)
+
+    def lidar_timestamps(self, channel: str) -> np.ndarray:
+        """Timestamps (µs, int64) of a lidar's sweeps, in order."""
+        table = pq.read_table(self.path / fmt.lidar_timestamps_file(self._known_lidar(channel)), columns=["timestamp_us"])
+        return table.column("timestamp_us").to_numpy().astype(np.int64)
+
+    def lidar_sweep_path(self, channel: str, timestamp_us: int) -> Path:
+        return self.path / fmt.lidar_sweep_file(self._known_lidar(channel), timestamp_us)
+
+    def lidar_sweep(self, channel: str, timestamp_us: int) -> np.ndarray:
+        """A sweep's points (N, fmt.LIDAR_POINT_DIMS) float32 in the sensor frame: x, y, z metres,
+        intensity, ring index."""
+        data = np.fromfile(self.lidar_sweep_path(channel, timestamp_us), dtype=np.float32)
+        return data.reshape(-1, fmt.LIDAR_POINT_DIMS)
+
+    @cached_property
+    def _objects(self) -> Tracks | None:
+        path = self.path / fmt.OBJECTS
+        if not path.is_file():
+            return None
+        return Tracks(pd.read_parquet(path, columns=list(fmt.OBJECT_COLUMNS)).astype(OBJECT_DTYPES))
+
     @cached_property
     def _pose_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         pose = self.pose()
@@ -93,6 +136,11 @@ class DriveLog:
             raise KeyError(f"{self.path}: no channel {channel!r}; the log has {list(self.manifest.channels)}")
         return channel
 
+    def _known_lidar(self, channel: str) -> str:
+        if channel not in self.manifest.lidar_channels:
+            raise KeyError(f"{self.path}: no lidar {channel!r}; the log has {list(self.manifest.lidar_channels)}")
+        return channel
+
 
 VideoExists = Callable[[str], bool]
 
@@ -100,8 +148,9 @@ VideoExists = Callable[[str], bool]
 def read_log(path: Path, video_exists: VideoExists | None = None, label: str | None = None) -> DriveLog:
     """Validate and open the log folder at path; raises LogFormatError on the first problem.
 
-    video_exists(relative video path) checks a video without it being in the folder (a log whose
-    videos stay in the object store); label names the log in messages instead of path.
+    video_exists(relative path) checks a video or lidar sweep file without it being in the folder
+    (a log whose large files stay in the object store); label names the log in messages instead
+    of path.
     """
     path = Path(path)
     problem = next(_problems(path, video_exists), None)
@@ -110,7 +159,8 @@ def read_log(path: Path, video_exists: VideoExists | None = None, label: str | N
     manifest = fmt.LogManifest.from_json(json.loads((path / fmt.MANIFEST).read_text()))
     calibration_json = json.loads((path / fmt.CALIBRATION).read_text())
     calibration = {c: CameraCalibration.from_json(calibration_json[c]) for c in manifest.channels}
-    return DriveLog(path=path, manifest=manifest, calibration=calibration)
+    lidars = {c: fmt.LidarCalibration.from_json(calibration_json[c]) for c in manifest.lidar_channels}
+    return DriveLog(path=path, manifest=manifest, calibration=calibration, lidar_calibration=lidars)
 
 
 def validate_log(path: Path, video_exists: VideoExists | None = None, label: str | None = None) -> list[str]:
@@ -132,15 +182,26 @@ def _problems(log: Path, video_exists: VideoExists | None = None) -> Iterator[st
     if manifest_problems:
         return
     manifest = fmt.LogManifest.from_json(json.loads((log / fmt.MANIFEST).read_text()))
-    yield from _calibration_problems(log, manifest.channels)
+    yield from _calibration_problems(log, manifest.channels, manifest.lidar_channels)
     exists = video_exists or (lambda name: (log / name).is_file() and (log / name).stat().st_size > 0)
+    span = (manifest.start_time_us, manifest.end_time_us)
     for channel in manifest.channels:
         if not exists(fmt.video_file(channel)):
             yield f"{log}: {fmt.video_file(channel)}: missing or empty video of listed channel {channel}"
-        yield from _table_problems(log, fmt.timestamps_file(channel), {"timestamp_us": "int64"},
-                                   (manifest.start_time_us, manifest.end_time_us))
+        yield from _table_problems(log, fmt.timestamps_file(channel), {"timestamp_us": "int64"}, span)
+    for channel in manifest.lidar_channels:
+        name = fmt.lidar_timestamps_file(channel)
+        problems = list(_table_problems(log, name, {"timestamp_us": "int64"}, span))
+        yield from problems
+        if not problems:
+            stamps = pq.read_table(log / name, columns=["timestamp_us"]).column("timestamp_us").to_numpy()
+            for stamp in {int(stamps[0]), int(stamps[-1])}:
+                if not exists(fmt.lidar_sweep_file(channel, stamp)):
+                    yield f"{log}: {fmt.lidar_sweep_file(channel, stamp)}: missing or empty sweep of lidar {channel}"
     yield from _table_problems(log, fmt.CAN, CAN_DTYPES)
     yield from _table_problems(log, fmt.POSE, POSE_DTYPES)
+    if (log / fmt.OBJECTS).exists():
+        yield from _object_problems(log, span)
 
 
 def _manifest_problems(log: Path) -> Iterator[str]:
@@ -160,9 +221,11 @@ def _manifest_problems(log: Path) -> Iterator[str]:
         return
     if not isinstance(data["channels"], list) or not manifest.channels:
         yield f"{where}: channels must be a non-empty list"
-    elif len(set(manifest.channels)) != len(manifest.channels):
-        yield f"{where}: duplicate channels {list(manifest.channels)}"
-    bad_channels = [c for c in manifest.channels if not CHANNEL_PATTERN.fullmatch(c)]
+    elif not isinstance(data.get("lidar_channels", []), list):
+        yield f"{where}: lidar_channels must be a list"
+    elif len(set(manifest.channels + manifest.lidar_channels)) != len(manifest.channels + manifest.lidar_channels):
+        yield f"{where}: duplicate channels {list(manifest.channels + manifest.lidar_channels)}"
+    bad_channels = [c for c in manifest.channels + manifest.lidar_channels if not CHANNEL_PATTERN.fullmatch(c)]
     if bad_channels:
         yield f"{where}: channel names {bad_channels} must match {CHANNEL_PATTERN.pattern}"
     if not LOG_ID_PATTERN.fullmatch(manifest.log_id):
@@ -173,12 +236,22 @@ def _manifest_problems(log: Path) -> Iterator[str]:
         yield f"{where}: format_version {manifest.format_version}, this reader knows {fmt.FORMAT_VERSION}"
 
 
-def _calibration_problems(log: Path, channels: tuple[str, ...]) -> Iterator[str]:
+def _calibration_problems(log: Path, channels: tuple[str, ...], lidars: tuple[str, ...] = ()) -> Iterator[str]:
     where = f"{log}: {fmt.CALIBRATION}"
     data = _load_json(log, fmt.CALIBRATION)
     if isinstance(data, str):
         yield data
         return
+    for channel in lidars:
+        if channel not in data:
+            yield f"{where}: no calibration for listed lidar {channel}"
+            continue
+        try:
+            lidar = fmt.LidarCalibration.from_json(data[channel])
+        except (KeyError, TypeError, ValueError) as exc:
+            yield f"{where}: {channel}: malformed calibration ({type(exc).__name__}: {exc})"
+            continue
+        yield from (f"{where}: {channel}: {p}" for p in _mounting_errors(lidar.translation, lidar.rotation))
     for channel in channels:
         if channel not in data:
             yield f"{where}: no calibration for listed channel {channel}"
@@ -199,10 +272,46 @@ def _calibration_errors(calib: CameraCalibration) -> Iterator[str]:
         yield f"image size {calib.width}x{calib.height} must be positive"
     if calib.distortion_model != DISTORTION_MODEL or len(calib.distortion) != 5:
         yield f"distortion must be {DISTORTION_MODEL} with 5 coefficients, got {calib.distortion_model} {list(calib.distortion)}"
-    if len(calib.translation) != 3 or not all(math.isfinite(v) for v in calib.translation):
-        yield f"translation {list(calib.translation)} must be 3 finite metres"
-    if len(calib.rotation) != 4 or not abs(math.sqrt(sum(v * v for v in calib.rotation)) - 1) < 1e-3:
-        yield f"rotation {list(calib.rotation)} must be a unit quaternion [w, x, y, z]"
+    yield from _mounting_errors(calib.translation, calib.rotation)
+
+
+def _mounting_errors(translation: tuple, rotation: tuple) -> Iterator[str]:
+    if len(translation) != 3 or not all(math.isfinite(v) for v in translation):
+        yield f"translation {list(translation)} must be 3 finite metres"
+    if len(rotation) != 4 or not abs(math.sqrt(sum(v * v for v in rotation)) - 1) < 1e-3:
+        yield f"rotation {list(rotation)} must be a unit quaternion [w, x, y, z]"
+
+
+def _object_problems(log: Path, time_range: tuple[int, int]) -> Iterator[str]:
+    """objects.parquet: its columns and types, sizes, times within the log, one row per instance and time."""
+    where = f"{log}: {fmt.OBJECTS}"
+    try:
+        schema = pq.read_schema(log / fmt.OBJECTS)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        yield f"{where}: unreadable parquet ({exc})"
+        return
+    missing = [c for c in fmt.OBJECT_COLUMNS if c not in schema.names]
+    if missing:
+        yield f"{where}: missing columns {missing}"
+        return
+    for column, dtype in OBJECT_DTYPES.items():
+        kind = schema.field(column).type
+        ok = {"object": pa.types.is_string(kind) or pa.types.is_large_string(kind), "int64": pa.types.is_integer(kind)}.get(
+            dtype, pa.types.is_floating(kind) or pa.types.is_integer(kind))
+        if not ok:
+            yield f"{where}: column {column} has type {kind}, expected {'string' if dtype == 'object' else dtype}"
+            return
+    table = pd.read_parquet(log / fmt.OBJECTS, columns=["instance_id", "timestamp_us", "width", "length", "height"])
+    if table.empty:
+        return
+    stamps = table["timestamp_us"].to_numpy()
+    if stamps.min() < time_range[0] or stamps.max() > time_range[1]:
+        yield f"{where}: timestamps {stamps.min()}..{stamps.max()} outside the log's [{time_range[0]}, {time_range[1]}] µs"
+    if table.duplicated(["instance_id", "timestamp_us"]).any():
+        yield f"{where}: an instance has two rows with the same timestamp_us"
+    sizes = table[["width", "length", "height"]].to_numpy()
+    if not (np.isfinite(sizes).all() and (sizes > 0).all()):
+        yield f"{where}: width, length and height must be positive metres"
 
 
 def _table_problems(

@@ -3,8 +3,10 @@
 Every pixel of the raw, distorted image is traced back to its viewing ray (camera.pixel_rays), so
 straight world lines come out curved exactly as the calibration says. The world is flat ground
 (z = 0 in the map frame) with a painted texture, and a sky above the horizon. Rendering is split
-into "how far along each ray is the ground" and "what colour is there", so solid objects can later
-be added as a second hit test that wins wherever it is nearer than RenderView.distance.
+into "how far along each ray is the ground" and "what colour is there"; the world's objects
+(logs/world.py) are boxes hit-tested along the same rays, nearest hit wins (a depth buffer that
+starts at the ground distance). Each box face has its own shade of its class colour (CLASS_RGB,
+FACE_SHADES), and objects fade into the haze with distance like the ground.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import cv2
 import numpy as np
 
 from jadd_dagster.camera import CameraCalibration, matrix_from_quaternion, pixel_rays
+from jadd_dagster.logs.world import CLASSES, Boxes, Tracks, ray_boxes, yaw_matrix
 
 TILE_M = 2.0  # asphalt patches with their own shade, metres
 LANE_SPACING_M = 3.5  # painted lines on a square grid, metres
@@ -32,6 +35,40 @@ HAZE_RGB = np.array([196, 204, 212], dtype=np.float32)
 ZENITH_RGB = np.array([70, 120, 200], dtype=np.float32)
 WHITE_LINE_RGB = np.array([235, 235, 230], dtype=np.float32)
 YELLOW_LINE_RGB = np.array([230, 190, 40], dtype=np.float32)
+# Object colours: one hue per detection class, away from the yellow paint (~47°) and the sky
+# (~215°); faces (logs/world.FACES order: front, back, left, right, top, bottom) are shades of it.
+CLASS_HUE_DEG = {
+    "car": 0, "truck": 28, "construction_vehicle": 80, "bus": 115, "traffic_cone": 150, "motorcycle": 180,
+    "bicycle": 250, "trailer": 280, "pedestrian": 310, "barrier": 338,
+}
+FACE_SHADES = (0.9, 0.7, 0.8, 0.6, 1.0, 0.5)
+TILE_PX = 16  # pixels are culled per TILE_PX x TILE_PX tile against each object's bounding sphere
+OBJECT_RANGE_M = 150.0  # objects farther from the camera are not drawn
+
+
+def _class_rgb(hue_deg: float) -> np.ndarray:
+    hsv = np.array([[[hue_deg / 2, 230, 235]]], dtype=np.uint8)  # OpenCV hue is 0..179
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
+
+
+CLASS_RGB = {c.name: _class_rgb(CLASS_HUE_DEG[c.name]) for c in CLASSES}
+# (class index, face) -> colour before haze, float32 RGB; class index -1 (unknown) is grey.
+_FACE_RGB = np.array([[CLASS_RGB[c.name] * shade for shade in FACE_SHADES] for c in CLASSES] + [[np.full(3, 128.0)] * 6],
+                     dtype=np.float32)
+_FOG_STEP_M = 0.25  # objects' haze is looked up in distance steps this long (< 1 grey level apart)
+_FOG_STEPS = int(OBJECT_RANGE_M * 1.5 / _FOG_STEP_M)
+
+
+def _fogged_face_rgb() -> np.ndarray:
+    """(class index * 6 + face, distance step) -> uint8 RGB after haze, the ground's fog law."""
+    keep = np.exp(-(np.arange(_FOG_STEPS) + 0.5) * _FOG_STEP_M / FOG_M)[None, :, None]
+    base = _FACE_RGB.reshape(-1, 1, 3)
+    return (base * keep + HAZE_RGB * (1 - keep) + 0.5).astype(np.uint8)
+
+
+_FOGGED_RGB = _fogged_face_rgb()
+_RGB_ITEM = np.dtype("V3")
+_FOGGED_ITEMS = np.ascontiguousarray(_FOGGED_RGB).view(_RGB_ITEM).ravel()  # (class * 6 + face) * steps + step
 
 # A fixed encoder setup keeps the bytes reproducible: one encoder thread, a constant GOP of one
 # second and no scene-cut keyframes (real dash cameras also write fixed GOPs).
@@ -48,10 +85,12 @@ class RenderView:
     offsets: (3, M) float32 ego-frame vectors (metres) from the camera to those pixels' ground hits;
     keep: (M, 3) float32 share of the ground's own colour left after haze;
     haze: (M, 3) float32 the haze's share of those pixels' colour (plus 0.5 for rounding);
-    backdrop: (H, W, 3) uint8 the image without ground paint: sky gradient and haze.
+    backdrop: (H, W, 3) uint8 the image without ground paint: sky gradient and haze;
+    depth: (N,) float32 the distance to the ground, inf where the ray sees sky (objects' depth test).
     """
 
     distance: np.ndarray
+    depth: np.ndarray
     ground: np.ndarray
     level_starts: np.ndarray
     offsets: np.ndarray
@@ -65,13 +104,25 @@ class CameraRays:
     """Viewing rays of every raw-image pixel of one camera, in the ego frame.
 
     origin_ego: the camera centre (3,) in metres; directions_ego: unit vectors as planes (3, H*W),
-    pixels row-major over the image; width, height: image size in pixels.
+    pixels row-major over the image; width, height: image size in pixels; tile_directions (T, 3)
+    unit mean ray of each TILE_PX tile, tile_angle (T,) rad the widest angle from it to a ray of the
+    tile, tile_pixels (T, TILE_PX**2) the tile's flat pixel indices (-1 pads tiles at the edges);
+    calibration: the camera's, for projecting box corners; ego_to_camera (3, 3) rotates row vectors
+    from the ego frame into the camera frame (the calibration's rotation); view_axis (3,) the mean ray and
+    view_angle (rad) the widest angle from it to any ray (a cone that holds the whole view).
     """
 
     origin_ego: np.ndarray
     directions_ego: np.ndarray
     width: int
     height: int
+    tile_directions: np.ndarray
+    tile_angle: np.ndarray
+    tile_pixels: np.ndarray
+    calibration: CameraCalibration
+    ego_to_camera: np.ndarray
+    view_axis: np.ndarray
+    view_angle: float
     # The last RenderView, keyed by (map-frame up row of the rotation, camera height): on level
     # ground it stays valid for every frame of a drive.
     _view: dict = field(default_factory=dict, compare=False, repr=False)
@@ -82,18 +133,38 @@ def camera_rays(calib: CameraCalibration) -> CameraRays:
     rays_cam = pixel_rays(calib).reshape(-1, 3)
     rays_ego = rays_cam @ matrix_from_quaternion(calib.rotation).T
     rays_ego /= np.linalg.norm(rays_ego, axis=1, keepdims=True)
+    rows, cols = -(-calib.height // TILE_PX), -(-calib.width // TILE_PX)
+    index = np.full((rows * TILE_PX, cols * TILE_PX), -1, dtype=np.int64)
+    index[:calib.height, :calib.width] = np.arange(calib.width * calib.height).reshape(calib.height, calib.width)
+    tiles = index.reshape(rows, TILE_PX, cols, TILE_PX).transpose(0, 2, 1, 3).reshape(rows * cols, TILE_PX * TILE_PX)
+    padded = np.concatenate([rays_ego, np.full((1, 3), np.nan)])[tiles]  # (T, P, 3), NaN where padded
+    mean = np.nanmean(padded, axis=1)
+    mean /= np.linalg.norm(mean, axis=1, keepdims=True)
+    cosines = np.clip(np.nanmin(np.einsum("tpc,tc->tp", padded, mean), axis=1), -1.0, 1.0)
+    axis = rays_ego.mean(axis=0)
+    axis /= np.linalg.norm(axis)
     return CameraRays(
         origin_ego=np.asarray(calib.translation, dtype=np.float64),
         directions_ego=np.ascontiguousarray(rays_ego.T, dtype=np.float32),
         width=calib.width,
         height=calib.height,
+        tile_directions=mean,
+        tile_angle=np.arccos(cosines) + 1e-3,
+        tile_pixels=tiles,
+        calibration=calib,
+        ego_to_camera=matrix_from_quaternion(calib.rotation),
+        view_axis=axis,
+        view_angle=float(np.arccos(np.clip((rays_ego @ axis).min(), -1.0, 1.0))) + 1e-3,
     )
 
 
-def render_frame(rays: CameraRays, ego_translation: np.ndarray, ego_rotation: np.ndarray) -> np.ndarray:
+def render_frame(
+    rays: CameraRays, ego_translation: np.ndarray, ego_rotation: np.ndarray, boxes: Boxes | None = None
+) -> np.ndarray:
     """RGB image (H, W, 3) uint8 seen by a camera when the ego is at the given map pose.
 
-    ego_translation: (3,) metres in the map frame; ego_rotation: (3, 3) ego-to-map rotation.
+    ego_translation: (3,) metres in the map frame; ego_rotation: (3, 3) ego-to-map rotation;
+    boxes: the objects at that time, in the map frame.
     """
     rotation = np.asarray(ego_rotation, dtype=np.float64)
     origin = rotation @ rays.origin_ego + np.asarray(ego_translation, dtype=np.float64)
@@ -107,7 +178,119 @@ def render_frame(rays: CameraRays, ego_translation: np.ndarray, ego_rotation: np
     image = view.backdrop.copy()
     # keep + haze shares sum to 1, so the result stays within 0..255 without clipping.
     image.reshape(-1, 3)[view.ground] = (paint * view.keep + view.haze).astype(np.uint8)
+    if boxes is not None and len(boxes):
+        draw_boxes(image, rays, view.depth, np.asarray(ego_translation, dtype=np.float64), rotation, boxes)
     return image
+
+
+def draw_boxes(
+    image: np.ndarray, rays: CameraRays, depth: np.ndarray, ego_translation: np.ndarray,
+    ego_rotation: np.ndarray, boxes: Boxes,
+) -> None:
+    """Paint the boxes (map frame) into image where they are the nearest thing along each ray.
+
+    depth (H*W,) float32 metres: what each ray already hits (the ground; inf for sky). The ego must
+    be level (ego_rotation a yaw about z), like the boxes. Each box is tested against the rays of
+    the pixels it can cover only, all boxes at once (see _candidate_pixels).
+    """
+    if abs(ego_rotation[2, 2] - 1.0) > 1e-9:  # (np.allclose costs more than the check is worth)
+        raise ValueError("objects are drawn for a level ego pose only (a rotation about z)")
+    # einsum, not matmul: BLAS (and its threads) stays out of the per-frame work.
+    centres = np.einsum("ni,ij->nj", boxes.centre - ego_translation, ego_rotation)  # ego frame
+    yaws = boxes.yaw - np.arctan2(ego_rotation[1, 0], ego_rotation[0, 0])
+    pixel, box = _candidate_pixels(rays, centres, yaws, boxes.size)
+    if len(pixel) == 0:
+        return
+    # np.take: several times faster than fancy indexing for these gathers.
+    t, face = ray_boxes(rays.origin_ego, np.take(rays.directions_ego, pixel, axis=1), box, centres, yaws, boxes.size)
+    nearer = t < np.take(depth, pixel)
+    pixel, box, t, face = pixel[nearer], box[nearer], t[nearer], face[nearer]
+    zbuffer = np.full(rays.width * rays.height, np.inf, dtype=np.float32)
+    np.minimum.at(zbuffer, pixel, t)
+    front = t == np.take(zbuffer, pixel)
+    pixel, box, t, face = pixel[front], box[front], t[front], face[front]
+    step = np.minimum(t * np.float32(1 / _FOG_STEP_M), np.float32(_FOG_STEPS - 1)).astype(np.int64)
+    # Whole RGB triplets as single 3-byte items: one scatter instead of a row-by-row copy.
+    triplets = image.reshape(-1, 3).view(_RGB_ITEM).ravel()
+    colour = (np.take(boxes.class_index.astype(np.int64), box) * 6 + face) * _FOG_STEPS + step
+    triplets[pixel] = np.take(_FOGGED_ITEMS, colour)
+
+
+# Box corners and edge midpoints in units of the half size: their projections bound the box's
+# image (the lens bends edges, so midpoints too, and a margin for what bulges between them).
+_OUTLINE = np.array([(x, y, z) for x in (-1, 0, 1) for y in (-1, 0, 1) for z in (-1, 0, 1)
+                     if sorted((abs(x), abs(y), abs(z))) in ([0, 1, 1], [1, 1, 1])], dtype=np.float64)
+_OUTLINE_MARGIN_PX = 2
+
+
+def _distort(points_cam: np.ndarray, calib: CameraCalibration) -> np.ndarray:
+    """Pixel coordinates (..., 2) of camera-frame points (..., 3) with z > 0 through the lens
+    (OpenCV's radial-tangential model, as camera.project_points; numpy is faster for few points)."""
+    x, y = points_cam[..., 0] / points_cam[..., 2], points_cam[..., 1] / points_cam[..., 2]
+    k1, k2, p1, p2, k3 = calib.distortion
+    r2 = x * x + y * y
+    radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
+    xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+    yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+    k = calib.camera_matrix
+    return np.stack([k[0, 0] * xd + k[0, 1] * yd + k[0, 2], k[1, 1] * yd + k[1, 2]], axis=-1)
+
+
+def _candidate_pixels(rays: CameraRays, centres: np.ndarray, yaws: np.ndarray, sizes: np.ndarray):
+    """(pixel, box) pairs to hit-test: for a box wholly in front of the camera, the pixels of the
+    bounding rectangle of its projected outline; for one reaching behind it, the pixels of every
+    TILE_PX tile whose rays come within its bounding sphere."""
+    calib = rays.calibration
+    to_box = centres - rays.origin_ego
+    distance = np.linalg.norm(to_box, axis=1)
+    radius = 0.5 * np.linalg.norm(sizes, axis=1)
+    # Within range, and the bounding sphere reaches into the cone that holds the whole view.
+    inside = distance <= radius + 0.05
+    angle = np.arccos(np.clip(np.einsum("ni,i->n", to_box, rays.view_axis) / np.maximum(distance, 1e-6), -1.0, 1.0))
+    reach = np.arcsin(np.clip(radius / np.maximum(distance, 1e-6), 0.0, 1.0))
+    near = np.flatnonzero((distance < OBJECT_RANGE_M + radius) & (inside | (angle <= rays.view_angle + reach)))
+    if len(near) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    # Outline points of every near box in the camera frame: box frame -> ego -> camera, as rows.
+    cos, sin = np.cos(yaws[near]), np.sin(yaws[near])
+    to_ego = np.zeros((len(near), 3, 3))
+    to_ego[:, 0, 0], to_ego[:, 0, 1], to_ego[:, 1, 0], to_ego[:, 1, 1], to_ego[:, 2, 2] = cos, sin, -sin, cos, 1.0
+    half = sizes[near][:, [1, 0, 2]] / 2
+    to_camera = np.einsum("nij,jk->nik", to_ego, rays.ego_to_camera)
+    cam = np.einsum("npi,nik->npk", _OUTLINE[None] * half[:, None], to_camera)
+    cam += np.einsum("ni,ik->nk", to_box[near], rays.ego_to_camera)[:, None]
+    in_front = (cam[..., 2] > 0.1).all(axis=1)
+    pixels, owners = [], []
+    front = near[in_front]
+    if len(front):
+        uv = _distort(cam[in_front], calib)
+        lo = np.maximum(np.floor(uv.min(axis=1)).astype(np.int64) - _OUTLINE_MARGIN_PX, 0)
+        hi = np.minimum(np.ceil(uv.max(axis=1)).astype(np.int64) + _OUTLINE_MARGIN_PX, (calib.width - 1, calib.height - 1))
+        extent = np.maximum(hi - lo + 1, 0)  # (B, 2): columns and rows of each rectangle
+        # Every pixel of every rectangle at once, as runs along image rows: one run per rectangle row.
+        run_box = np.repeat(np.arange(len(front)), extent[:, 1])
+        run_row = lo[run_box, 1] + np.arange(len(run_box)) - np.repeat(np.cumsum(extent[:, 1]) - extent[:, 1], extent[:, 1])
+        run_length = extent[run_box, 0]
+        run_start = run_row * calib.width + lo[run_box, 0] - (np.cumsum(run_length) - run_length)
+        pixels.append(np.repeat(run_start, run_length) + np.arange(run_length.sum()))
+        owners.append(np.repeat(front[run_box], run_length))
+    behind = near[~in_front]
+    if len(behind):
+        # A tile can see a box if the angle between their axes is within the tile's spread plus
+        # the box's angular radius: cos(angle) >= cos(spread + radius), expanded.
+        sin_r = np.clip(radius[behind] / np.maximum(distance[behind], 1e-6), 0.0, 1.0)
+        cos_r = np.sqrt(1.0 - sin_r**2)
+        cosine = np.einsum("ni,ti->nt", to_box[behind] / np.maximum(distance[behind], 1e-6)[:, None], rays.tile_directions)
+        seen = cosine >= np.cos(rays.tile_angle)[None] * cos_r[:, None] - np.sin(rays.tile_angle)[None] * sin_r[:, None]
+        seen |= (distance[behind] <= radius[behind] + 0.05)[:, None]  # the camera is inside the sphere
+        which, tiles = np.nonzero(seen)
+        tile_pixels = rays.tile_pixels[tiles].ravel()
+        real = tile_pixels >= 0
+        pixels.append(tile_pixels[real])
+        owners.append(np.repeat(behind[which], rays.tile_pixels.shape[1])[real])
+    if not pixels:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(pixels), np.concatenate(owners)
 
 
 def render_view(rays: CameraRays, up_row: np.ndarray, height_m: float) -> RenderView:
@@ -135,6 +318,7 @@ def render_view(rays: CameraRays, up_row: np.ndarray, height_m: float) -> Render
     rays._view.clear()
     rays._view[key] = RenderView(
         distance=distance,
+        depth=np.where(ground, distance, np.float32(np.inf)).astype(np.float32),
         ground=flat,
         level_starts=np.searchsorted(level[flat], np.arange(TEXTURE_LEVELS + 1)),
         offsets=np.ascontiguousarray(hits[:, flat]),
@@ -221,20 +405,21 @@ def _fraction(values: np.ndarray, period: float) -> np.ndarray:
 
 def render_video(
     path: Path, calib: CameraCalibration, frame_us: np.ndarray,
-    t_us: np.ndarray, x: np.ndarray, y: np.ndarray, yaw: np.ndarray,
+    t_us: np.ndarray, x: np.ndarray, y: np.ndarray, yaw: np.ndarray, objects: Tracks | None = None,
 ) -> int:
     """Render and encode one camera's video; returns the number of frames.
 
     frame_us: frame times; t_us, x, y, yaw: the ego's level pose (µs on the same clock, metres,
-    rad), interpolated linearly at each frame time.
+    rad), interpolated linearly at each frame time; objects: tracks on the same clock, drawn as
+    Tracks.at gives them at each frame time.
     """
     rays = camera_rays(calib)
     xs, ys, yaws = (np.interp(frame_us, t_us, values) for values in (x, y, yaw))
 
     def frames():
-        for xi, yi, yaw_i in zip(xs, ys, yaws):
-            c, s = np.cos(yaw_i), np.sin(yaw_i)
-            yield render_frame(rays, np.array([xi, yi, 0.0]), np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]))
+        for t, xi, yi, yaw_i in zip(frame_us, xs, ys, yaws):
+            boxes = objects.at(int(t)) if objects is not None and len(objects) else None
+            yield render_frame(rays, np.array([xi, yi, 0.0]), yaw_matrix(yaw_i), boxes)
 
     return write_video(path, frames(), calib.width, calib.height)
 

@@ -20,12 +20,16 @@ def open_stored_log(
 ) -> Iterator[DriveLog]:
     """The log, validated; its files are fetched to this machine if the store is remote.
 
-    Without with_videos, a remote log's videos stay in the store (their presence is still checked):
-    validation and scene statistics need only the small files.
+    A remote log's lidar sweeps always stay in the store (no stage reads them yet), and so do its
+    videos unless with_videos: validation and scene statistics need only the small files. Their
+    presence is still checked, in the store.
     """
     key = log_key(log_id)
     remote = store.local_path(key) is None
-    include = None if with_videos else (lambda name: not name.endswith(".mp4"))
+
+    def include(name: str) -> bool:
+        return not name.startswith("lidar/") and (with_videos or not name.endswith(".mp4"))
+
     with store.local_folder(key, scratch=scratch, include=include) as folder:
-        video_exists = (lambda name: store.exists(f"{key}/{name}")) if remote and not with_videos else None
-        yield read_log(folder, video_exists=video_exists, label=store.describe(key))
+        media_exists = (lambda name: store.exists(f"{key}/{name}")) if remote else None
+        yield read_log(folder, video_exists=media_exists, label=store.describe(key))

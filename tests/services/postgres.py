@@ -110,7 +110,9 @@ def _as_postgres(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 
 @contextlib.contextmanager
-def start_postgres(settings: dict[str, str] | None = None, user: str = "jadd", db: str = "jadd") -> Iterator[PostgresServer]:
+def start_postgres(
+    settings: dict[str, str] | None = None, user: str = "jadd", db: str = "jadd"
+) -> Iterator[PostgresServer]:
     """Start a throwaway server, create `user` (with a random password) and `db`; stop it on exit.
 
     settings are extra `postgres -c` options (e.g. FAST_SETTINGS); the default is PostgreSQL's own,
@@ -141,14 +143,15 @@ def start_postgres(settings: dict[str, str] | None = None, user: str = "jadd", d
             raise RuntimeError(f"{' '.join(error.cmd)} failed: {error.stderr}\n{detail}") from error
         password = secrets.token_urlsafe(16)
         server = PostgresServer("127.0.0.1", port, user, password, db, str(root))
-        server.admin_sql(f"CREATE ROLE \"{user}\" LOGIN PASSWORD '{password}'", f'CREATE DATABASE "{db}" OWNER "{user}"')
+        server.admin_sql(f"CREATE ROLE \"{user}\" LOGIN PASSWORD '{password}'",
+                         f'CREATE DATABASE "{db}" OWNER "{user}"')
         yield server
     finally:
         if started:
             subprocess.run(
                 (["runuser", "-u", ADMIN, "--"] if os.geteuid() == 0 else [])
                 + [str(bin_dir / "pg_ctl"), "stop", "-m", "fast", "-w", "-D", str(data)],
-                capture_output=True,
+                capture_output=True, check=False,  # already stopped is fine
             )
         shutil.rmtree(root, ignore_errors=True)
 
