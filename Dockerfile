@@ -6,8 +6,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 WORKDIR /opt/jadd
 
 # Dependencies first, from the lock file, so code changes rebuild only the last layer.
-COPY requirements.lock ./
-RUN pip install --no-cache-dir -r requirements.lock
+COPY requirements-runtime.lock ./
+RUN pip install --no-cache-dir -r requirements-runtime.lock
 
 COPY pyproject.toml README.md ./
 COPY jadd_dagster ./jadd_dagster
