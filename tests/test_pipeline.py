@@ -153,3 +153,14 @@ def test_sampled_frames_can_be_materialized_directly_for_chosen_scenes(built):
     [event] = result.asset_materializations_for_node("sampled_frames")
     assert event.partition == f"{log_id}|0001"
     assert event.metadata["computed"].value == 1 and event.metadata["cached"].value == 0
+
+
+def test_the_split_plan_is_in_the_run_metadata(built):
+    instance = dg.DagsterInstance.from_config(str(built["workdir"] / "dagster_home"))
+    # The first build computed every scene: 7 scenes (one fails later) of 3 logs, 20 s each.
+    events = instance.fetch_materializations(dg.AssetKey("jadd_dataset"), limit=10, ascending=True).records
+    metadata = events[0].asset_materialization.metadata
+    assert metadata["scenes_computed_in_chunks"].value == 7 and metadata["chunks"].value == 3
+    # 7 scenes × 20 s × 10 Hz × 2 channels × 0.02 CPU s per frame (resources/local.yaml).
+    assert metadata["expected_cpu_s"].value == pytest.approx(7 * 20 * 10 * 2 * 0.02)
+    assert "| sampled-00000 |" in metadata["split_plan"].value

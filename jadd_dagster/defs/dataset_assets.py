@@ -90,7 +90,7 @@ def curated_scenes(
 def sample(context, tasks, profile, store, registry, compute: ComputeBackend, dataset: str) -> StageResult:
     """Run sampling for the tasks that are not cached on the compute backend, logging progress."""
     stage, run_id = build.STAGE_SAMPLED, context.run.run_id
-    tags = {"dataset": dataset, "dagster_run_id": run_id, "stage": stage}
+    tags = {"jadd:dataset": dataset, "jadd:dagster_run_id": run_id, "jadd:stage": stage}  # cost allocation
 
     def run_chunks(s, keys, on_done):
         return compute.run_chunks(context, s, keys, stage=stage, tags=tags, on_done=on_done)
@@ -101,11 +101,21 @@ def sample(context, tasks, profile, store, registry, compute: ComputeBackend, da
     )
 
 
-def plan_metadata(result: StageResult) -> dict:
-    """The Split plan as the run shows it: chunk count and the first chunks."""
-    rows = [f"| {c['chunk']} | {c['log']} | {c['scenes']} | {c['scene_s']:.0f} |" for c in result.plan[:50]]
-    table = "| chunk | log | scenes | scene s |\n|---|---|---:|---:|\n" + "\n".join(rows)
-    return {"chunks": result.chunks, "split_plan": dg.MetadataValue.md(table)}
+def plan_metadata(result: StageResult, profile, settings: PipelineSettings) -> dict:
+    """The Split plan as the run shows it: chunks, scenes and expected CPU time, the first chunks."""
+    frames_per_s = profile.sweep_hz * len(profile.channels)
+
+    def cpu_s(chunk: dict) -> float:
+        return chunk["scene_s"] * frames_per_s * settings.cpu_seconds_per_frame
+
+    rows = [f"| {c['chunk']} | {c['log']} | {c['scenes']} | {c['scene_s']:.0f} | {cpu_s(c):.0f} |" for c in result.plan[:50]]
+    table = "| chunk | log | scenes | scene s | expected CPU s |\n|---|---|---:|---:|---:|\n" + "\n".join(rows)
+    return {
+        "chunks": result.chunks,
+        "scenes_computed_in_chunks": sum(c["scenes"] for c in result.plan),
+        "expected_cpu_s": round(sum(cpu_s(c) for c in result.plan), 1),
+        "split_plan": dg.MetadataValue.md(table),
+    }
 
 
 @dg.asset(
@@ -116,7 +126,7 @@ def plan_metadata(result: StageResult) -> dict:
 )
 def sampled_frames(
     context: dg.AssetExecutionContext, config: SamplingConfig, store: StoreResource,
-    registry: RegistryResource, compute: ComputeBackend,
+    registry: RegistryResource, compute: ComputeBackend, settings: PipelineSettings,
 ) -> dg.MaterializeResult:
     spec = spec_from_config("backfill", config)
     profile = build.sampling_profile(spec)
@@ -130,7 +140,7 @@ def sampled_frames(
                          metadata={"failed": dg.MetadataValue.json(result.failed)})
     return dg.MaterializeResult(metadata={
         "profile": profile.key(), "computed": len(result.computed), "cached": len(result.cached),
-        **plan_metadata(result),
+        **plan_metadata(result, profile, settings),
     })
 
 
@@ -181,7 +191,7 @@ def jadd_dataset(
             "versions": ", ".join(summary.versions),
             "scenes": summary.scenes, "samples": summary.samples, "images": summary.images,
             "cached_scenes": summary.cached_scenes, "computed_scenes": summary.computed_scenes,
-            **plan_metadata(result), "failed_scenes": dg.MetadataValue.json(summary.failed_scenes),
+            **plan_metadata(result, profile, settings), "failed_scenes": dg.MetadataValue.json(summary.failed_scenes),
             "sampling_wall_s": summary.sampling_wall_s, "merge_wall_s": summary.merge_wall_s,
         },
         check_results=[
