@@ -9,6 +9,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -84,6 +85,9 @@ class Registry:
 
     def __init__(self, url: str):
         self.url = url
+        parsed = sa.engine.make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)  # first use on a new machine
         self.engine = sa.create_engine(url, future=True)
         if url.startswith("sqlite"):
             # Several worker processes may write at once; wait for the lock rather than fail.

@@ -30,3 +30,8 @@ def test_scene_output_cache_is_per_stage_and_profile_and_replaces_entries(tmp_pa
 
 def test_safe_url_hides_the_password():
     assert "secret" not in safe_url("postgresql://jadd:secret@db:5432/jadd")
+
+
+def test_a_new_sqlite_registry_creates_its_folder(tmp_path):
+    Registry(f"sqlite:///{tmp_path}/not/yet/there/r.db").record_dataset(entry("a", 1))
+    assert (tmp_path / "not" / "yet" / "there" / "r.db").exists()
