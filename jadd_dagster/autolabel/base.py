@@ -1,0 +1,59 @@
+"""The auto-labelling interfaces: a 2D detector, and what a labelled keyframe box is.
+
+Units: pixels for 2D boxes (x0, y0, x1, y1 in the image as written, i.e. after undistortion),
+metres and radians in the global (map) frame for 3D boxes; sizes are nuScenes' [width, length,
+height]; categories are nuScenes category names (e.g. 'vehicle.car').
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Detection2D:
+    """One object found in one image."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    category: str
+
+
+@dataclass(frozen=True)
+class Box3D:
+    """One object at one keyframe, in the global frame; instance_id groups boxes into a track."""
+
+    keyframe_index: int
+    category: str
+    translation: tuple[float, float, float]
+    size: tuple[float, float, float]
+    yaw: float
+    score: float
+    instance_id: str = ""
+
+    def annotation(self) -> dict:
+        """The annotation dict that jadd_dagster.merge writes as a sample_annotation."""
+        half = self.yaw / 2
+        return {
+            "instance_id": self.instance_id,
+            "keyframe_index": self.keyframe_index,
+            "category": self.category,
+            "translation": list(self.translation),
+            "size": list(self.size),
+            "rotation": [float(np.cos(half)), 0.0, 0.0, float(np.sin(half))],
+        }
+
+
+class Detector2D(ABC):
+    """A 2D object detector; its name and version are the cache key of its labels."""
+
+    name: str
+    version: str
+    needs_gpu: bool = False
+
+    @abstractmethod
+    def detect(self, images: list[np.ndarray]) -> list[list[Detection2D]]:
+        """Detections per image; images are H×W×3 uint8 RGB."""
