@@ -1,0 +1,146 @@
+"""Lifted boxes per keyframe to tracked 3D boxes with instance ids, and a whole scene labelled.
+
+Per keyframe, detections of one object by two cameras (same class, centres within
+DUPLICATE_M) are merged first. Tracks then take, greedily by distance, the boxes of their class
+nearest to where they are predicted (constant velocity, global frame); a box no track takes
+starts a new track. A track may miss MAX_MISSES keyframes before it ends. Boxes of a track that
+moves (MOVING_M over its life) face along its motion, the others along the ego heading.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from jadd_dagster.autolabel.base import Box3D, Detector2D
+from jadd_dagster.autolabel.lifting import LiftedBox, lift_to_3d
+from jadd_dagster.camera import CameraCalibration
+from jadd_dagster.logs.world import CLASS_BY_CATEGORY
+from jadd_dagster.scene_record import SceneRecord
+
+DUPLICATE_M = 2.0  # two cameras' boxes of one class this close at one keyframe are one object
+GATE_M = 3.0  # how far a box may be from a track's predicted position, metres ...
+GATE_PER_RANGE = 0.1  # ... plus this share of the box's range (flat-ground lifting is less sure far off) ...
+VELOCITY_SPAN = 3  # keyframes over which a track's velocity is averaged (single steps are noisy)
+GATE_UNKNOWN_SPEED = 0.6  # ... plus this share of the class's top speed × time, before a track has a velocity
+MAX_MISSES = 1  # keyframes a track may go unseen and still continue
+MOVING_M = 2.0  # a track that travels this far faces along its motion
+
+
+@dataclass
+class _Track:
+    id: str
+    category: str
+    boxes: list[LiftedBox] = field(default_factory=list)
+    positions: list[np.ndarray] = field(default_factory=list)
+    keyframes: list[int] = field(default_factory=list)
+
+    def predict(self, keyframe: int, keyframe_hz: float) -> np.ndarray:
+        """Where the track should be at a keyframe: constant velocity, no faster than its class
+        can go (lifting noise alone makes standing objects seem to move)."""
+        if len(self.positions) < 2:
+            return self.positions[-1]
+        first = max(0, len(self.positions) - 1 - VELOCITY_SPAN)
+        velocity = (self.positions[-1] - self.positions[first]) / (self.keyframes[-1] - self.keyframes[first])
+        top = CLASS_BY_CATEGORY[self.category].max_speed / keyframe_hz  # metres per keyframe
+        speed = float(np.hypot(*velocity))
+        if speed > top:
+            velocity = velocity * (top / speed)
+        return self.positions[-1] + velocity * (keyframe - self.keyframes[-1])
+
+
+def merge_duplicates(boxes: list[LiftedBox]) -> list[LiftedBox]:
+    """One box per object at one keyframe: the best-scored of boxes of a class within DUPLICATE_M."""
+    kept: list[LiftedBox] = []
+    for box in sorted(boxes, key=lambda b: -b.score):
+        centre = box.centre()[:2]
+        if not any(k.category == box.category and np.hypot(*(k.centre()[:2] - centre)) < DUPLICATE_M for k in kept):
+            kept.append(box)
+    return kept
+
+
+def track(boxes_per_keyframe: list[list[LiftedBox]], keyframe_hz: float = 2.0) -> list[Box3D]:
+    """Tracked boxes (instance ids 'track-NNNN') of all keyframes; boxes_per_keyframe[i] holds the
+    lifted boxes of keyframe i from every camera."""
+    live: list[_Track] = []
+    done: list[_Track] = []
+    for keyframe, boxes in enumerate(boxes_per_keyframe):
+        boxes = merge_duplicates(boxes)
+        centres = [b.centre()[:2] for b in boxes]
+        pairs = []
+        for t, tr in enumerate(live):
+            predicted = tr.predict(keyframe, keyframe_hz)
+            gate = GATE_M * (keyframe - tr.keyframes[-1])
+            if len(tr.positions) < 2:
+                gate += GATE_UNKNOWN_SPEED * CLASS_BY_CATEGORY[tr.category].max_speed / keyframe_hz
+            for b, box in enumerate(boxes):
+                distance = float(np.hypot(*(centres[b] - predicted)))
+                if box.category == tr.category and distance <= gate + GATE_PER_RANGE * box.range_m:
+                    pairs.append((distance, t, b))
+        taken_tracks, taken_boxes = set(), set()
+        for _, t, b in sorted(pairs):
+            if t in taken_tracks or b in taken_boxes:
+                continue
+            taken_tracks.add(t)
+            taken_boxes.add(b)
+            _extend(live[t], boxes[b], centres[b], keyframe)
+        for b, box in enumerate(boxes):
+            if b not in taken_boxes:
+                tr = _Track(id=f"track-{len(live) + len(done):04d}", category=box.category)
+                _extend(tr, box, centres[b], keyframe)
+                live.append(tr)
+        still = [tr for tr in live if keyframe - tr.keyframes[-1] <= MAX_MISSES]
+        done.extend(tr for tr in live if keyframe - tr.keyframes[-1] > MAX_MISSES)
+        live = still
+    return [box for tr in sorted(done + live, key=lambda tr: tr.id) for box in _final_boxes(tr)]
+
+
+def _extend(tr: _Track, box: LiftedBox, centre: np.ndarray, keyframe: int) -> None:
+    tr.boxes.append(box)
+    tr.positions.append(centre)
+    tr.keyframes.append(keyframe)
+
+
+def _final_boxes(tr: _Track) -> list[Box3D]:
+    """The track's boxes facing along its motion (central differences) when it moves (and its class
+    can move at all: cones and barriers face the default heading)."""
+    points = np.array(tr.positions)
+    moves = CLASS_BY_CATEGORY[tr.category].max_speed > 0 and np.hypot(*(points[-1] - points[0])) >= MOVING_M
+    if len(points) < 2 or not moves:
+        return [b.box(instance_id=tr.id) for b in tr.boxes]
+    out = []
+    for i, b in enumerate(tr.boxes):
+        lo, hi = max(i - 1, 0), min(i + 1, len(points) - 1)
+        dx, dy = points[hi] - points[lo]
+        yaw = math.atan2(dy, dx) if math.hypot(dx, dy) > 1e-3 else b.yaw
+        out.append(b.box(yaw=yaw, instance_id=tr.id))
+    return out
+
+
+def label_scene(scene_dir: Path, detector: Detector2D | None = None) -> list[dict]:
+    """Annotation dicts (Box3D.annotation()) of a sampled scene folder (scene_record layout): every
+    camera's keyframes detected, lifted with the output calibration and the frame's ego pose, and
+    tracked. The scene must be sampled undistorted; detector defaults to the BaselineDetector."""
+    if detector is None:
+        from jadd_dagster.autolabel.baseline import BaselineDetector
+
+        detector = BaselineDetector()
+    scene_dir = Path(scene_dir)
+    record = SceneRecord.load(scene_dir)
+    calibrations = {c: CameraCalibration.from_json(data) for c, data in record.cameras.items()}
+    per_keyframe: list[list[LiftedBox]] = [[] for _ in record.keyframe_times_us]
+    keyframes = [f for f in record.frames if f.is_key_frame and f.keyframe_index is not None]
+    for frame in keyframes:
+        bgr = cv2.imread(str(scene_dir / frame.path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise FileNotFoundError(f"{scene_dir / frame.path}: missing or unreadable keyframe image")
+        detections = detector.detect([cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)])[0]
+        per_keyframe[frame.keyframe_index].extend(lift_to_3d(
+            detections, calibrations[frame.channel], frame.ego_pose.translation, frame.ego_pose.rotation,
+            frame.keyframe_index,
+        ))
+    return [box.annotation() for box in track(per_keyframe, record.keyframe_hz)]
