@@ -10,14 +10,14 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
 import pandas as pd
 
 from jadd_dagster.compute.chunks import SceneTask
-from jadd_dagster.compute.worker import STAGE_SAMPLED
+from jadd_dagster.compute.worker import STAGE_AUTOLABELED, STAGE_SAMPLED
 from jadd_dagster.registry import SceneOutput
 from jadd_dagster.sampling import SamplingProfile
 from jadd_dagster.scene_record import SCENE_CAN, SCENE_JSON, SCENE_POSE, SceneRecord
@@ -52,6 +52,29 @@ def sampling_tasks(scenes: pd.DataFrame, profile_key: str) -> list[SceneTask]:
             output_key=scene_output_key(profile_key, row.log_id, int(row.scene_index)),
         )
         for row in scenes.itertuples(index=False)
+    ]
+
+
+def label_key(model_key: str, profile_key: str) -> str:
+    """Cache key of auto-labels: the model version and the sampled inputs it labelled."""
+    return f"{model_key}@{profile_key}"
+
+
+def autolabel_output_key(model_key: str, profile_key: str, log_id: str, index: int) -> str:
+    return f"{SCENES}/{STAGE_AUTOLABELED}/{model_key}/{profile_key}/{log_id}/{index:04d}"
+
+
+def autolabel_tasks(sampled: list[SceneOutput], tasks: list[SceneTask], model_key: str, profile_key: str) -> list[SceneTask]:
+    """Label tasks for the scenes that were sampled: each reads its sampled output."""
+    by_id = {t.scene_id: t for t in tasks}
+    return [
+        replace(
+            by_id[o.scene_id],
+            input_key=o.path,
+            output_key=autolabel_output_key(model_key, profile_key, by_id[o.scene_id].log_id, by_id[o.scene_id].scene_index),
+        )
+        for o in sampled
+        if o.scene_id in by_id
     ]
 
 
@@ -164,8 +187,12 @@ def assemble_dataset(
     run_id: str,
     scene_length_s: float,
     scenes_per_part: int = 5000,
+    labels: dict[str, str] | None = None,
 ) -> tuple[BuildSummary, DatasetChecks]:
     """Merge scene outputs into a staged dataroot, check it, then publish it in place of the old one.
+
+    labels maps scene ids to the store key of their auto-labels (labels.json), which become the
+    sample_annotation and instance tables.
 
     Local store: the staging folder sits beside the dataroot (frames hard-linked) and one rename
     publishes it. Remote store: frames are copied inside the store, tables are written locally,
@@ -185,6 +212,8 @@ def assemble_dataset(
         else:
             staging = Path(scratch) / "dataroot"
             hooks = {"link_image": folders.link_image(key), "frame_exists": folders.frame_exists}
+        if labels is not None:
+            hooks["annotations"] = lambda record, _: store.read_json(labels[record.scene_id])["annotations"]
         try:
             merged = merge_scenes(
                 folders.iterate(outputs), staging, spec.name, val_fraction=spec.val_fraction,

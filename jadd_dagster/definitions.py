@@ -2,12 +2,12 @@
 
 import dagster as dg
 
-from jadd_dagster.defs import automation, dataset_assets, log_assets
+from jadd_dagster.defs import autolabel_assets, automation, dataset_assets, log_assets
 from jadd_dagster.defs.resources import resources_for
 from jadd_dagster.profile import load_profile
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([log_assets, dataset_assets]),
+    assets=dg.load_assets_from_modules([log_assets, autolabel_assets, dataset_assets]),
     sensors=[automation.drive_log_sensor],
     schedules=[automation.standard_datasets_schedule],
     resources=resources_for(load_profile()),

@@ -32,6 +32,7 @@ class DeploymentProfile:
     scene_length_s: float = 20.0
     cpu_seconds_per_frame: float = 0.02
     usd_per_cpu_hour: float = 0.05
+    autolabel_models: dict = field(default_factory=dict)
 
     def resolved_registry_url(self) -> str:
         """The registry URL itself (for the CLI); it may contain a password: never print it."""
@@ -80,4 +81,5 @@ def load_profile(name_or_path: str | None = None) -> DeploymentProfile:
         scene_length_s=float(raw.get("scenes", {}).get("length_s", 20)),
         cpu_seconds_per_frame=float(cost.get("cpu_seconds_per_frame", 0.02)),
         usd_per_cpu_hour=float(cost.get("usd_per_cpu_hour", 0.05)),
+        autolabel_models=expand(dict(raw.get("autolabel", {}).get("models", {}))),
     )

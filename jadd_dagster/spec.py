@@ -61,8 +61,12 @@ class DatasetSpec(BaseModel):
         default=None, ge=16, le=4320, description="Output height in pixels; none keeps the camera's size."
     )
     jpeg_quality: int = Field(default=90, ge=1, le=100, description="JPEG quality 1-100.")
-    autolabel: bool = Field(default=False, description="Auto-label 3D boxes (not available yet).")
-    autolabel_model: str = Field(default="baseline", description="Auto-label model name and version.")
+    autolabel: bool = Field(
+        default=False, description="Auto-label 3D boxes of vehicles and pedestrians (cached per scene and model version)."
+    )
+    autolabel_model: str = Field(
+        default="baseline", description="Auto-label model, by its name in the deployment profile ('baseline' is built in)."
+    )
     include_can_bus: bool = Field(default=True, description="Write can_bus/ files in the devkit's format.")
     val_fraction: float = Field(
         default=0.2, ge=0.0, le=1.0, description="Share of scenes in the 'val' split of splits.json."
@@ -109,8 +113,6 @@ class DatasetSpec(BaseModel):
             )
         if (self.image_width is None) != (self.image_height is None):
             raise ValueError("set both image_width and image_height, or neither")
-        if self.autolabel:
-            raise ValueError("autolabel: auto-labelling is not available yet; set autolabel: false")
         overlap = set(self.include_scenes) & set(self.exclude_scenes)
         if overlap:
             raise ValueError(f"scenes both included and excluded: {sorted(overlap)}")

@@ -16,8 +16,8 @@ def test_the_definitions_load_with_every_asset_check_sensor_and_schedule():
     dg.Definitions.validate_loadable(defs)
     repo = defs.get_repository_def()
     assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} == {
-        "drive_logs", "scene_index", "scene_catalog", "curated_scenes", "sampled_frames", "jadd_dataset",
-        "dataset_registry"}
+        "drive_logs", "scene_index", "scene_catalog", "curated_scenes", "sampled_frames", "autolabels",
+        "jadd_dataset", "dataset_registry"}
     checks = {k.name for k in repo.asset_graph.asset_check_keys}
     assert {"calibration_is_sane", "timestamps_are_monotonic", "frame_counts_match_rates",
             "nuscenes_invariants_hold", "devkit_loads_every_version"} <= checks

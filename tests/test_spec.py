@@ -44,9 +44,9 @@ def test_image_size_needs_both_width_and_height():
         parse_spec({"name": "ok", "image_width": 640})
 
 
-def test_autolabel_is_refused_until_it_exists():
-    with pytest.raises(SpecError, match="not available yet"):
-        parse_spec({"name": "ok", "autolabel": True})
+def test_autolabel_names_a_model():
+    spec = parse_spec({"name": "ok", "autolabel": True})
+    assert spec.autolabel and spec.autolabel_model == "baseline"
 
 
 def test_spec_hash_changes_with_content_but_not_with_description():

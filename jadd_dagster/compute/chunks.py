@@ -19,6 +19,7 @@ class SceneTask:
     start_time_us: int
     end_time_us: int
     output_key: str
+    input_key: str = ""  # the output of an earlier stage that this stage reads (e.g. sampled frames)
 
 
 @dataclass

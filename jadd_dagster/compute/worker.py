@@ -42,6 +42,7 @@ from jadd_dagster.scene_record import SCENE_JSON
 from jadd_dagster.storage import ObjectStore, open_store
 
 STAGE_SAMPLED = "sampled"
+STAGE_AUTOLABELED = "autolabeled"
 
 ARRAY_INDEX_ENV = "AWS_BATCH_JOB_ARRAY_INDEX"
 # Parameters of the object-store message writer (set by the Dagster side, compute/pipes.py).
@@ -92,7 +93,18 @@ class OpenLogs:
         self._id, self._log, self._opened = None, None, None
 
 
-STAGES = {STAGE_SAMPLED: _sample}
+def _autolabel(store: ObjectStore, task: SceneTask, settings: dict, logs: "OpenLogs") -> int:
+    from jadd_dagster.autolabel.models import LABELS_JSON, make_detector
+    from jadd_dagster.autolabel.tracking import label_scene
+
+    detector = make_detector(settings["model_name"], settings["model"])
+    with store.local_folder(task.input_key, scratch=logs.scratch) as scene_dir:
+        annotations = label_scene(scene_dir, detector)
+    store.write_json(f"{task.output_key}/{LABELS_JSON}", {"model": settings["model_key"], "annotations": annotations})
+    return len(annotations)
+
+
+STAGES = {STAGE_SAMPLED: _sample, STAGE_AUTOLABELED: _autolabel}
 
 
 SceneCallback = Callable[[dict], None]

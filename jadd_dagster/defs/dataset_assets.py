@@ -4,14 +4,15 @@ import dagster as dg
 import pydantic
 
 from jadd_dagster import build
-from jadd_dagster.compute.dispatch import StageResult, run_stage
 from jadd_dagster.cost import estimate_sampling_cost
 from jadd_dagster.curation import FilterError, select_scenes
 from jadd_dagster.defs.log_assets import read_catalog, scene_catalog
-from jadd_dagster.defs.partitions import dataset_partitions, scene_of_partition_key, scene_partition_key, scene_partitions
-from jadd_dagster.defs.bookkeeping import record_materializations
+from jadd_dagster.autolabel.models import LABELS_JSON
+from jadd_dagster.defs.autolabel_assets import autolabels, label_scenes
 from jadd_dagster.defs.compute_resources import ComputeBackend
-from jadd_dagster.defs.resources import PipelineSettings, RegistryResource, StoreResource
+from jadd_dagster.defs.partitions import dataset_partitions, scene_of_partition_key, scene_partitions
+from jadd_dagster.defs.resources import AutolabelModels, PipelineSettings, RegistryResource, StoreResource
+from jadd_dagster.defs.stages import plan_metadata, record_scene_materializations, run_on_backend
 from jadd_dagster.scene_record import SCENE_JSON
 from jadd_dagster.spec import DatasetSpec, SpecError, parse_spec
 
@@ -87,37 +88,6 @@ def curated_scenes(
     })
 
 
-def sample(context, tasks, profile, store, registry, compute: ComputeBackend, dataset: str) -> StageResult:
-    """Run sampling for the tasks that are not cached on the compute backend, logging progress."""
-    stage, run_id = build.STAGE_SAMPLED, context.run.run_id
-    tags = {"jadd:dataset": dataset, "jadd:dagster_run_id": run_id, "jadd:stage": stage}  # cost allocation
-
-    def run_chunks(s, keys, on_done):
-        return compute.run_chunks(context, s, keys, stage=stage, tags=tags, on_done=on_done)
-
-    return run_stage(
-        tasks, stage, profile.key(), profile.to_json(), store.store(), registry.registry(), run_chunks,
-        run_id, compute.target_chunk_s, SCENE_JSON, on_progress=context.log.info,
-    )
-
-
-def plan_metadata(result: StageResult, profile, settings: PipelineSettings) -> dict:
-    """The Split plan as the run shows it: chunks, scenes and expected CPU time, the first chunks."""
-    frames_per_s = profile.sweep_hz * len(profile.channels)
-
-    def cpu_s(chunk: dict) -> float:
-        return chunk["scene_s"] * frames_per_s * settings.cpu_seconds_per_frame
-
-    rows = [f"| {c['chunk']} | {c['log']} | {c['scenes']} | {c['scene_s']:.0f} | {cpu_s(c):.0f} |" for c in result.plan[:50]]
-    table = "| chunk | log | scenes | scene s | expected CPU s |\n|---|---|---:|---:|---:|\n" + "\n".join(rows)
-    return {
-        "chunks": result.chunks,
-        "scenes_computed_in_chunks": sum(c["scenes"] for c in result.plan),
-        "expected_cpu_s": round(sum(cpu_s(c) for c in result.plan), 1),
-        "split_plan": dg.MetadataValue.md(table),
-    }
-
-
 @dg.asset(
     partitions_def=scene_partitions,
     group_name="scenes",
@@ -133,55 +103,55 @@ def sampled_frames(
     wanted = {scene_of_partition_key(k) for k in context.partition_keys}
     catalog = read_catalog(store)
     rows = catalog[[(r.log_id, int(r.scene_index)) in wanted for r in catalog.itertuples()]]
-    result = sample(context, build.sampling_tasks(rows, profile.key()), profile, store, registry, compute, "backfill")
+    tasks = build.sampling_tasks(rows, profile.key())
+    result = run_on_backend(context, build.STAGE_SAMPLED, tasks, profile.key(), profile.to_json(), store, registry,
+                            compute, "backfill", SCENE_JSON)
     missing = len(wanted) - len(rows)
     if result.failed or missing:
         raise dg.Failure(f"{len(result.failed)} scenes failed, {missing} are not in the catalog",
                          metadata={"failed": dg.MetadataValue.json(result.failed)})
     return dg.MaterializeResult(metadata={
         "profile": profile.key(), "computed": len(result.computed), "cached": len(result.cached),
-        **plan_metadata(result, profile, settings),
+        **plan_metadata(result, profile.sweep_hz * len(profile.channels), settings),
     })
-
-
-def record_scene_materializations(context: dg.AssetExecutionContext, result: StageResult) -> int:
-    """One sampled_frames materialization per newly computed scene, so the UI shows it as done;
-    written in batches (≈0.6 ms a scene on PostgreSQL, see bench/RESULTS.md)."""
-
-    def items():
-        for output in result.computed:
-            log_id, index = output.scene_id.rsplit("/", 1)
-            metadata = {"profile": output.profile, "frames": output.frames, "seconds": output.seconds,
-                        "path": output.path}
-            yield scene_partition_key(log_id, int(index)), metadata
-
-    return record_materializations(context, sampled_frames.key, items())
 
 
 @dg.asset(
     partitions_def=dataset_partitions,
-    deps=[curated_scenes, dg.AssetDep(sampled_frames, partition_mapping=dg.AllPartitionMapping())],
+    deps=[
+        curated_scenes,
+        dg.AssetDep(sampled_frames, partition_mapping=dg.AllPartitionMapping()),
+        dg.AssetDep(autolabels, partition_mapping=dg.AllPartitionMapping()),
+    ],
     group_name="dataset",
     check_specs=[dg.AssetCheckSpec(name, asset="jadd_dataset") for name in (CHECK_FRAME_COUNTS, CHECK_NUSCENES, CHECK_DEVKIT)],
-    description="Split, sampling of uncached scenes on the compute backend, Merge into nuScenes parts.",
+    description="Split, sampling and auto-labelling of uncached scenes on the compute backend, Merge into nuScenes parts.",
 )
 def jadd_dataset(
     context: dg.AssetExecutionContext, store: StoreResource, registry: RegistryResource,
-    compute: ComputeBackend, settings: PipelineSettings,
+    compute: ComputeBackend, settings: PipelineSettings, models: AutolabelModels,
 ) -> dg.MaterializeResult:
     s = store.store()
     curation = s.read_json(curation_key(context.partition_key))
     spec = parse_spec(curation["spec"])
     profile = build.sampling_profile(spec)
     catalog = read_catalog(store)
-    rows = catalog[catalog["scene_id"].isin(curation["scene_ids"])]
-    result = sample(context, build.sampling_tasks(rows, profile.key()), profile, store, registry, compute, spec.name)
-    record_scene_materializations(context, result)
-    if not result.ok:
-        reasons = "\n".join(f"{k}: {v}" for k, v in sorted(result.failed.items())[:10])
-        raise dg.Failure(f"every scene failed to sample:\n{reasons}", metadata={"failed": dg.MetadataValue.json(result.failed)})
-    summary, checks = build.assemble_dataset(spec, result.ok, s, context.run.run_id, settings.scene_length_s)
-    summary.failed_scenes.update(result.failed)
+    tasks = build.sampling_tasks(catalog[catalog["scene_id"].isin(curation["scene_ids"])], profile.key())
+    result = run_on_backend(context, build.STAGE_SAMPLED, tasks, profile.key(), profile.to_json(), store, registry,
+                            compute, spec.name, SCENE_JSON)
+    record_scene_materializations(context, sampled_frames.key, result, "frames")
+    failed, outputs, labels, label_metadata = dict(result.failed), result.ok, None, {}
+    if spec.autolabel:
+        labelled = label_scenes(context, spec, result.ok, tasks, store, registry, compute, models)
+        failed.update(labelled.failed)
+        labels = {o.scene_id: f"{o.path}/{LABELS_JSON}" for o in labelled.ok}
+        outputs = [o for o in result.ok if o.scene_id in labels]
+        label_metadata = {"labels_cached": len(labelled.cached), "labels_computed": len(labelled.computed)}
+    if not outputs:
+        reasons = "\n".join(f"{k}: {v}" for k, v in sorted(failed.items())[:10])
+        raise dg.Failure(f"no scene could be built:\n{reasons}", metadata={"failed": dg.MetadataValue.json(failed)})
+    summary, checks = build.assemble_dataset(spec, outputs, s, context.run.run_id, settings.scene_length_s, labels=labels)
+    summary.failed_scenes.update(failed)
     summary.cached_scenes, summary.computed_scenes = len(result.cached), len(result.computed)
     summary.sampling_wall_s = round(result.wall_s, 3)
     s.write_json(f"{build.dataset_key(spec.name)}/build.json", summary.__dict__)
@@ -190,8 +160,9 @@ def jadd_dataset(
             "dataroot": dg.MetadataValue.path(summary.dataroot),
             "versions": ", ".join(summary.versions),
             "scenes": summary.scenes, "samples": summary.samples, "images": summary.images,
-            "cached_scenes": summary.cached_scenes, "computed_scenes": summary.computed_scenes,
-            **plan_metadata(result, profile, settings), "failed_scenes": dg.MetadataValue.json(summary.failed_scenes),
+            "cached_scenes": summary.cached_scenes, "computed_scenes": summary.computed_scenes, **label_metadata,
+            **plan_metadata(result, profile.sweep_hz * len(profile.channels), settings),
+            "failed_scenes": dg.MetadataValue.json(summary.failed_scenes),
             "sampling_wall_s": summary.sampling_wall_s, "merge_wall_s": summary.merge_wall_s,
         },
         check_results=[

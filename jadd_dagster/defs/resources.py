@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import dagster as dg
+
+from jadd_dagster.autolabel.models import DEFAULT_MODELS
 
 from jadd_dagster.defs.compute_resources import BatchComputeBackend, LocalComputeBackend
 from jadd_dagster.profile import DeploymentProfile
@@ -33,6 +37,17 @@ class RegistryResource(dg.ConfigurableResource):
 _REGISTRIES: dict[str, Registry] = {}
 
 
+class AutolabelModels(dg.ConfigurableResource):
+    """The auto-label models a deployment offers, by name (see jadd_dagster/autolabel/models.py)."""
+
+    models: dict[str, Any] = DEFAULT_MODELS
+
+    def get(self, name: str) -> dict:
+        if name not in self.models:
+            raise dg.Failure(f"auto-label model {name!r} is not configured; available: {sorted(self.models)}")
+        return dict(self.models[name])
+
+
 class PipelineSettings(dg.ConfigurableResource):
     """Deployment-wide settings: scene length and the cost model's constants."""
 
@@ -49,6 +64,7 @@ def resources_for(profile: DeploymentProfile) -> dict[str, dg.ConfigurableResour
         "store": StoreResource(url=profile.store_url),
         "registry": RegistryResource(url=url),
         "compute": backend(**profile.compute_options),
+        "models": AutolabelModels(models=profile.autolabel_models or DEFAULT_MODELS),
         "settings": PipelineSettings(
             scene_length_s=profile.scene_length_s,
             cpu_seconds_per_frame=profile.cpu_seconds_per_frame,

@@ -1,0 +1,80 @@
+"""Auto-labels per scene, cached per model version and sampled inputs, and backfillable."""
+
+import dagster as dg
+import pydantic
+
+from jadd_dagster import build
+from jadd_dagster.autolabel.models import LABELS_JSON, model_key, needs_gpu
+from jadd_dagster.compute.dispatch import StageResult
+from jadd_dagster.defs.compute_resources import ComputeBackend
+from jadd_dagster.defs.log_assets import read_catalog
+from jadd_dagster.defs.partitions import scene_of_partition_key, scene_partitions
+from jadd_dagster.defs.resources import AutolabelModels, RegistryResource, StoreResource
+from jadd_dagster.defs.stages import record_scene_materializations, run_on_backend
+from jadd_dagster.registry import SceneOutput
+from jadd_dagster.spec import DatasetSpec, SpecError, parse_spec
+
+AutolabelConfig = pydantic.create_model(
+    "AutolabelConfig",
+    __base__=dg.Config,
+    **{
+        n: (f.annotation, f)
+        for n, f in DatasetSpec.model_fields.items()
+        if n in ("channels", "keyframe_hz", "sweep_hz", "undistort", "image_width", "image_height", "jpeg_quality",
+                 "autolabel_model")
+    },
+)
+
+
+def label_scenes(
+    context: dg.AssetExecutionContext, spec: DatasetSpec, sampled: list[SceneOutput], tasks, store: StoreResource,
+    registry: RegistryResource, compute: ComputeBackend, models: AutolabelModels, record: bool = True,
+) -> StageResult:
+    """Auto-label the sampled scenes whose labels for this model version are not cached."""
+    name = spec.autolabel_model
+    config = models.get(name)
+    mkey, profile_key = model_key(name, config), build.sampling_profile(spec).key()
+    result = run_on_backend(
+        context, build.STAGE_AUTOLABELED, build.autolabel_tasks(sampled, tasks, mkey, profile_key),
+        build.label_key(mkey, profile_key), {"model_name": name, "model": config, "model_key": mkey},
+        store, registry, compute, spec.name, LABELS_JSON, needs_gpu=needs_gpu(config),
+    )
+    if record:
+        record_scene_materializations(context, autolabels.key, result, "boxes")
+    return result
+
+
+@dg.asset(
+    partitions_def=scene_partitions,
+    deps=["sampled_frames"],
+    group_name="scenes",
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    description="3D boxes of one scene from the auto-label model, per model version and sampled inputs; "
+    "cached. Backfill it after a model upgrade to relabel every scene.",
+)
+def autolabels(
+    context: dg.AssetExecutionContext, config: AutolabelConfig, store: StoreResource,
+    registry: RegistryResource, compute: ComputeBackend, models: AutolabelModels,
+) -> dg.MaterializeResult:
+    try:
+        spec = parse_spec({**config.model_dump(), "name": "backfill", "autolabel": True})
+    except SpecError as error:
+        raise dg.Failure(f"invalid auto-label config:\n{error}") from None
+    profile = build.sampling_profile(spec)
+    wanted = {scene_of_partition_key(k) for k in context.partition_keys}
+    catalog = read_catalog(store)
+    tasks = build.sampling_tasks(catalog[[(r.log_id, int(r.scene_index)) in wanted for r in catalog.itertuples()]], profile.key())
+    sampled = registry.registry().cached_scene_outputs(build.STAGE_SAMPLED, profile.key(), [t.scene_id for t in tasks])
+    missing = sorted({t.scene_id for t in tasks} - set(sampled))
+    result = label_scenes(context, spec, list(sampled.values()), tasks, store, registry, compute, models, record=False)
+    if result.failed or missing:
+        raise dg.Failure(
+            f"{len(result.failed)} scenes failed to label; {len(missing)} are not sampled with this profile yet "
+            "(materialize sampled_frames for them first)",
+            metadata={"failed": dg.MetadataValue.json(result.failed), "not_sampled": dg.MetadataValue.json(missing)},
+        )
+    return dg.MaterializeResult(metadata={
+        "model": model_key(spec.autolabel_model, models.get(spec.autolabel_model)),
+        "computed": len(result.computed), "cached": len(result.cached),
+        "boxes": sum(o.frames for o in result.ok),
+    })
