@@ -166,14 +166,17 @@ def _unit_quaternion(q: Sequence[float]) -> list[float]:
 
 
 def calibrated_sensor_record(log_id: str, calibration: Mapping) -> dict:
-    """calibrated_sensor of one channel of a log with the given CameraCalibration.to_json().
+    """calibrated_sensor of one channel of a log with the given CameraCalibration.to_json(), or for a
+    lidar or radar its LidarCalibration.to_json() ({channel, translation, rotation}).
 
-    camera_intrinsic is the 3x3 matrix of the written images; a non-zero lens distortion (images
-    written without undistortion) is kept in the extra key camera_distortion (OpenCV k1 k2 p1 p2 k3).
+    camera_intrinsic is the 3x3 matrix of the written images ([] for a lidar or radar, as nuScenes);
+    a non-zero lens distortion (images written without undistortion) is kept in the extra key
+    camera_distortion (OpenCV k1 k2 p1 p2 k3).
     """
     channel = str(calibration["channel"])
-    intrinsic = [[float(v) for v in row] for row in calibration["intrinsic"]]
-    if len(intrinsic) != 3 or any(len(row) != 3 for row in intrinsic):
+    is_camera = modality_of(channel) == "camera"
+    intrinsic = [[float(v) for v in row] for row in calibration["intrinsic"]] if is_camera else []
+    if is_camera and (len(intrinsic) != 3 or any(len(row) != 3 for row in intrinsic)):
         raise ValueError(f"{channel}: intrinsic must be a 3x3 matrix")
     translation = [float(v) for v in calibration["translation"]]
     if len(translation) != 3:
@@ -187,7 +190,7 @@ def calibrated_sensor_record(log_id: str, calibration: Mapping) -> dict:
         "sensor_token": make_token("sensor", channel),
         "translation": translation,
         "rotation": rotation,
-        "camera_intrinsic": intrinsic if modality_of(channel) == "camera" else [],
+        "camera_intrinsic": intrinsic,
     }
     if any(abs(v) > 0 for v in distortion):
         record["camera_distortion"] = distortion
@@ -228,19 +231,28 @@ def scene_key(record: SceneRecord) -> str:
     return f"{record.scene_id}@{record.profile}"
 
 
+# sample_data fileformat and file extension per sensor modality (radar is not written yet).
+FILE_FORMATS = {"camera": ("jpg", ".jpg"), "lidar": ("pcd", ".pcd.bin")}
+
+
 def sample_data_filename(log_id: str, channel: str, timestamp_us: int, is_key_frame: bool) -> str:
-    """Path relative to the dataroot, nuScenes style: samples/ for keyframes, sweeps/ otherwise."""
+    """Path relative to the dataroot, nuScenes style: samples/ for keyframes, sweeps/ otherwise;
+    JPEGs for cameras, .pcd.bin point clouds for lidars."""
     folder = "samples" if is_key_frame else "sweeps"
     safe_log = log_id.replace("/", "-").replace("\\", "-")
-    return f"{folder}/{channel}/{safe_log}__{channel}__{int(timestamp_us)}.jpg"
+    extension = FILE_FORMATS[modality_of(channel)][1]
+    return f"{folder}/{channel}/{safe_log}__{channel}__{int(timestamp_us)}{extension}"
 
 
 def scene_description(record: SceneRecord) -> str:
     """Our stable scene id first, then a short summary."""
     duration_s = (record.end_time_us - record.start_time_us) / 1e6
+    cameras = sum(1 for channel in record.cameras if modality_of(channel) == "camera")
+    lidars = sum(1 for channel in record.cameras if modality_of(channel) == "lidar")
     return (
         f"{record.scene_id}; profile {record.profile}, {duration_s:.1f} s, "
-        f"{len(record.keyframe_times_us)} samples at {record.keyframe_hz:g} Hz, {len(record.cameras)} cameras"
+        f"{len(record.keyframe_times_us)} samples at {record.keyframe_hz:g} Hz, {cameras} cameras"
+        + (f", {lidars} lidar" if lidars else "")
     )
 
 
@@ -302,6 +314,8 @@ def build_scene_tables(record: SceneRecord, annotations: Sequence[Mapping] = ())
     for frame in record.frames:
         if frame.channel not in calibrated:
             raise ValueError(f"frame {frame.path} of channel {frame.channel} has no calibration")
+        if modality_of(frame.channel) not in FILE_FORMATS:
+            raise ValueError(f"frame {frame.path}: {modality_of(frame.channel)} channels are not supported")
         by_channel.setdefault(frame.channel, []).append(frame)
     if not by_channel:
         raise ValueError("scene has no frames")
@@ -319,6 +333,9 @@ def build_scene_tables(record: SceneRecord, annotations: Sequence[Mapping] = ())
         if keyframes != list(range(len(times))):
             raise ValueError(f"{channel}: needs exactly one keyframe per sample (0..{len(times) - 1}), got {keyframes}")
         calibration = record.cameras[channel]
+        fileformat = FILE_FORMATS[modality_of(channel)][0]
+        # Point clouds have no image size: nuScenes writes 0 x 0 for them.
+        size = (int(calibration["width"]), int(calibration["height"])) if fileformat == "jpg" else (0, 0)
         tokens = [make_token("sample_data", key, channel, t) for t in stamps]
         for i, frame in enumerate(frames):
             t = stamps[i]
@@ -328,8 +345,8 @@ def build_scene_tables(record: SceneRecord, annotations: Sequence[Mapping] = ())
                 sample_index = bisect.bisect_left(times, t)
                 if sample_index == len(times):
                     raise ValueError(f"{channel}: sweep at {t} µs lies after the last keyframe")
-            if (int(frame.width), int(frame.height)) != (int(calibration["width"]), int(calibration["height"])):
-                raise ValueError(f"{frame.path}: size {frame.width}x{frame.height} differs from its calibration")
+            if (int(frame.width), int(frame.height)) != size:
+                raise ValueError(f"{frame.path}: size {frame.width}x{frame.height} is not {size[0]}x{size[1]}")
             pose_token = make_token("ego_pose", key, channel, t)
             translation = [float(v) for v in frame.ego_pose.translation]
             if len(translation) != 3 or not all(math.isfinite(v) for v in translation):
@@ -344,7 +361,7 @@ def build_scene_tables(record: SceneRecord, annotations: Sequence[Mapping] = ())
                     "ego_pose_token": pose_token,
                     "calibrated_sensor_token": calibrated[channel]["token"],
                     "timestamp": t,
-                    "fileformat": "jpg",
+                    "fileformat": fileformat,
                     "is_key_frame": bool(frame.is_key_frame),
                     "height": int(frame.height),
                     "width": int(frame.width),

@@ -8,7 +8,8 @@ one per scene (or instance) and never cross a scene boundary; no two scenes star
 (the devkit's list_scenes fails on a tie); every sample has exactly one keyframe
 per channel of its scene; a sweep belongs to the following sample (the earliest sample of its scene
 at or after it); timestamps are integer µs; quaternions have 4 components and unit norm; filenames
-are relative and exist; scene and instance counts match; splits.json names existing scenes.
+are relative and exist; a camera's calibration has a 3x3 intrinsic and a lidar's []; fileformat fits the
+sensor modality (jpg, pcd); scene and instance counts match; splits.json names existing scenes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from jadd_dagster.nuscenes.tables import TABLE_NAMES
+from jadd_dagster.nuscenes.tables import FILE_FORMATS, TABLE_NAMES
 from jadd_dagster.nuscenes.tokens import is_token
 
 MAX_PER_KIND = 20
@@ -171,11 +172,17 @@ def _check_values(tables, index, problems: _Problems) -> None:
         if sensor and sensor.get("modality") == "camera":
             if not (isinstance(k, list) and len(k) == 3 and all(isinstance(r, list) and len(r) == 3 for r in k)):
                 problems.add("intrinsic", f"calibrated_sensor {cs['token']} camera_intrinsic {k!r} is not 3x3")
+        elif sensor and k != []:
+            problems.add("intrinsic", f"calibrated_sensor {cs['token']} of a {sensor.get('modality')} has camera_intrinsic {k!r}, not []")
     for sd in tables["sample_data"]:
         if not isinstance(sd.get("is_key_frame"), bool):
             problems.add("sample_data", f"{sd['token']} is_key_frame must be true or false")
         if not (_is_int(sd.get("width")) and _is_int(sd.get("height"))):
             problems.add("sample_data", f"{sd['token']} width and height must be integers")
+        cs = index["calibrated_sensor"].get(sd.get("calibrated_sensor_token"), {})
+        modality = index["sensor"].get(cs.get("sensor_token"), {}).get("modality")
+        if modality in FILE_FORMATS and sd.get("fileformat") != FILE_FORMATS[modality][0]:
+            problems.add("sample_data", f"{sd['token']} of a {modality} has fileformat {sd.get('fileformat')!r}")
         pose = index["ego_pose"].get(sd.get("ego_pose_token"))
         if pose is not None and pose.get("timestamp") != sd.get("timestamp"):
             problems.add("timestamp", f"sample_data {sd['token']} and its ego_pose have different timestamps")

@@ -3,6 +3,7 @@
 Layout written under the dataroot:
     v1.0-<name>/ or v1.0-<name>-partNNN/   the 13 tables (JSON arrays) and splits.json
     samples/<CHANNEL>/<log>__<CHANNEL>__<µs>.jpg, sweeps/...   hard links to the scenes' JPEGs
+    samples/LIDAR_TOP/<log>__LIDAR_TOP__<µs>.pcd.bin           and point clouds (when sampled)
     can_bus/scene-NNNN_<message>.json      shared by all parts (scene names are unique per dataroot)
     maps/<map token>.png                   one semantic-prior mask per log, shared by all parts
 

@@ -1,0 +1,190 @@
+"""Score 3D box predictions against a JADD dataset's sample_annotations with the nuScenes devkit.
+
+    metrics = evaluate_detections(dataroot, "v1.0-mini", predictions, "val", output_dir)
+
+The devkit's DetectionEval (detection_cvpr_2019 config) does the matching and scoring; this module
+only writes the results file it reads and makes our splits reachable. DetectionEval maps the names
+train/val/test to the official nuScenes scenes, so a JADD split is evaluated as a custom split: an
+evaluation view of the version folder (symbolic links to its tables and files) whose splits.json
+has the same scenes under "jadd-<split>". The dataset itself is never changed.
+
+The devkit needs a LIDAR_TOP sample_data on every sample (ego distance of the boxes) and drops
+ground-truth boxes with neither lidar nor radar points, so the dataset must have LIDAR_TOP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from nuscenes import NuScenes
+from nuscenes.eval.common.config import config_factory
+from nuscenes.eval.detection.evaluate import DetectionEval
+
+EVAL_CONFIG = "detection_cvpr_2019"
+SPLIT_PREFIX = "jadd-"
+DETECTION_CLASSES = (
+    "car", "truck", "bus", "trailer", "construction_vehicle", "pedestrian", "motorcycle", "bicycle",
+    "traffic_cone", "barrier",
+)
+# nuScenes category (exact name or prefix ending in '.') to detection class, as the devkit's
+# category_to_detection_name; categories not listed (animals, debris, emergency vehicles...) are not scored.
+_CATEGORY_CLASSES = (
+    ("vehicle.car", "car"),
+    ("human.pedestrian.adult", "pedestrian"),
+    ("human.pedestrian.child", "pedestrian"),
+    ("human.pedestrian.construction_worker", "pedestrian"),
+    ("human.pedestrian.police_officer", "pedestrian"),
+    ("movable_object.trafficcone", "traffic_cone"),
+    ("movable_object.barrier", "barrier"),
+    ("vehicle.bus.bendy", "bus"),
+    ("vehicle.bus.rigid", "bus"),
+    ("vehicle.construction", "construction_vehicle"),
+    ("vehicle.trailer", "trailer"),
+    ("vehicle.truck", "truck"),
+    ("vehicle.motorcycle", "motorcycle"),
+    ("vehicle.bicycle", "bicycle"),
+)
+CATEGORY_TO_CLASS = dict(_CATEGORY_CLASSES)
+
+
+def detection_name(category: str) -> str | None:
+    """The nuScenes detection class of a category name (or of a detection class itself), or None."""
+    if category in DETECTION_CLASSES:
+        return category
+    return CATEGORY_TO_CLASS.get(category)
+
+
+def detection_results(predictions: Mapping[str, Sequence[Mapping]], sample_tokens: Iterable[str]) -> dict:
+    """The devkit's results file content for the given samples (a sample without predictions gets []).
+
+    Each prediction has translation [x, y, z] (map frame, metres), size [w, l, h], rotation [w, x, y, z],
+    detection_name or category, detection_score or score, and optionally velocity [vx, vy] (m/s) and
+    attribute_name. Boxes of categories with no detection class are left out.
+    """
+    results: dict[str, list[dict]] = {}
+    for token in sample_tokens:
+        boxes = []
+        for box in predictions.get(token, ()):
+            name = detection_name(str(box.get("detection_name") or box.get("category", "")))
+            if name is None:
+                continue
+            boxes.append(
+                {
+                    "sample_token": token,
+                    "translation": [float(v) for v in box["translation"]],
+                    "size": [float(v) for v in box["size"]],
+                    "rotation": [float(v) for v in box["rotation"]],
+                    "velocity": [float(v) for v in box.get("velocity", (0.0, 0.0))][:2],
+                    "detection_name": name,
+                    "detection_score": float(box.get("detection_score", box.get("score", 1.0))),
+                    "attribute_name": str(box.get("attribute_name", "")),
+                }
+            )
+        results[token] = boxes
+    meta = {"use_camera": True, "use_lidar": False, "use_radar": False, "use_map": False, "use_external": False}
+    return {"meta": meta, "results": results}
+
+
+def predictions_from_annotations(
+    nusc: NuScenes, sample_tokens: Iterable[str], observable_only: bool = True
+) -> dict[str, list[dict]]:
+    """The dataset's own sample_annotations of the given samples as predictions with score 1.0.
+
+    With observable_only, boxes with neither lidar nor radar points are left out, as the devkit
+    leaves them out of the ground truth (they would otherwise count as false positives).
+    """
+    predictions: dict[str, list[dict]] = {}
+    for token in sample_tokens:
+        boxes = []
+        for ann_token in nusc.get("sample", token)["anns"]:
+            ann = nusc.get("sample_annotation", ann_token)
+            if observable_only and ann["num_lidar_pts"] + ann["num_radar_pts"] == 0:
+                continue
+            velocity = nusc.box_velocity(ann_token)[:2]
+            boxes.append(
+                {
+                    "translation": list(ann["translation"]),
+                    "size": list(ann["size"]),
+                    "rotation": list(ann["rotation"]),
+                    "velocity": [0.0 if math.isnan(v) else float(v) for v in velocity],  # NaN: no neighbour
+                    "category": ann["category_name"],
+                    "detection_score": 1.0,
+                }
+            )
+        predictions[token] = boxes
+    return predictions
+
+
+def split_scenes(dataroot: Path, version: str, split: str) -> list[str]:
+    """Scene names of a split in the version's splits.json."""
+    splits = json.loads((Path(dataroot) / version / "splits.json").read_text(encoding="utf-8"))
+    if split not in splits:
+        raise ValueError(f"{version} has no split {split!r}; it has {sorted(splits)}")
+    return list(splits[split])
+
+
+def evaluation_view(dataroot: Path, version: str, split: str, view_root: Path) -> str:
+    """Make view_root a dataroot whose version folder links to dataroot/version's tables and whose
+    splits.json has the split as the custom split SPLIT_PREFIX + split; returns that split name."""
+    dataroot, view_root = Path(dataroot).resolve(), Path(view_root)
+    name = SPLIT_PREFIX + split
+    folder = view_root / version
+    folder.mkdir(parents=True, exist_ok=True)
+    for table in (dataroot / version).glob("*.json"):
+        if table.name != "splits.json":
+            os.symlink(table, folder / table.name)
+    for child in dataroot.iterdir():
+        if child.is_dir() and child.name != version and not child.name.startswith("."):
+            os.symlink(child, view_root / child.name)
+    (folder / "splits.json").write_text(json.dumps({name: split_scenes(dataroot, version, split)}))
+    return name
+
+
+def evaluate_detections(
+    dataroot: Path,
+    version: str,
+    predictions: Mapping[str, Sequence[Mapping]],
+    eval_split: str = "val",
+    output_dir: Path | None = None,
+) -> dict:
+    """nuScenes detection metrics of predictions (sample token -> boxes, see detection_results) on
+    one split of dataroot/version, computed by the devkit's DetectionEval. Samples of the split
+    missing from predictions count as predicting nothing; samples outside the split are ignored.
+
+    Returns mAP and NDS as the devkit reports them (means over all 10 classes: a class absent from the
+    split's ground truth scores AP 0), per_class_AP (AP averaged over the distance thresholds),
+    classes_present (classes with ground truth boxes the devkit kept), mAP_present (mean AP over
+    those) and samples. output_dir receives results.json and the devkit's metrics_summary.json.
+    """
+    output_dir = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="jadd-eval-"))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="jadd-eval-view-") as view:
+        split = evaluation_view(dataroot, version, eval_split, Path(view))
+        nusc = NuScenes(version=version, dataroot=view, verbose=False)
+        scenes = set(split_scenes(dataroot, version, eval_split))
+        tokens = [s["token"] for s in nusc.sample if nusc.get("scene", s["scene_token"])["name"] in scenes]
+        result_path = output_dir / "results.json"
+        result_path.write_text(json.dumps(detection_results(predictions, tokens)))
+        evaluation = DetectionEval(
+            nusc, config=config_factory(EVAL_CONFIG), result_path=str(result_path), eval_set=split,
+            output_dir=str(output_dir), verbose=False,
+        )
+        present = sorted({box.detection_name for box in evaluation.gt_boxes.all})
+        with contextlib.redirect_stdout(io.StringIO()):  # main() prints its summary even when not verbose
+            summary = evaluation.main(render_curves=False)
+    per_class = {name: float(ap) for name, ap in summary["mean_dist_aps"].items()}
+    return {
+        "mAP": float(summary["mean_ap"]),
+        "NDS": float(summary["nd_score"]),
+        "per_class_AP": per_class,
+        "classes_present": present,
+        "mAP_present": sum(per_class[c] for c in present) / len(present) if present else 0.0,
+        "samples": len(tokens),
+    }

@@ -1,0 +1,221 @@
+"""LIDAR_TOP in datasets, ground-truth annotations from the log, and the devkit's detection evaluation.
+
+One tiny synthetic log with lidar (45 s: 2 scenes of 20 s, 41 keyframes each) is sampled, given its
+LIDAR_TOP keyframes and merged with the log's ground truth as sample_annotations, half the scenes in val.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+
+import numpy as np
+import pytest
+from nuscenes import NuScenes
+
+from jadd_dagster.autolabel.evaluate import (
+    detection_name,
+    evaluate_detections,
+    predictions_from_annotations,
+)
+from jadd_dagster.autolabel.groundtruth import ground_truth_annotations, yaw_quaternion
+from jadd_dagster.logs.generator import make_logs
+from jadd_dagster.logs.lidar import lidar_points_per_object, read_sweep
+from jadd_dagster.logs.reader import read_log
+from jadd_dagster.merge import merge_scenes
+from jadd_dagster.nuscenes.tables import calibrated_sensor_record, sample_data_filename
+from jadd_dagster.nuscenes.validate import validate_dataset
+from jadd_dagster.sampling import SamplingProfile, sample_scene
+from jadd_dagster.sampling.lidar import MAX_OFFSET_US, add_lidar_frames, nearest_sweeps
+from jadd_dagster.scene_record import SceneRecord
+from jadd_dagster.scenes import cut_scenes
+
+PROFILE = SamplingProfile(keyframe_hz=2, sweep_hz=2, channels=("CAM_FRONT",))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The log, the scene folders and records (with lidar), the merge result and the devkit."""
+    root = tmp_path_factory.mktemp("evaluate")
+    (path,) = make_logs(root / "logs", 1, 0.75, seed=4, channels=("CAM_FRONT",), image_size=(96, 54), lidar=True)
+    log = read_log(path)
+    windows, _ = cut_scenes(log.manifest)
+    dirs, records = [], []
+    for window in windows:
+        folder = root / "scenes" / f"{window.index:04d}"
+        record = sample_scene(log, window.index, window.start_time_us, window.end_time_us, PROFILE, folder, window.scene_id)
+        records.append(add_lidar_frames(log, record, folder))
+        dirs.append(folder)
+    result = merge_scenes(
+        dirs, root / "dataset", "eval", val_fraction=0.5, include_can_bus=False,
+        annotations=lambda record, scene_dir: ground_truth_annotations(log, record),
+    )
+    nusc = NuScenes(version=result.versions[0], dataroot=str(result.dataroot), verbose=False)
+    return {"log": log, "dirs": dirs, "records": records, "result": result, "nusc": nusc, "root": root}
+
+
+def val_tokens(nusc, result) -> list[str]:
+    val = set(json.loads((result.dataroot / result.versions[0] / "splits.json").read_text())["val"])
+    return [s["token"] for s in nusc.sample if nusc.get("scene", s["scene_token"])["name"] in val]
+
+
+def test_nearest_sweeps_pick_the_closest_within_25_ms():
+    sweeps = np.array([0, 50_000, 100_000])
+    assert nearest_sweeps(sweeps, [10_000, 30_000, 100_000]) == [0, 50_000, 100_000]
+    with pytest.raises(ValueError):
+        nearest_sweeps(sweeps, [100_000 + MAX_OFFSET_US + 1])
+
+
+def test_lidar_keyframes_are_the_nearest_sweeps_and_saved_with_the_scene(built):
+    log = built["log"]
+    sweeps = log.lidar_timestamps("LIDAR_TOP")
+    for folder, record in zip(built["dirs"], built["records"]):
+        lidar = [f for f in record.frames if f.channel == "LIDAR_TOP"]
+        assert [f.keyframe_index for f in lidar] == list(range(len(record.keyframe_times_us)))
+        for frame, t in zip(lidar, record.keyframe_times_us):
+            assert frame.timestamp_us == sweeps[np.argmin(np.abs(sweeps - t))]
+            assert abs(frame.timestamp_us - t) <= 25_000 and (frame.width, frame.height) == (0, 0)
+            np.testing.assert_array_equal(read_sweep(folder / frame.path), log.lidar_sweep("LIDAR_TOP", frame.timestamp_us))
+        assert record.cameras["LIDAR_TOP"] == log.lidar_calibration["LIDAR_TOP"].to_json()
+        assert SceneRecord.load(folder) == record
+
+
+def test_devkit_loads_lidar_top_and_annotations(built):
+    nusc, result = built["nusc"], built["result"]
+    assert result.failed == [] and result.scenes == 2 and result.splits == {"train": 1, "val": 1}
+    assert validate_dataset(result.dataroot, result.versions[0]) == []
+    assert len(nusc.sample_annotation) == result.sample_annotations > 0
+    sensor = next(s for s in nusc.sensor if s["channel"] == "LIDAR_TOP")
+    assert sensor["modality"] == "lidar"
+    sample = nusc.sample[0]
+    lidar = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
+    assert lidar["fileformat"] == "pcd" and lidar["filename"].startswith("samples/LIDAR_TOP/")
+    assert lidar["filename"].endswith(".pcd.bin") and lidar["is_key_frame"]
+    assert nusc.get("calibrated_sensor", lidar["calibrated_sensor_token"])["camera_intrinsic"] == []
+    path, boxes, intrinsic = nusc.get_sample_data(lidar["token"])
+    assert os.path.isfile(path) and intrinsic is None and len(boxes) > 0
+    # The boxes, moved into the sensor frame by the devkit, enclose the sweep's object points.
+    points = read_sweep(path)
+    inside = sum(int(np.sum(_in_box(b, points[:, :3]))) for b in boxes)
+    counted = sum(nusc.get("sample_annotation", a)["num_lidar_pts"] for a in sample["anns"])
+    assert counted > 0 and 0.9 * counted <= inside <= 1.1 * counted
+
+
+def _in_box(box, xyz):
+    from nuscenes.utils.geometry_utils import points_in_box
+
+    return points_in_box(box, xyz.T, wlh_factor=1.05)  # surface points, with range noise
+
+
+def test_ground_truth_annotations_are_the_log_objects_near_the_ego(built):
+    log, record = built["log"], built["records"][0]
+    annotations = ground_truth_annotations(log, record)
+    index = 3
+    t = record.keyframe_times_us[index]
+    ego, _ = log.pose_at(np.array([t]))
+    objects = log.objects_at(t)
+    near = objects[np.hypot(objects["x"] - ego[0, 0], objects["y"] - ego[0, 1]) <= 60.0]
+    mine = {a["instance_id"]: a for a in annotations if a["keyframe_index"] == index}
+    assert set(mine) == set(near["instance_id"]) and len(mine) > 0
+    sweep = next(f.timestamp_us for f in record.frames if f.channel == "LIDAR_TOP" and f.keyframe_index == index)
+    points = lidar_points_per_object(log, sweep)
+    for row in near.itertuples():
+        ann = mine[row.instance_id]
+        assert ann["category"] == row.category and ann["translation"] == [row.x, row.y, row.z]
+        assert ann["size"] == [row.width, row.length, row.height]
+        assert ann["rotation"] == pytest.approx([math.cos(row.yaw / 2), 0, 0, math.sin(row.yaw / 2)])
+        assert ann["attributes"] == ([row.attribute] if row.attribute else [])
+        assert ann["num_lidar_pts"] == int(points.get(row.instance_id, 0)) and ann["num_radar_pts"] == 0
+    assert yaw_quaternion(math.pi) == pytest.approx([0, 0, 0, 1])
+
+
+def test_category_names_map_to_detection_classes():
+    assert detection_name("vehicle.car") == "car"
+    assert detection_name("human.pedestrian.adult") == "pedestrian"
+    assert detection_name("vehicle.bus.rigid") == "bus"
+    assert detection_name("movable_object.trafficcone") == "traffic_cone"
+    assert detection_name("barrier") == "barrier"
+    assert detection_name("animal") is None
+
+
+def test_ground_truth_as_predictions_scores_perfectly(built, tmp_path):
+    nusc, result = built["nusc"], built["result"]
+    tokens = val_tokens(nusc, result)
+    metrics = evaluate_detections(
+        result.dataroot, result.versions[0], predictions_from_annotations(nusc, tokens), "val", tmp_path
+    )
+    assert metrics["samples"] == len(tokens) and metrics["classes_present"]
+    assert all(metrics["per_class_AP"][c] >= 0.99 for c in metrics["classes_present"])
+    assert metrics["mAP_present"] >= 0.99
+    assert (tmp_path / "metrics_summary.json").is_file() and (tmp_path / "results.json").is_file()
+
+
+def test_shifted_boxes_score_clearly_lower(built, tmp_path):
+    nusc, result = built["nusc"], built["result"]
+    tokens = val_tokens(nusc, result)
+    predictions = predictions_from_annotations(nusc, tokens)
+    shifted = {
+        token: [{**box, "translation": [box["translation"][0] + 3.0, *box["translation"][1:]]} for box in boxes]
+        for token, boxes in predictions.items()
+    }
+    degraded = evaluate_detections(result.dataroot, result.versions[0], shifted, "val", tmp_path)
+    assert degraded["mAP_present"] < 0.5
+    assert degraded["mAP"] < evaluate_detections(result.dataroot, result.versions[0], predictions, "val")["mAP"] - 0.1
+
+
+def test_dropping_half_the_boxes_scores_clearly_lower(built, tmp_path):
+    nusc, result = built["nusc"], built["result"]
+    predictions = predictions_from_annotations(nusc, val_tokens(nusc, result))
+    halved = {token: boxes[::2] for token, boxes in predictions.items()}
+    assert evaluate_detections(result.dataroot, result.versions[0], halved, "val", tmp_path)["mAP_present"] < 0.8
+
+
+def test_without_lidar_every_box_counts_one_point(built):
+    log, record = built["log"], built["records"][0]
+    no_lidar = dataclasses.replace(log, manifest=dataclasses.replace(log.manifest, lidar_channels=()))
+    cameras_only = dataclasses.replace(
+        record,
+        cameras={c: v for c, v in record.cameras.items() if c != "LIDAR_TOP"},
+        frames=[f for f in record.frames if f.channel != "LIDAR_TOP"],
+    )
+    annotations = ground_truth_annotations(no_lidar, cameras_only)
+    assert annotations and {a["num_lidar_pts"] for a in annotations} == {1}
+    with_lidar = ground_truth_annotations(log, cameras_only)  # sweeps found in the log itself
+    assert with_lidar == ground_truth_annotations(log, record)
+
+
+def test_lidar_calibration_has_no_intrinsic_and_point_clouds_no_size():
+    calibration = {"channel": "LIDAR_TOP", "translation": [0.94, 0.0, 1.84], "rotation": [1.0, 0.0, 0.0, 0.0]}
+    record = calibrated_sensor_record("log-1", calibration)
+    assert record["camera_intrinsic"] == [] and record["rotation"] == [1.0, 0.0, 0.0, 0.0]
+    assert sample_data_filename("log-1", "LIDAR_TOP", 5, False) == "sweeps/LIDAR_TOP/log-1__LIDAR_TOP__5.pcd.bin"
+    assert sample_data_filename("log-1", "CAM_FRONT", 5, True) == "samples/CAM_FRONT/log-1__CAM_FRONT__5.jpg"
+
+
+def test_validation_flags_a_lidar_with_an_intrinsic_or_jpg_format(built, tmp_path):
+    result = built["result"]
+    version = result.versions[0]
+    copy = tmp_path / "copy"
+    shutil.copytree(result.dataroot / version, copy / version)
+    for child in result.dataroot.iterdir():
+        if child.is_dir() and child.name != version and not child.name.startswith("."):
+            os.symlink(child.resolve(), copy / child.name)
+    folder = copy / version
+    sensors = json.loads((folder / "sensor.json").read_text())
+    lidar_sensor = next(s["token"] for s in sensors if s["channel"] == "LIDAR_TOP")
+    calibrated = json.loads((folder / "calibrated_sensor.json").read_text())
+    lidar_cs = {c["token"] for c in calibrated if c["sensor_token"] == lidar_sensor}
+    for c in calibrated:
+        if c["token"] in lidar_cs:
+            c["camera_intrinsic"] = [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
+    (folder / "calibrated_sensor.json").write_text(json.dumps(calibrated))
+    sample_data = json.loads((folder / "sample_data.json").read_text())
+    for sd in sample_data:
+        if sd["calibrated_sensor_token"] in lidar_cs:
+            sd["fileformat"] = "jpg"
+    (folder / "sample_data.json").write_text(json.dumps(sample_data))
+    problems = validate_dataset(copy, version)
+    assert any(p.startswith("intrinsic") for p in problems) and any("fileformat" in p for p in problems)
