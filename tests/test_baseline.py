@@ -204,7 +204,7 @@ def test_label_scene_writes_annotation_dicts(scene):
     annotations = label_scene(scene.folder)
     assert len(annotations) >= 50
     for ann in annotations:
-        assert set(ann) == {"instance_id", "keyframe_index", "category", "translation", "size", "rotation"}
+        assert set(ann) == {"instance_id", "keyframe_index", "category", "translation", "size", "rotation", "score"}
         assert ann["instance_id"].startswith("track-")
         assert 0 <= ann["keyframe_index"] < len(scene.record.keyframe_times_us)
         assert len(ann["translation"]) == 3 and len(ann["size"]) == 3

@@ -35,7 +35,8 @@ class Box3D:
     instance_id: str = ""
 
     def annotation(self) -> dict:
-        """The annotation dict that jadd_dagster.merge writes as a sample_annotation."""
+        """The annotation dict that jadd_dagster.merge writes as a sample_annotation (the score is
+        kept for evaluation; nuScenes tables have no field for it)."""
         half = self.yaw / 2
         return {
             "instance_id": self.instance_id,
@@ -44,6 +45,7 @@ class Box3D:
             "translation": list(self.translation),
             "size": list(self.size),
             "rotation": [float(np.cos(half)), 0.0, 0.0, float(np.sin(half))],
+            "score": float(self.score),
         }
 
 

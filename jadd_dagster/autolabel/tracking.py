@@ -131,9 +131,10 @@ def label_scene(scene_dir: Path, detector: Detector2D | None = None) -> list[dic
         detector = BaselineDetector()
     scene_dir = Path(scene_dir)
     record = SceneRecord.load(scene_dir)
-    calibrations = {c: CameraCalibration.from_json(data) for c, data in record.cameras.items()}
+    # Cameras only: a LIDAR_TOP entry has no intrinsics and its frames are point clouds.
+    calibrations = {c: CameraCalibration.from_json(data) for c, data in record.cameras.items() if "intrinsic" in data}
     per_keyframe: list[list[LiftedBox]] = [[] for _ in record.keyframe_times_us]
-    keyframes = [f for f in record.frames if f.is_key_frame and f.keyframe_index is not None]
+    keyframes = [f for f in record.frames if f.is_key_frame and f.keyframe_index is not None and f.channel in calibrations]
     for frame in keyframes:
         bgr = cv2.imread(str(scene_dir / frame.path), cv2.IMREAD_COLOR)
         if bgr is None:
