@@ -18,6 +18,7 @@ import pandas as pd
 
 from jadd_dagster.compute.chunks import SceneTask
 from jadd_dagster.compute.worker import STAGE_AUTOLABELED, STAGE_SAMPLED
+from jadd_dagster.logs.format import LIDAR_CHANNELS
 from jadd_dagster.registry import SceneOutput
 from jadd_dagster.sampling import SamplingProfile
 from jadd_dagster.scene_record import SCENE_CAN, SCENE_JSON, SCENE_POSE, SceneRecord
@@ -90,13 +91,14 @@ def frames_per_channel(record: SceneRecord) -> dict[str, int]:
     return {channel: counts.get(channel, 0) for channel in record.cameras}
 
 
-def frame_count_problems(counts: dict[str, dict[str, int]], expected: int) -> list[str]:
-    """Scenes (scene id -> frames per channel) whose count differs from duration × rate."""
+def frame_count_problems(counts: dict[str, dict[str, int]], expected: int, expected_lidar: int) -> list[str]:
+    """Scenes (scene id -> frames per channel) whose count differs from duration × rate (cameras)
+    or from the number of keyframes (lidar: one sweep per keyframe)."""
     return [
-        f"{scene_id} {channel}: {got} frames, expected {expected}"
+        f"{scene_id} {channel}: {got} frames, expected {want}"
         for scene_id, per_channel in sorted(counts.items())
         for channel, got in per_channel.items()
-        if got != expected
+        if got != (want := expected_lidar if channel in LIDAR_CHANNELS else expected)
     ]
 
 
@@ -123,6 +125,7 @@ class BuildSummary:
     cached_scenes: int
     computed_scenes: int
     failed_scenes: dict[str, str] = field(default_factory=dict)
+    check_problems: dict[str, list[str]] = field(default_factory=dict)
     sampling_wall_s: float = 0.0
     merge_wall_s: float = 0.0
     dagster_run_id: str = ""
@@ -235,6 +238,7 @@ def assemble_dataset(
         cached_scenes=0,
         computed_scenes=0,
         failed_scenes={str(k): str(v) for k, v in merged.failed},
+        check_problems={name: problems[:50] for name, problems in checks.__dict__.items()},
         merge_wall_s=round(time.monotonic() - started, 3),
         dagster_run_id=run_id,
     )
@@ -254,7 +258,10 @@ def check_dataset(
         published = {k[len(key) + 1 :] for k in store.list_keys(key)}
         file_exists = lambda name: name in published or (staging / name).is_file()  # noqa: E731
     return DatasetChecks(
-        frame_counts=frame_count_problems({k: v for k, v in frame_counts.items() if k in merged_ids}, expected),
+        frame_counts=frame_count_problems(
+            {k: v for k, v in frame_counts.items() if k in merged_ids}, expected,
+            int(round(scene_length_s * spec.keyframe_hz)),
+        ),
         nuscenes_invariants=[p for v in merged.versions for p in validate_dataset(staging, v, file_exists)],
         devkit=devkit_problems(staging, merged.versions),
     )

@@ -72,6 +72,9 @@ def _run_build(spec_path: Path, workdir: Path, logs_dir: Path | None, make_demo_
         print(f"FAILED scene {scene}: {reason}", file=sys.stderr)
     for log_id, reason in sorted(result.failed_logs.items()):
         print(f"FAILED log {log_id}: {reason}", file=sys.stderr)
+    for check, problems in sorted(s.get("check_problems", {}).items()):
+        for problem in problems:
+            print(f"CHECK {check} failed: {problem}", file=sys.stderr)
     return 0 if result.ok else 1
 
 

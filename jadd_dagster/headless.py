@@ -27,7 +27,8 @@ class HeadlessResult:
 
     @property
     def ok(self) -> bool:
-        return not self.failed_logs and not self.summary.get("failed_scenes")
+        checks_failed = any(self.summary.get("check_problems", {}).values())
+        return not self.failed_logs and not self.summary.get("failed_scenes") and not checks_failed
 
 
 def use_workdir(workdir: Path, dagster_yaml: str | None = None) -> None:

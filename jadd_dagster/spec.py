@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from jadd_dagster.logs.format import CAMERA_CHANNELS
+from jadd_dagster.logs.format import CAMERA_CHANNELS, LIDAR_CHANNELS
 
 RATES_HZ = (2, 5, 10, 30)
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -46,7 +46,8 @@ class DatasetSpec(BaseModel):
     )
     channels: list[str] = Field(
         default=["CAM_FRONT"],
-        description=f"Camera channels to sample; each of {', '.join(CAMERA_CHANNELS)}.",
+        description=f"Channels to sample: cameras ({', '.join(CAMERA_CHANNELS)}) and optionally "
+        f"{', '.join(LIDAR_CHANNELS)} (the sweep nearest each keyframe, for logs that have one).",
     )
     keyframe_hz: int = Field(default=2, description="Keyframe (nuScenes sample) rate in Hz: 2, 5, 10 or 30.")
     sweep_hz: int = Field(
@@ -78,11 +79,11 @@ class DatasetSpec(BaseModel):
     @field_validator("channels")
     @classmethod
     def _known_channels(cls, channels: list[str]) -> list[str]:
-        if not channels:
+        if not [c for c in channels if c in CAMERA_CHANNELS]:
             raise ValueError("choose at least one camera channel")
-        unknown = [c for c in channels if c not in CAMERA_CHANNELS]
+        unknown = [c for c in channels if c not in (*CAMERA_CHANNELS, *LIDAR_CHANNELS)]
         if unknown:
-            raise ValueError(f"unknown channel(s) {unknown}; choose from {list(CAMERA_CHANNELS)}")
+            raise ValueError(f"unknown channel(s) {unknown}; choose from {[*CAMERA_CHANNELS, *LIDAR_CHANNELS]}")
         if len(set(channels)) != len(channels):
             raise ValueError("a channel is listed twice")
         return channels

@@ -23,9 +23,10 @@ def test_autolabelled_dataset_has_boxes_and_a_rebuild_reuses_the_labels(tmp_path
 
     for name in ("JADD_HOME", "DAGSTER_HOME", "JADD_PROFILE"):
         monkeypatch.delenv(name, raising=False)
-    make_logs(tmp_path / "logs", n_logs=1, minutes=0.75, seed=3, channels=("CAM_FRONT",), image_size=(320, 180))
+    make_logs(tmp_path / "logs", n_logs=1, minutes=0.75, seed=3, channels=("CAM_FRONT",), image_size=(320, 180), lidar=True)
     spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump({"name": "labelled", "channels": ["CAM_FRONT"], "sweep_hz": 2, "autolabel": True}))
+    spec.write_text(yaml.safe_dump(
+        {"name": "labelled", "channels": ["CAM_FRONT", "LIDAR_TOP"], "sweep_hz": 2, "autolabel": True}))
     args = ["build", "--spec", str(spec), "--logs", str(tmp_path / "logs"), "--workdir", str(tmp_path / "work")]
 
     assert jadd(args) == 0
@@ -39,8 +40,12 @@ def test_autolabelled_dataset_has_boxes_and_a_rebuild_reuses_the_labels(tmp_path
     sample = nusc.sample[10]
     _, boxes, _ = nusc.get_sample_data(sample["data"]["CAM_FRONT"])
     assert boxes and all(len(b.corners()[0]) == 8 for b in boxes)
+    # The lidar sweep nearest each keyframe is in the dataset, as nuScenes has it.
+    lidar_path, _, _ = nusc.get_sample_data(sample["data"]["LIDAR_TOP"])
+    assert lidar_path.endswith(".pcd.bin") and len(nusc.sample_data) == 2 * 40 * 2
     instance = dg.DagsterInstance.from_config(str(tmp_path / "work" / "dagster_home"))
     assert len(instance.get_materialized_partitions(dg.AssetKey("autolabels"))) == 2
+    assert summary["check_problems"] == {"frame_counts": [], "nuscenes_invariants": [], "devkit": []}
 
     assert jadd(args) == 0  # the same spec again: frames and labels come from the cache
     assert label_metadata(tmp_path / "work") == [

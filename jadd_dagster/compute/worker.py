@@ -57,14 +57,21 @@ def result_key(results_key: str, scene_id: str) -> str:
 
 
 def _sample(store: ObjectStore, task: SceneTask, settings: dict, logs: "OpenLogs") -> int:
+    from dataclasses import replace
+
     from jadd_dagster.sampling import SamplingProfile, sample_scene
+    from jadd_dagster.logs.format import LIDAR_CHANNELS
+    from jadd_dagster.sampling.lidar import add_lidar_frames
 
     profile = SamplingProfile.from_json(settings)
+    cameras = replace(profile, channels=tuple(c for c in profile.channels if c not in LIDAR_CHANNELS))
+    log = logs.get(store, task.log_id)
     with store.staged_output(task.output_key, last=[SCENE_JSON], scratch=logs.scratch) as out:
-        record = sample_scene(
-            logs.get(store, task.log_id), task.scene_index, task.start_time_us, task.end_time_us,
-            profile, out, task.scene_id,
-        )
+        record = sample_scene(log, task.scene_index, task.start_time_us, task.end_time_us, cameras, out, task.scene_id)
+        for lidar in (c for c in profile.channels if c in LIDAR_CHANNELS):
+            record = add_lidar_frames(log, record, out, lidar)
+            record.profile = profile.key()
+            record.save(out)
     return len(record.frames)
 
 
