@@ -23,7 +23,7 @@ from jadd_dagster.registry import SceneOutput
 from jadd_dagster.sampling import SamplingProfile
 from jadd_dagster.scene_record import SCENE_CAN, SCENE_JSON, SCENE_POSE, SceneRecord
 from jadd_dagster.spec import DatasetSpec
-from jadd_dagster.storage import DATASETS, SCENES, ObjectStore
+from jadd_dagster.storage import DATASETS, LOGS, SCENES, ObjectStore
 
 
 def sampling_profile(spec: DatasetSpec) -> SamplingProfile:
@@ -276,6 +276,24 @@ def publish_dataset(staging: Path, store: ObjectStore, key: str, versions: list[
     tables = [p for p in files if p.relative_to(staging).parts[0] in versions]
     for path in [p for p in files if p not in tables] + tables:
         store.upload_file(path, f"{key}/{path.relative_to(staging).as_posix()}")
+
+
+def autolabel_quality(
+    spec: DatasetSpec, outputs: list[SceneOutput], labels: dict[str, str], store: ObjectStore
+) -> dict | None:
+    """DetectionEval of the auto-labels against the logs' ground truth, where there is one (a local
+    store, logs with objects, LIDAR_TOP sampled); None otherwise."""
+    from jadd_dagster.autolabel.quality import score_autolabels
+    from jadd_dagster.logs import read_log
+    from jadd_dagster.logs.stored import log_key
+
+    if store.local_path(LOGS) is None or "LIDAR_TOP" not in spec.channels:
+        return None
+    dirs = [store.local_path(o.path) for o in outputs]
+    annotations = {o.scene_id: store.read_json(labels[o.scene_id])["annotations"] for o in outputs}
+    return score_autolabels(
+        dirs, lambda log_id: read_log(store.local_path(log_key(log_id))), annotations, spec.name, spec.val_fraction
+    )
 
 
 def devkit_problems(dataroot: Path, versions: list[str]) -> list[str]:

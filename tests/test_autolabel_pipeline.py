@@ -47,6 +47,11 @@ def test_autolabelled_dataset_has_boxes_and_a_rebuild_reuses_the_labels(tmp_path
     assert len(instance.get_materialized_partitions(dg.AssetKey("autolabels"))) == 2
     assert summary["check_problems"] == {"frame_counts": [], "nuscenes_invariants": [], "devkit": []}
 
+    # The labels were scored against the generator's ground truth by the devkit.
+    first = instance.fetch_materializations(dg.AssetKey("jadd_dataset"), limit=1).records[0].asset_materialization
+    assert 0.0 < first.metadata["autolabel_mAP_classes_present"].value <= 1.0
+    assert "| car |" in first.metadata["autolabel_AP_per_class"].value
+
     assert jadd(args) == 0  # the same spec again: frames and labels come from the cache
     assert label_metadata(tmp_path / "work") == [
         {"labels_cached": 0, "labels_computed": 2}, {"labels_cached": 2, "labels_computed": 0}]

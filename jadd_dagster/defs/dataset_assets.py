@@ -116,6 +116,19 @@ def sampled_frames(
     })
 
 
+def quality_metadata(metrics: dict | None) -> dict:
+    """DetectionEval results as run metadata (nothing when there is no ground truth to score)."""
+    if metrics is None:
+        return {}
+    rows = "\n".join(f"| {name} | {ap:.3f} |" for name, ap in sorted(metrics["per_class_AP"].items()))
+    return {
+        "autolabel_mAP_classes_present": round(metrics["mAP_present"], 4),
+        "autolabel_mAP": round(metrics["mAP"], 4),
+        "autolabel_NDS": round(metrics["NDS"], 4),
+        "autolabel_AP_per_class": dg.MetadataValue.md("| class | AP |\n|---|---:|\n" + rows),
+    }
+
+
 @dg.asset(
     partitions_def=dataset_partitions,
     deps=[
@@ -146,7 +159,8 @@ def jadd_dataset(
         failed.update(labelled.failed)
         labels = {o.scene_id: f"{o.path}/{LABELS_JSON}" for o in labelled.ok}
         outputs = [o for o in result.ok if o.scene_id in labels]
-        label_metadata = {"labels_cached": len(labelled.cached), "labels_computed": len(labelled.computed)}
+        label_metadata = {"labels_cached": len(labelled.cached), "labels_computed": len(labelled.computed),
+                          **quality_metadata(build.autolabel_quality(spec, outputs, labels, s))}
     if not outputs:
         reasons = "\n".join(f"{k}: {v}" for k, v in sorted(failed.items())[:10])
         raise dg.Failure(f"no scene could be built:\n{reasons}", metadata={"failed": dg.MetadataValue.json(failed)})

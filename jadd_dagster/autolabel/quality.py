@@ -1,0 +1,57 @@
+"""How good a dataset's auto-labels are: nuScenes DetectionEval against the logs' ground truth.
+
+Only logs that carry ground truth (the synthetic ones: objects.parquet) can be scored, and only
+when the dataset samples LIDAR_TOP (the devkit measures box distances from it). The ground truth
+goes into a tables-only copy of the dataset (same deterministic tokens, no images), and the
+auto-labels are submitted as predictions on the dataset's 'val' split.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from jadd_dagster.autolabel.evaluate import evaluate_detections
+from jadd_dagster.autolabel.groundtruth import ground_truth_annotations
+from jadd_dagster.scene_record import SceneRecord
+
+
+def score_autolabels(
+    scene_dirs: Sequence[Path],
+    open_log: Callable[[str], object],
+    labels: Mapping[str, list[dict]],
+    name: str,
+    val_fraction: float,
+) -> dict | None:
+    """DetectionEval metrics of labels (scene id -> annotation dicts) on the val split, or None
+    when a scene's log has no ground truth or there is no LIDAR_TOP."""
+    from nuscenes.nuscenes import NuScenes
+
+    from jadd_dagster.merge import merge_scenes
+
+    records = {d: SceneRecord.load(d) for d in scene_dirs}
+    if not records or any("LIDAR_TOP" not in r.cameras for r in records.values()):
+        return None
+    logs = {r.log_id: open_log(r.log_id) for r in records.values()}
+    if any(log.objects() is None for log in logs.values()):
+        return None
+    with tempfile.TemporaryDirectory(prefix="jadd-gt-") as tmp:
+        root = Path(tmp) / "groundtruth"
+        merged = merge_scenes(
+            list(records), root, name, val_fraction=val_fraction, include_can_bus=False,
+            annotations=lambda record, _: ground_truth_annotations(logs[record.log_id], record),
+            link_image=lambda *_: True, frame_exists=lambda *_: True,
+        )
+        version = merged.versions[0]
+        nusc = NuScenes(version=version, dataroot=str(root), verbose=False)
+        scene_of_name = {n: scene_id for scene_id, n in merged.scene_names.items()}
+        predictions: dict[str, list[dict]] = {}
+        for scene in nusc.scene:
+            tokens, token = [], scene["first_sample_token"]
+            while token:
+                tokens.append(token)
+                token = nusc.get("sample", token)["next"]
+            for box in labels.get(scene_of_name[scene["name"]], []):
+                predictions.setdefault(tokens[box["keyframe_index"]], []).append(box)
+        return evaluate_detections(root, version, predictions, "val", Path(tmp) / "eval")
