@@ -52,6 +52,22 @@ def test_autolabelled_dataset_has_boxes_and_a_rebuild_reuses_the_labels(tmp_path
     assert 0.0 < first.metadata["autolabel_mAP_classes_present"].value <= 1.0
     assert "| car |" in first.metadata["autolabel_AP_per_class"].value
 
+    nusc.render_sample_data(sample["data"]["CAM_FRONT"], out_path=str(tmp_path / "boxes.png"))
+    assert (tmp_path / "boxes.png").stat().st_size > 1000
+
     assert jadd(args) == 0  # the same spec again: frames and labels come from the cache
     assert label_metadata(tmp_path / "work") == [
         {"labels_cached": 0, "labels_computed": 2}, {"labels_cached": 2, "labels_computed": 0}]
+
+    # A UI backfill of the per-scene asset with the same model and inputs finds the labels cached.
+    from jadd_dagster.defs.resources import resources_for
+    from jadd_dagster.definitions import defs
+    from jadd_dagster.profile import load_profile
+
+    config = {"channels": ["CAM_FRONT", "LIDAR_TOP"], "sweep_hz": 2, "autolabel_model": "baseline"}
+    result = dg.materialize(
+        list(defs.assets), selection=["autolabels"], instance=instance, resources=resources_for(load_profile()),
+        partition_key="log-3-0001|0001", run_config={"ops": {"autolabels": {"config": config}}},
+    )
+    [event] = result.asset_materializations_for_node("autolabels")
+    assert (event.metadata["cached"].value, event.metadata["computed"].value) == (1, 0)
