@@ -18,14 +18,14 @@ from pathlib import Path
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from jadd_dagster.autolabel.evaluate import evaluate_detections, predictions_from_annotations  # noqa: E402
 from jadd_dagster.autolabel.groundtruth import ground_truth_annotations  # noqa: E402
+from jadd_dagster.autolabel.quality import score_autolabels  # noqa: E402
 from jadd_dagster.autolabel.tracking import label_scene  # noqa: E402
 from jadd_dagster.logs import read_log  # noqa: E402
 from jadd_dagster.logs.generator import make_logs  # noqa: E402
-from jadd_dagster.merge import merge_scenes  # noqa: E402
 from jadd_dagster.sampling import SamplingProfile, sample_scene  # noqa: E402
 from jadd_dagster.sampling.lidar import add_lidar_frames  # noqa: E402
+from jadd_dagster.scene_record import SceneRecord  # noqa: E402
 from jadd_dagster.scenes import cut_scenes  # noqa: E402
 
 CHANNELS = ("CAM_FRONT", "CAM_FRONT_LEFT", "CAM_FRONT_RIGHT")
@@ -54,25 +54,17 @@ def main() -> None:
                 label_s.append(time.process_time() - started)
                 logs[w.scene_id] = log
                 scene_dirs.append(out)
-        merged = merge_scenes(scene_dirs, root / "dataroot", "bench", val_fraction=0.5,
-                              annotations=lambda record, _: ground_truth_annotations(logs[record.scene_id], record))
-        from nuscenes.nuscenes import NuScenes
-
-        version = merged.versions[0]
-        nusc = NuScenes(version=version, dataroot=str(root / "dataroot"), verbose=False)
-        name_to_id = {name: scene_id for scene_id, name in merged.scene_names.items()}
-        predictions = {}
-        for scene in nusc.scene:
-            tokens, token = [], scene["first_sample_token"]
-            while token:
-                tokens.append(token)
-                token = nusc.get("sample", token)["next"]
-            for box in labels[name_to_id[scene["name"]]]:
-                predictions.setdefault(tokens[box["keyframe_index"]], []).append(box)
-        baseline = evaluate_detections(root / "dataroot", version, predictions, "val", root / "eval-baseline")
-        upper = evaluate_detections(root / "dataroot", version, predictions_from_annotations(nusc, [s["token"] for s in nusc.sample]),
-                                    "val", root / "eval-gt")
-    print(f"{len(scene_dirs)} scenes ({merged.splits}), {len(CHANNELS)} cameras at 320x180, 2 Hz keyframes; "
+        truth = {}
+        for scene_dir in scene_dirs:
+            record = SceneRecord.load(scene_dir)
+            # Boxes without lidar points are not in the devkit's ground truth: submitting them
+            # would count them as false positives.
+            truth[record.scene_id] = [b for b in ground_truth_annotations(logs[record.scene_id], record)
+                                      if b["num_lidar_pts"] > 0]
+        logs_by_id = {log.manifest.log_id: log for log in logs.values()}
+        baseline = score_autolabels(scene_dirs, logs_by_id.__getitem__, labels, "bench", 0.5)
+        upper = score_autolabels(scene_dirs, logs_by_id.__getitem__, truth, "bench", 0.5)
+    print(f"{len(scene_dirs)} scenes ({upper['samples']} val samples), {len(CHANNELS)} cameras at 320x180, 2 Hz keyframes; "
           f"baseline labelling {sum(label_s) / len(label_s):.2f} CPU s per scene")
     classes = upper["classes_present"]
     print("| predictions | mAP (classes present) | mAP (devkit, 10 classes) | NDS | " + " | ".join(f"AP {c}" for c in classes) + " |")
