@@ -141,11 +141,8 @@ class Registry:
 
     def record_scene_outputs(self, outputs: Iterable[SceneOutput]) -> int:
         """Insert or replace cache entries in one transaction; returns how many."""
-        now = datetime.now(timezone.utc)
-        rows = [
-            {**o.__dict__, "computed_at": now}
-            for o in outputs
-        ]
+        now = utcnow()
+        rows = [{**o.__dict__, "computed_at": now} for o in outputs]
         if not rows:
             return 0
         keys = [(r["scene_id"], r["stage"], r["profile"]) for r in rows]
@@ -176,17 +173,6 @@ class Registry:
                         r["scene_id"], r["stage"], r["profile"], r["path"], r["frames"], r["seconds"], r["dagster_run_id"]
                     )
         return found
-
-    def forget_scene_outputs(self, stage: str, profile: str, scene_ids: Iterable[str]) -> None:
-        with self.engine.begin() as conn:
-            for chunk in _chunks(list(scene_ids), 500):
-                conn.execute(
-                    scene_outputs.delete().where(
-                        scene_outputs.c.stage == stage,
-                        scene_outputs.c.profile == profile,
-                        scene_outputs.c.scene_id.in_(chunk),
-                    )
-                )
 
 
 def _chunks(items: list, size: int):

@@ -6,7 +6,7 @@ import dagster as dg
 import yaml
 
 from jadd_dagster.defs.automation import STANDARD_DATASETS_DIR, dataset_run_config, drive_log_sensor
-from jadd_dagster.defs.dataset_assets import DatasetConfig, spec_from_config
+from jadd_dagster.defs.config import DatasetConfig, spec_from_config
 from jadd_dagster.defs.resources import StoreResource
 from jadd_dagster.definitions import defs
 from jadd_dagster.spec import DatasetSpec, load_spec, parse_spec

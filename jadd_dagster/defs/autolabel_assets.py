@@ -1,30 +1,18 @@
 """Auto-labels per scene, cached per model version and sampled inputs, and backfillable."""
 
 import dagster as dg
-import pydantic
 
 from jadd_dagster import build
 from jadd_dagster.autolabel.models import LABELS_JSON, model_key, needs_gpu
 from jadd_dagster.compute.dispatch import StageResult
 from jadd_dagster.defs.compute_resources import ComputeBackend
-from jadd_dagster.defs.log_assets import read_catalog
-from jadd_dagster.defs.partitions import scene_of_partition_key, scene_partitions
+from jadd_dagster.defs.config import AutolabelConfig, spec_from_config
+from jadd_dagster.defs.log_assets import catalog_rows_for_partitions
+from jadd_dagster.defs.partitions import scene_partitions
 from jadd_dagster.defs.resources import AutolabelModels, RegistryResource, StoreResource
 from jadd_dagster.defs.stages import record_scene_materializations, run_on_backend
 from jadd_dagster.registry import SceneOutput
-from jadd_dagster.spec import DatasetSpec, SpecError, parse_spec
-
-AutolabelConfig = pydantic.create_model(
-    "AutolabelConfig",
-    __base__=dg.Config,
-    **{
-        n: (f.annotation, f)
-        for n, f in DatasetSpec.model_fields.items()
-        if n in ("channels", "keyframe_hz", "sweep_hz", "undistort", "image_width", "image_height", "jpeg_quality",
-                 "autolabel_model")
-    },
-)
-
+from jadd_dagster.spec import DatasetSpec
 
 def label_scenes(
     context: dg.AssetExecutionContext, spec: DatasetSpec, sampled: list[SceneOutput], tasks, store: StoreResource,
@@ -56,14 +44,9 @@ def autolabels(
     context: dg.AssetExecutionContext, config: AutolabelConfig, store: StoreResource,
     registry: RegistryResource, compute: ComputeBackend, models: AutolabelModels,
 ) -> dg.MaterializeResult:
-    try:
-        spec = parse_spec({**config.model_dump(), "name": "backfill", "autolabel": True})
-    except SpecError as error:
-        raise dg.Failure(f"invalid auto-label config:\n{error}") from None
+    spec = spec_from_config("backfill", config, what="auto-label config", autolabel=True)
     profile = build.sampling_profile(spec)
-    wanted = {scene_of_partition_key(k) for k in context.partition_keys}
-    catalog = read_catalog(store)
-    tasks = build.sampling_tasks(catalog[[(r.log_id, int(r.scene_index)) in wanted for r in catalog.itertuples()]], profile.key())
+    tasks = build.sampling_tasks(catalog_rows_for_partitions(store, context.partition_keys), profile.key())
     sampled = registry.registry().cached_scene_outputs(build.STAGE_SAMPLED, profile.key(), [t.scene_id for t in tasks])
     missing = sorted({t.scene_id for t in tasks} - set(sampled))
     result = label_scenes(context, spec, list(sampled.values()), tasks, store, registry, compute, models, record=False)

@@ -1,37 +1,20 @@
 """Assets of a dataset build: curation, per-scene sampling, the nuScenes dataset and its registration."""
 
 import dagster as dg
-import pydantic
 
 from jadd_dagster import build
 from jadd_dagster.cost import estimate_sampling_cost
 from jadd_dagster.curation import FilterError, select_scenes
-from jadd_dagster.defs.log_assets import read_catalog, scene_catalog
+from jadd_dagster.defs.log_assets import catalog_rows_for_partitions, read_catalog, scene_catalog
 from jadd_dagster.autolabel.models import LABELS_JSON
 from jadd_dagster.defs.autolabel_assets import autolabels, label_scenes
 from jadd_dagster.defs.compute_resources import ComputeBackend
-from jadd_dagster.defs.partitions import dataset_partitions, scene_of_partition_key, scene_partitions
+from jadd_dagster.defs.config import DatasetConfig, SamplingConfig, spec_from_config
+from jadd_dagster.defs.partitions import dataset_partitions, scene_partitions
 from jadd_dagster.defs.resources import AutolabelModels, PipelineSettings, RegistryResource, StoreResource
 from jadd_dagster.defs.stages import plan_metadata, record_scene_materializations, run_on_backend
 from jadd_dagster.scene_record import SCENE_JSON
-from jadd_dagster.spec import DatasetSpec, SpecError, parse_spec
-
-# Run config of a dataset build: every DatasetSpec parameter except the name, which is the
-# `datasets` partition key. The launchpad shows these fields with their defaults and descriptions.
-DatasetConfig = pydantic.create_model(
-    "DatasetConfig",
-    __base__=dg.Config,
-    **{n: (f.annotation, f) for n, f in DatasetSpec.model_fields.items() if n != "name"},
-)
-SamplingConfig = pydantic.create_model(
-    "SamplingConfig",
-    __base__=dg.Config,
-    **{
-        n: (f.annotation, f)
-        for n, f in DatasetSpec.model_fields.items()
-        if n in ("channels", "keyframe_hz", "sweep_hz", "undistort", "image_width", "image_height", "jpeg_quality")
-    },
-)
+from jadd_dagster.spec import parse_spec
 
 CHECK_FRAME_COUNTS = "frame_counts_match_rates"
 CHECK_NUSCENES = "nuscenes_invariants_hold"
@@ -40,13 +23,6 @@ CHECK_DEVKIT = "devkit_loads_every_version"
 
 def curation_key(name: str) -> str:
     return f"{build.dataset_key(name)}/curation.json"
-
-
-def spec_from_config(name: str, config: dg.Config) -> DatasetSpec:
-    try:
-        return parse_spec({**config.model_dump(), "name": name})
-    except SpecError as error:
-        raise dg.Failure(f"dataset spec {name!r} is invalid:\n{error}") from None
 
 
 @dg.asset(
@@ -100,13 +76,11 @@ def sampled_frames(
 ) -> dg.MaterializeResult:
     spec = spec_from_config("backfill", config)
     profile = build.sampling_profile(spec)
-    wanted = {scene_of_partition_key(k) for k in context.partition_keys}
-    catalog = read_catalog(store)
-    rows = catalog[[(r.log_id, int(r.scene_index)) in wanted for r in catalog.itertuples()]]
+    rows = catalog_rows_for_partitions(store, context.partition_keys)
     tasks = build.sampling_tasks(rows, profile.key())
     result = run_on_backend(context, build.STAGE_SAMPLED, tasks, profile.key(), profile.to_json(), store, registry,
                             compute, "backfill", SCENE_JSON)
-    missing = len(wanted) - len(rows)
+    missing = len(context.partition_keys) - len(rows)
     if result.failed or missing:
         raise dg.Failure(f"{len(result.failed)} scenes failed, {missing} are not in the catalog",
                          metadata={"failed": dg.MetadataValue.json(result.failed)})

@@ -3,7 +3,7 @@
 import dagster as dg
 import pandas as pd
 
-from jadd_dagster.defs.partitions import log_partitions
+from jadd_dagster.defs.partitions import log_partitions, scene_of_partition_key
 from jadd_dagster.defs.resources import PipelineSettings, StoreResource
 from jadd_dagster.logs.checks import calibration_problems, timing_problems
 from jadd_dagster.logs.stored import log_key, open_stored_log
@@ -105,3 +105,10 @@ def read_catalog(store: StoreResource) -> pd.DataFrame:
     if not s.exists(CATALOG_KEY):
         raise dg.Failure("the scene catalog is empty: materialize drive_logs, scene_index and scene_catalog first")
     return read_parquet(s, CATALOG_KEY)
+
+
+def catalog_rows_for_partitions(store: StoreResource, partition_keys) -> pd.DataFrame:
+    """The catalog rows of `scenes` partitions (keys not in the catalog have no row)."""
+    wanted = {scene_of_partition_key(k) for k in partition_keys}
+    catalog = read_catalog(store)
+    return catalog[[(r.log_id, int(r.scene_index)) in wanted for r in catalog.itertuples()]]
