@@ -37,8 +37,9 @@ def sampling_profile(spec: DatasetSpec) -> SamplingProfile:
     )
 
 
-def scene_output_key(profile_key: str, log_id: str, index: int) -> str:
-    return f"{SCENES}/{STAGE_SAMPLED}/{profile_key}/{log_id}/{index:04d}"
+def scene_output_key(stage: str, cache_key: str, log_id: str, index: int) -> str:
+    """Where a stage's output of one scene lives, e.g. scenes/sampled/<profile>/<log_id>/0003."""
+    return f"{SCENES}/{stage}/{cache_key}/{log_id}/{index:04d}"
 
 
 def sampling_tasks(scenes: pd.DataFrame, profile_key: str) -> list[SceneTask]:
@@ -50,7 +51,7 @@ def sampling_tasks(scenes: pd.DataFrame, profile_key: str) -> list[SceneTask]:
             scene_index=int(row.scene_index),
             start_time_us=int(row.start_time_us),
             end_time_us=int(row.end_time_us),
-            output_key=scene_output_key(profile_key, row.log_id, int(row.scene_index)),
+            output_key=scene_output_key(STAGE_SAMPLED, profile_key, row.log_id, int(row.scene_index)),
         )
         for row in scenes.itertuples(index=False)
     ]
@@ -61,21 +62,14 @@ def label_key(model_key: str, profile_key: str) -> str:
     return f"{model_key}@{profile_key}"
 
 
-def autolabel_output_key(model_key: str, profile_key: str, log_id: str, index: int) -> str:
-    return f"{SCENES}/{STAGE_AUTOLABELED}/{model_key}/{profile_key}/{log_id}/{index:04d}"
-
-
 def autolabel_tasks(sampled: list[SceneOutput], tasks: list[SceneTask], model_key: str, profile_key: str) -> list[SceneTask]:
     """Label tasks for the scenes that were sampled: each reads its sampled output."""
     by_id = {t.scene_id: t for t in tasks}
+    cache_key = f"{model_key}/{profile_key}"
     return [
-        replace(
-            by_id[o.scene_id],
-            input_key=o.path,
-            output_key=autolabel_output_key(model_key, profile_key, by_id[o.scene_id].log_id, by_id[o.scene_id].scene_index),
-        )
+        replace(task, input_key=o.path, output_key=scene_output_key(STAGE_AUTOLABELED, cache_key, task.log_id, task.scene_index))
         for o in sampled
-        if o.scene_id in by_id
+        if (task := by_id.get(o.scene_id)) is not None
     ]
 
 
