@@ -40,8 +40,9 @@ from jadd_dagster.logs.lidar import (
     lidar_rays,
     simulate_sweep,
 )
+from jadd_dagster.logs.objects import CLASS_INDEX, Boxes
 from jadd_dagster.logs.render import CLASS_RGB, camera_rays, render_frame
-from jadd_dagster.logs.world import CLASS_INDEX, Boxes, simulate_world
+from jadd_dagster.logs.world import simulate_world
 
 SEED = 21
 # nuScenes detection classes: category name -> (detection class, mean [w, l, h] metres).

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 
 from jadd_dagster.autolabel.base import Detection2D, Detector2D
+from jadd_dagster.logs.objects import CLASS_BY_NAME
 from jadd_dagster.logs.render import CLASS_HUE_DEG
-from jadd_dagster.logs.world import CLASS_BY_NAME
 
 MIN_SATURATION = 50  # 0..255; the haze and grey ground stay below ~25
 MIN_VALUE = 40  # 0..255; JPEG ringing in dark corners is not an object

@@ -19,7 +19,7 @@ import numpy as np
 from jadd_dagster.autolabel.base import Box3D, Detector2D
 from jadd_dagster.autolabel.lifting import LiftedBox, lift_to_3d
 from jadd_dagster.camera import CameraCalibration
-from jadd_dagster.logs.world import CLASS_BY_CATEGORY
+from jadd_dagster.logs.objects import CLASS_BY_CATEGORY
 from jadd_dagster.scene_record import SceneRecord
 
 DUPLICATE_M = 2.0  # two cameras' boxes of one class this close at one keyframe are one object

@@ -41,8 +41,9 @@ from jadd_dagster.logs.drive import (  # noqa: F401  (re-exported: the generator
     simulate_drive,
 )
 from jadd_dagster.logs.lidar import lidar_calibration, sweep_offsets_us, write_lidar
+from jadd_dagster.logs.objects import Tracks
 from jadd_dagster.logs.render import render_video
-from jadd_dagster.logs.world import Tracks, simulate_world
+from jadd_dagster.logs.world import simulate_world
 
 WORLD_STREAM, LIDAR_STREAM = 1, 2  # the world and the lidar draw from their own generators
 

@@ -24,8 +24,8 @@ import pyarrow.parquet as pq
 
 from jadd_dagster.camera import matrix_from_quaternion, quaternion_from_matrix
 from jadd_dagster.logs import format as fmt
+from jadd_dagster.logs.objects import CLASSES, Boxes, Tracks, ray_boxes, yaw_matrix
 from jadd_dagster.logs.render import ground_pattern
-from jadd_dagster.logs.world import CLASSES, Boxes, Tracks, ray_boxes, yaw_matrix
 
 CHANNEL = "LIDAR_TOP"
 BEAMS = 32

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from jadd_dagster.camera import DISTORTION_MODEL, CameraCalibration
 from jadd_dagster.logs import format as fmt
-from jadd_dagster.logs.world import Tracks
+from jadd_dagster.logs.objects import Tracks
 
 # Column dtypes of DriveLog.can() and DriveLog.pose(), whatever integer/float widths the files use.
 CAN_DTYPES = {

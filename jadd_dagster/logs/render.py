@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from jadd_dagster.camera import CameraCalibration, matrix_from_quaternion, pixel_rays
-from jadd_dagster.logs.world import CLASSES, Boxes, Tracks, ray_boxes, yaw_matrix
+from jadd_dagster.logs.objects import CLASSES, Boxes, Tracks, ray_boxes, yaw_matrix
 
 TILE_M = 2.0  # asphalt patches with their own shade, metres
 LANE_SPACING_M = 3.5  # painted lines on a square grid, metres
@@ -36,7 +36,7 @@ ZENITH_RGB = np.array([70, 120, 200], dtype=np.float32)
 WHITE_LINE_RGB = np.array([235, 235, 230], dtype=np.float32)
 YELLOW_LINE_RGB = np.array([230, 190, 40], dtype=np.float32)
 # Object colours: one hue per detection class, away from the yellow paint (~47°) and the sky
-# (~215°); faces (logs/world.FACES order: front, back, left, right, top, bottom) are shades of it.
+# (~215°); faces (logs/objects.FACES order: front, back, left, right, top, bottom) are shades of it.
 CLASS_HUE_DEG = {
     "car": 0, "truck": 28, "construction_vehicle": 80, "bus": 115, "traffic_cone": 150, "motorcycle": 180,
     "bicycle": 250, "trailer": 280, "pedestrian": 310, "barrier": 338,
