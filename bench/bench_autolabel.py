@@ -1,9 +1,11 @@
 """Benchmark: the baseline auto-labeller scored by the nuScenes devkit against ground truth.
 
 Generates logs with objects and LIDAR_TOP, samples every 20 s scene (2 Hz keyframes, undistorted),
-labels it with the baseline (timed per scene), merges a dataset whose sample_annotation table is
-the ground truth, and runs nuScenes DetectionEval on the 'val' split for (a) the baseline's boxes
-and (b) the ground truth itself submitted as predictions (the upper bound, which proves the path).
+labels it with the baseline twice (timed per scene): from the cameras alone, then with the scene's
+LIDAR_TOP keyframes added. A dataset whose sample_annotation table is the ground truth is merged
+and nuScenes DetectionEval runs on the 'val' split for (a) both baseline label sets and (b) the
+ground truth itself submitted as predictions (the upper bound, which proves the path). It also
+compares the labels' estimated visibility with the ground truth's (matched by centre distance).
 
     python bench/bench_autolabel.py [--logs 2 --minutes 1.0 --seed 21]
 """
@@ -11,6 +13,7 @@ and (b) the ground truth itself submitted as predictions (the upper bound, which
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import tempfile
 import time
@@ -41,13 +44,16 @@ def main() -> None:
         root = Path(tmp)
         paths = make_logs(root / "logs", args.logs, args.minutes, args.seed, channels=CHANNELS, image_size=(320, 180), lidar=True)
         profile = SamplingProfile(keyframe_hz=2, sweep_hz=2, undistort=True, channels=CHANNELS)
-        scene_dirs, logs, labels, label_s = [], {}, {}, []
+        scene_dirs, logs, labels, camera_labels, label_s, camera_s = [], {}, {}, {}, [], []
         for path in paths:
             log = read_log(path)
             windows, _ = cut_scenes(log.manifest)
             for w in windows:
                 out = root / "scenes" / w.log_id / f"{w.index:04d}"
                 record = sample_scene(log, w.index, w.start_time_us, w.end_time_us, profile, out, w.scene_id)
+                started = time.process_time()
+                camera_labels[w.scene_id] = label_scene(out)
+                camera_s.append(time.process_time() - started)
                 add_lidar_frames(log, record, out)
                 started = time.process_time()
                 labels[w.scene_id] = label_scene(out)
@@ -62,16 +68,48 @@ def main() -> None:
             truth[record.scene_id] = [b for b in ground_truth_annotations(logs[record.scene_id], record)
                                       if b["num_lidar_pts"] > 0]
         logs_by_id = {log.manifest.log_id: log for log in logs.values()}
+        cameras_only = score_autolabels(scene_dirs, logs_by_id.__getitem__, camera_labels, "bench", 0.5)
         baseline = score_autolabels(scene_dirs, logs_by_id.__getitem__, labels, "bench", 0.5)
         upper = score_autolabels(scene_dirs, logs_by_id.__getitem__, truth, "bench", 0.5)
+        agreement = visibility_agreement(labels, truth)
     print(f"{len(scene_dirs)} scenes ({upper['samples']} val samples), {len(CHANNELS)} cameras at 320x180, 2 Hz keyframes; "
-          f"baseline labelling {sum(label_s) / len(label_s):.2f} CPU s per scene")
+          f"baseline labelling {sum(camera_s) / len(camera_s):.2f} CPU s per scene from cameras, "
+          f"{sum(label_s) / len(label_s):.2f} with lidar")
     classes = upper["classes_present"]
-    print("| predictions | mAP (classes present) | mAP (devkit, 10 classes) | NDS | " + " | ".join(f"AP {c}" for c in classes) + " |")
-    print("|---|---:|---:|---:|" + "---:|" * len(classes))
-    for name, m in (("baseline (classical vision)", baseline), ("ground truth as predictions", upper)):
+    errors = ("mATE", "mASE", "mAOE", "mAVE", "mAAE")
+    print("| predictions | mAP (classes present) | mAP (devkit, 10 classes) | NDS | " + " | ".join(errors) + " | "
+          + " | ".join(f"AP {c}" for c in classes) + " |")
+    print("|---|---:|---:|---:|" + "---:|" * (len(errors) + len(classes)))
+    rows = (("baseline, cameras only", cameras_only), ("baseline, cameras + lidar", baseline), ("ground truth as predictions", upper))
+    for name, m in rows:
         aps = " | ".join(f"{m['per_class_AP'].get(c, 0.0):.3f}" for c in classes)
-        print(f"| {name} | {m['mAP_present']:.3f} | {m['mAP']:.3f} | {m['NDS']:.3f} | {aps} |")
+        tps = " | ".join(f"{m['errors'][e]:.3f}" for e in errors)
+        print(f"| {name} | {m['mAP_present']:.3f} | {m['mAP']:.3f} | {m['NDS']:.3f} | {tps} | {aps} |")
+    print(f"\nestimated visibility (cameras + lidar labels) vs ground truth, {agreement['matched']} boxes matched within "
+          f"{MATCH_M} m: same level {agreement['same']:.2f}, within one level {agreement['within_one']:.2f}")
+
+
+MATCH_M = 2.0
+_LEVELS = ("v0-40", "v40-60", "v60-80", "v80-100")
+
+
+def visibility_agreement(labels: dict[str, list[dict]], truth: dict[str, list[dict]]) -> dict:
+    """Shares of labelled boxes whose visibility level equals the nearest ground-truth box's (same
+    scene and keyframe, centres within MATCH_M), or is one level off."""
+    same = close = matched = 0
+    for scene_id, boxes in labels.items():
+        for box in boxes:
+            candidates = [t for t in truth.get(scene_id, ()) if t["keyframe_index"] == box["keyframe_index"]]
+            if not candidates or not box["visibility"]:
+                continue
+            nearest = min(candidates, key=lambda t: math.dist(t["translation"][:2], box["translation"][:2]))
+            if math.dist(nearest["translation"][:2], box["translation"][:2]) > MATCH_M:
+                continue
+            matched += 1
+            gap = abs(_LEVELS.index(box["visibility"]) - _LEVELS.index(nearest["visibility"]))
+            same += gap == 0
+            close += gap <= 1
+    return {"matched": matched, "same": same / max(matched, 1), "within_one": close / max(matched, 1)}
 
 
 if __name__ == "__main__":

@@ -276,12 +276,12 @@ def autolabel_quality(
     spec: DatasetSpec, outputs: list[SceneOutput], labels: dict[str, str], store: ObjectStore
 ) -> dict | None:
     """DetectionEval of the auto-labels against the logs' ground truth, where there is one (a local
-    store, logs with objects, LIDAR_TOP sampled); None otherwise."""
+    store, logs with objects); None otherwise."""
     from jadd_dagster.autolabel.quality import score_autolabels
     from jadd_dagster.logs import read_log
     from jadd_dagster.logs.stored import log_key
 
-    if store.local_path(LOGS) is None or "LIDAR_TOP" not in spec.channels:
+    if store.local_path(LOGS) is None:
         return None
     dirs = [store.local_path(o.path) for o in outputs]
     annotations = {o.scene_id: store.read_json(labels[o.scene_id])["annotations"] for o in outputs}

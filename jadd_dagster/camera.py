@@ -9,7 +9,7 @@ coordinates into the ego frame. Distortion uses OpenCV's radial-tangential model
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -132,6 +132,14 @@ class CameraCalibration:
             rotation=tuple(float(v) for v in data["rotation"]),  # type: ignore[arg-type]
             distortion_model=str(data.get("distortion_model", DISTORTION_MODEL)),
         )
+
+
+def resized_calibration(calib: CameraCalibration, width: int, height: int) -> CameraCalibration:
+    """The calibration of the same camera's image resized to width x height pixels (the lens
+    distortion acts on normalised coordinates, so only the camera matrix scales)."""
+    scale = np.array([[width / calib.width, 0, 0], [0, height / calib.height, 0], [0, 0, 1]])
+    k = scale @ calib.camera_matrix
+    return replace(calib, width=width, height=height, intrinsic=tuple(tuple(float(v) for v in row) for row in k))
 
 
 def pinhole_intrinsic(width: int, height: int, hfov_deg: float) -> tuple[tuple[float, ...], ...]:

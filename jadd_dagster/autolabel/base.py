@@ -24,7 +24,13 @@ class Detection2D:
 
 @dataclass(frozen=True)
 class Box3D:
-    """One object at one keyframe, in the global frame; instance_id groups boxes into a track."""
+    """One object at one keyframe, in the global frame; instance_id groups boxes into a track.
+
+    velocity: (vx, vy) m/s in the global frame; attributes: nuScenes attribute names; visibility:
+    a nuScenes visibility level ('v0-40'...'v80-100') or '' when unknown; num_lidar_pts: lidar
+    points inside the box; channel and pixel_box: the camera and the 2D box (pixels) it was found
+    in, for estimating its visibility.
+    """
 
     keyframe_index: int
     category: str
@@ -33,10 +39,16 @@ class Box3D:
     yaw: float
     score: float
     instance_id: str = ""
+    velocity: tuple[float, float] = (0.0, 0.0)
+    attributes: tuple[str, ...] = ()
+    visibility: str = ""
+    num_lidar_pts: int = 0
+    channel: str = ""
+    pixel_box: tuple[float, float, float, float] | None = None
 
     def annotation(self) -> dict:
-        """The annotation dict that jadd_dagster.merge writes as a sample_annotation (the score is
-        kept for evaluation; nuScenes tables have no field for it)."""
+        """The annotation dict that jadd_dagster.merge writes as a sample_annotation (score and
+        velocity are kept for evaluation; nuScenes tables have no field for them)."""
         half = self.yaw / 2
         return {
             "instance_id": self.instance_id,
@@ -45,6 +57,11 @@ class Box3D:
             "translation": list(self.translation),
             "size": list(self.size),
             "rotation": [float(np.cos(half)), 0.0, 0.0, float(np.sin(half))],
+            "velocity": [float(v) for v in self.velocity],
+            "attributes": list(self.attributes),
+            "visibility": self.visibility,
+            "num_lidar_pts": int(self.num_lidar_pts),
+            "num_radar_pts": 0,
             "score": float(self.score),
         }
 

@@ -8,8 +8,11 @@ train/val/test to the official nuScenes scenes, so a JADD split is evaluated as 
 evaluation view of the version folder (symbolic links to its tables and files) whose splits.json
 has the same scenes under "jadd-<split>". The dataset itself is never changed.
 
-The devkit needs a LIDAR_TOP sample_data on every sample (ego distance of the boxes) and drops
-ground-truth boxes with neither lidar nor radar points, so the dataset must have LIDAR_TOP.
+DetectionEval reads each sample's ego pose (for the boxes' distance from the ego) through its
+LIDAR_TOP sample_data. A camera-only dataset has none, so the devkit object opened on the view is
+given the reference camera's keyframe under that key, in memory (stand_in_lidar); the ego poses of
+one keyframe's sensors are milliseconds apart. The devkit drops ground-truth boxes with neither
+lidar nor radar points: ground truth without lidar marks its observable boxes with one point.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from nuscenes.eval.common.config import config_factory
 from nuscenes.eval.detection.evaluate import DetectionEval
 
 EVAL_CONFIG = "detection_cvpr_2019"
+LIDAR_CHANNEL = "LIDAR_TOP"
+REFERENCE_CAMERAS = ("CAM_FRONT",)  # stand-in for a missing LIDAR_TOP; else the first camera by name
 SPLIT_PREFIX = "jadd-"
 DETECTION_CLASSES = (
     "car", "truck", "bus", "trailer", "construction_vehicle", "pedestrian", "motorcycle", "bicycle",
@@ -52,6 +57,8 @@ _CATEGORY_CLASSES = (
     ("vehicle.bicycle", "bicycle"),
 )
 CATEGORY_TO_CLASS = dict(_CATEGORY_CLASSES)
+# The devkit's true-positive errors (metres, 1 - IoU, radians, m/s, 1 - accuracy) by their paper names.
+TP_ERRORS = {"mATE": "trans_err", "mASE": "scale_err", "mAOE": "orient_err", "mAVE": "vel_err", "mAAE": "attr_err"}
 
 
 def detection_name(category: str) -> str | None:
@@ -66,7 +73,7 @@ def detection_results(predictions: Mapping[str, Sequence[Mapping]], sample_token
 
     Each prediction has translation [x, y, z] (map frame, metres), size [w, l, h], rotation [w, x, y, z],
     detection_name or category, detection_score or score, and optionally velocity [vx, vy] (m/s) and
-    attribute_name. Boxes of categories with no detection class are left out.
+    attribute_name (or attributes, a list whose first entry is taken). Boxes of categories with no detection class are left out.
     """
     results: dict[str, list[dict]] = {}
     for token in sample_tokens:
@@ -84,7 +91,7 @@ def detection_results(predictions: Mapping[str, Sequence[Mapping]], sample_token
                     "velocity": [float(v) for v in box.get("velocity", (0.0, 0.0))][:2],
                     "detection_name": name,
                     "detection_score": float(box.get("detection_score", box.get("score", 1.0))),
-                    "attribute_name": str(box.get("attribute_name", "")),
+                    "attribute_name": str(box.get("attribute_name") or next(iter(box.get("attributes") or ()), "")),
                 }
             )
         results[token] = boxes
@@ -95,7 +102,8 @@ def detection_results(predictions: Mapping[str, Sequence[Mapping]], sample_token
 def predictions_from_annotations(
     nusc: NuScenes, sample_tokens: Iterable[str], observable_only: bool = True
 ) -> dict[str, list[dict]]:
-    """The dataset's own sample_annotations of the given samples as predictions with score 1.0.
+    """The dataset's own sample_annotations of the given samples as predictions with score 1.0,
+    velocity from the devkit's box_velocity and their attribute.
 
     With observable_only, boxes with neither lidar nor radar points are left out, as the devkit
     leaves them out of the ground truth (they would otherwise count as false positives).
@@ -108,6 +116,7 @@ def predictions_from_annotations(
             if observable_only and ann["num_lidar_pts"] + ann["num_radar_pts"] == 0:
                 continue
             velocity = nusc.box_velocity(ann_token)[:2]
+            attributes = [nusc.get("attribute", t)["name"] for t in ann["attribute_tokens"]]
             boxes.append(
                 {
                     "translation": list(ann["translation"]),
@@ -115,6 +124,7 @@ def predictions_from_annotations(
                     "rotation": list(ann["rotation"]),
                     "velocity": [0.0 if math.isnan(v) else float(v) for v in velocity],  # NaN: no neighbour
                     "category": ann["category_name"],
+                    "attributes": attributes,
                     "detection_score": 1.0,
                 }
             )
@@ -147,6 +157,23 @@ def evaluation_view(dataroot: Path, version: str, split: str, view_root: Path) -
     return name
 
 
+def stand_in_lidar(nusc: NuScenes) -> int:
+    """Give every sample without a LIDAR_TOP keyframe its reference camera's keyframe under that
+    key, in the devkit object only (see the module docstring); returns how many samples got one.
+    Raises ValueError for a sample with no keyframe at all."""
+    patched = 0
+    for sample in nusc.sample:
+        data = sample["data"]
+        if LIDAR_CHANNEL in data:
+            continue
+        cameras = [c for c in REFERENCE_CAMERAS if c in data] or sorted(data)
+        if not cameras:
+            raise ValueError(f"sample {sample['token']} has no keyframe to take the ego pose from")
+        data[LIDAR_CHANNEL] = data[cameras[0]]
+        patched += 1
+    return patched
+
+
 def evaluate_detections(
     dataroot: Path,
     version: str,
@@ -161,13 +188,15 @@ def evaluate_detections(
     Returns mAP and NDS as the devkit reports them (means over all 10 classes: a class absent from the
     split's ground truth scores AP 0), per_class_AP (AP averaged over the distance thresholds),
     classes_present (classes with ground truth boxes the devkit kept), mAP_present (mean AP over
-    those) and samples. output_dir receives results.json and the devkit's metrics_summary.json.
+    those), errors (mATE, mASE, mAOE, mAVE, mAAE: the devkit's true-positive errors averaged over
+    the classes present that define them; the devkit's own means count absent classes as 1) and samples. output_dir receives results.json and the devkit's metrics_summary.json.
     """
     output_dir = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="jadd-eval-"))
     output_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="jadd-eval-view-") as view:
         split = evaluation_view(dataroot, version, eval_split, Path(view))
         nusc = NuScenes(version=version, dataroot=view, verbose=False)
+        stand_in_lidar(nusc)
         scenes = set(split_scenes(dataroot, version, eval_split))
         tokens = [s["token"] for s in nusc.sample if nusc.get("scene", s["scene_token"])["name"] in scenes]
         result_path = output_dir / "results.json"
@@ -186,5 +215,13 @@ def evaluate_detections(
         "per_class_AP": per_class,
         "classes_present": present,
         "mAP_present": sum(per_class[c] for c in present) / len(present) if present else 0.0,
+        "errors": {name: _mean_present(summary["label_tp_errors"], present, key) for name, key in TP_ERRORS.items()},
         "samples": len(tokens),
     }
+
+
+def _mean_present(label_errors: Mapping[str, Mapping[str, float]], present: Sequence[str], key: str) -> float:
+    """Mean of one true-positive error over the classes present where it is defined (the devkit
+    gives NaN for e.g. a traffic cone's orientation); NaN when none defines it."""
+    values = [float(label_errors[c][key]) for c in present if not math.isnan(float(label_errors[c][key]))]
+    return sum(values) / len(values) if values else math.nan

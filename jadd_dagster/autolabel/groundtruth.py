@@ -1,7 +1,7 @@
 """Ground-truth 3D boxes of a sampled scene, straight from the synthetic log's objects.
 
-Used as the dataset's sample_annotations when the log has ground truth (the generator's logs), and
-as the reference the autolabels are evaluated against.
+The reference the auto-labels are evaluated against (autolabel/quality.py), for logs that carry
+ground truth (the generator's objects.parquet).
 """
 
 from __future__ import annotations
@@ -10,13 +10,19 @@ import math
 
 import numpy as np
 
+from jadd_dagster.camera import matrix_from_quaternion
 from jadd_dagster.logs.lidar import CHANNEL, lidar_points_per_object
+from jadd_dagster.logs.objects import yaw_matrix
+from jadd_dagster.logs.visibility import ObjectVisibility
 from jadd_dagster.sampling.lidar import nearest_sweeps
+from jadd_dagster.nuscenes.tables import visibility_level
 from jadd_dagster.scene_record import SceneRecord
 
 MAX_DISTANCE_M = 60.0  # beyond every nuScenes detection class range (50 m at most)
-VISIBILITY = "v80-100"  # not computed: the synthetic world has no occlusion model to read it from
-NO_LIDAR_POINTS = 1  # num_lidar_pts of every box when the log has no lidar, so the evaluation keeps it
+# num_lidar_pts of a box seen by the dataset's cameras when there is no lidar: the devkit's
+# evaluation (and training tools) drop boxes with no points, so an observable box must have one.
+NO_LIDAR_POINTS = 1
+MIN_SEEN_PX = 2  # visible pixels (at logs.visibility.TEST_WIDTH_PX) that make a box observable without lidar
 
 
 def yaw_quaternion(yaw: float) -> list[float]:
@@ -36,41 +42,59 @@ def _lidar_sweeps(log, record: SceneRecord, channel: str) -> list[int] | None:
 
 
 def ground_truth_annotations(
-    log, record: SceneRecord, max_distance_m: float = MAX_DISTANCE_M, channel: str = CHANNEL
+    log, record: SceneRecord, max_distance_m: float = MAX_DISTANCE_M, channel: str = CHANNEL,
+    visibility: ObjectVisibility | None = None,
 ) -> list[dict]:
     """Annotation dicts (nuscenes.tables.annotation_tables) of the log's objects at each keyframe.
 
     log is a logs.reader.DriveLog with objects (none: no annotations). Boxes are the objects at the
-    keyframe time within max_distance_m (metres, horizontal) of the ego. num_lidar_pts counts the
-    points of the keyframe's lidar sweep inside the box (lidar_points_per_object); boxes with 0
-    points are kept (the nuScenes evaluation drops them). When the log has no lidar every box gets
-    NO_LIDAR_POINTS, so the evaluation keeps all of them. num_radar_pts is 0; visibility VISIBILITY.
+    keyframe time within max_distance_m (metres, horizontal) of the ego. visibility is the share of
+    the box the log's cameras see (logs.visibility; pass an ObjectVisibility to reuse its rays).
+    num_lidar_pts counts the points of the keyframe's lidar sweep inside the box
+    (lidar_points_per_object); boxes with 0 points are kept (the nuScenes evaluation drops them).
+    When the log has no lidar, a box gets NO_LIDAR_POINTS if one of the record's cameras sees at
+    least MIN_SEEN_PX of it, else 0. num_radar_pts is 0.
     """
     times = [int(t) for t in record.keyframe_times_us]
     sweeps = _lidar_sweeps(log, record, channel)
-    positions, _ = log.pose_at(np.asarray(times, dtype=np.int64))
+    positions, rotations = log.pose_at(np.asarray(times, dtype=np.int64))
+    visibility = visibility or ObjectVisibility(log.calibration)
+    dataset_cameras = [c for c, data in record.cameras.items() if "intrinsic" in data]
     annotations: list[dict] = []
     for index, t in enumerate(times):
-        boxes = log.objects_at(t)
-        if boxes.empty:
+        objects = log.boxes_at(t)
+        if objects is None or not len(objects):
             continue
-        distance = np.hypot(boxes["x"].to_numpy() - positions[index, 0], boxes["y"].to_numpy() - positions[index, 1])
-        boxes = boxes[distance <= max_distance_m]
+        heading = float(np.arctan2(*_heading_vector(rotations[index])))
+        coverage = visibility.coverage(positions[index], yaw_matrix(heading), objects)
+        shares, seen = coverage.shares(), coverage.seen(dataset_cameras, MIN_SEEN_PX)
+        distance = np.hypot(objects.centre[:, 0] - positions[index, 0], objects.centre[:, 1] - positions[index, 1])
         points = lidar_points_per_object(log, sweeps[index], channel) if sweeps is not None else None
-        for row in boxes.itertuples(index=False):
-            lidar_points = NO_LIDAR_POINTS if points is None else int(points.get(row.instance_id, 0))
+        for i in np.flatnonzero(distance <= max_distance_m):
+            instance_id = str(objects.ids[i])
+            if points is not None:
+                lidar_points = int(points.get(instance_id, 0))
+            else:
+                lidar_points = NO_LIDAR_POINTS if seen[i] else 0
             annotations.append(
                 {
-                    "instance_id": str(row.instance_id),
+                    "instance_id": instance_id,
                     "keyframe_index": index,
-                    "category": str(row.category),
-                    "translation": [float(row.x), float(row.y), float(row.z)],
-                    "size": [float(row.width), float(row.length), float(row.height)],
-                    "rotation": yaw_quaternion(float(row.yaw)),
-                    "attributes": [str(row.attribute)] if row.attribute else [],
-                    "visibility": VISIBILITY,
+                    "category": str(objects.category[i]),
+                    "translation": [float(v) for v in objects.centre[i]],
+                    "size": [float(v) for v in objects.size[i]],
+                    "rotation": yaw_quaternion(float(objects.yaw[i])),
+                    "velocity": [float(v) for v in objects.velocity[i]],
+                    "attributes": [str(objects.attribute[i])] if objects.attribute[i] else [],
+                    "visibility": visibility_level(float(shares[i])),
                     "num_lidar_pts": lidar_points,
                     "num_radar_pts": 0,
                 }
             )
     return annotations
+
+
+def _heading_vector(rotation) -> tuple[float, float]:
+    """(sin, cos) of the heading of an ego rotation [w, x, y, z] (for arctan2)."""
+    m = matrix_from_quaternion(rotation)
+    return float(m[1, 0]), float(m[0, 0])

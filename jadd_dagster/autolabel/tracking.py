@@ -4,13 +4,20 @@ Per keyframe, detections of one object by two cameras (same class, centres withi
 DUPLICATE_M) are merged first. Tracks then take, greedily by distance, the boxes of their class
 nearest to where they are predicted (constant velocity, global frame); a box no track takes
 starts a new track. A track may miss MAX_MISSES keyframes before it ends. Boxes of a track that
-moves (MOVING_M over its life) face along its motion, the others along the ego heading.
+moves (MOVING_M over its life) face along its motion and carry its velocity, the others face along
+the ego heading and stand still. Attributes follow from the motion: a moving track's boxes are
+'moving' (a cycle 'with_rider') while faster than MOVING_MPS, else 'stopped'; a track that never
+moves is 'parked', 'standing' or 'without_rider'.
+
+label_scene also fills in what nuScenes keeps per box beyond its pose: num_lidar_pts (points of
+the keyframe's sweep inside the box, when the scene has LIDAR_TOP) and an estimated visibility:
+the share of the box's projected outline that its detection covers (estimate_visibility).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -18,8 +25,10 @@ import numpy as np
 
 from jadd_dagster.autolabel.base import Box3D, Detector2D
 from jadd_dagster.autolabel.lifting import LiftedBox, lift_to_3d
-from jadd_dagster.camera import CameraCalibration
+from jadd_dagster.camera import CameraCalibration, matrix_from_quaternion
+from jadd_dagster.logs.lidar import count_points_in_boxes, read_sweep
 from jadd_dagster.logs.objects import CLASS_BY_CATEGORY
+from jadd_dagster.nuscenes.tables import visibility_level
 from jadd_dagster.scene_record import SceneRecord
 
 DUPLICATE_M = 2.0  # two cameras' boxes of one class this close at one keyframe are one object
@@ -29,6 +38,19 @@ VELOCITY_SPAN = 3  # keyframes over which a track's velocity is averaged (single
 GATE_UNKNOWN_SPEED = 0.6  # ... plus this share of the class's top speed × time, before a track has a velocity
 MAX_MISSES = 1  # keyframes a track may go unseen and still continue
 MOVING_M = 2.0  # a track that travels this far faces along its motion
+MOVING_MPS = 1.0  # a moving track's box faster than this is 'moving' (lifting noise stays below it)
+LIDAR_MARGIN_M = 0.1  # boxes are grown by this when counting points (returns lie on the surface)
+# num_lidar_pts of every box of a scene without lidar (as autolabel/groundtruth.py): tools that
+# drop boxes with no points would otherwise drop them all.
+NO_LIDAR_POINTS = 1
+LIDAR_CHANNEL = "LIDAR_TOP"
+# Attributes (moving, still-after-moving, never moving) by the class's nuScenes category prefix.
+_ATTRIBUTES = (
+    ("vehicle.bicycle", ("cycle.with_rider", "cycle.with_rider", "cycle.without_rider")),
+    ("vehicle.motorcycle", ("cycle.with_rider", "cycle.with_rider", "cycle.without_rider")),
+    ("vehicle.", ("vehicle.moving", "vehicle.stopped", "vehicle.parked")),
+    ("human.pedestrian.", ("pedestrian.moving", "pedestrian.standing", "pedestrian.standing")),
+)
 
 
 @dataclass
@@ -96,7 +118,7 @@ def track(boxes_per_keyframe: list[list[LiftedBox]], keyframe_hz: float = 2.0) -
         still = [tr for tr in live if keyframe - tr.keyframes[-1] <= MAX_MISSES]
         done.extend(tr for tr in live if keyframe - tr.keyframes[-1] > MAX_MISSES)
         live = still
-    return [box for tr in sorted(done + live, key=lambda tr: tr.id) for box in _final_boxes(tr)]
+    return [box for tr in sorted(done + live, key=lambda tr: tr.id) for box in _final_boxes(tr, keyframe_hz)]
 
 
 def _extend(tr: _Track, box: LiftedBox, centre: np.ndarray, keyframe: int) -> None:
@@ -105,26 +127,73 @@ def _extend(tr: _Track, box: LiftedBox, centre: np.ndarray, keyframe: int) -> No
     tr.keyframes.append(keyframe)
 
 
-def _final_boxes(tr: _Track) -> list[Box3D]:
+def _final_boxes(tr: _Track, keyframe_hz: float) -> list[Box3D]:
     """The track's boxes facing along its motion (central differences) when it moves (and its class
-    can move at all: cones and barriers face the default heading)."""
+    can move at all: cones and barriers face the default heading), with velocity and attributes."""
     points = np.array(tr.positions)
     moves = CLASS_BY_CATEGORY[tr.category].max_speed > 0 and np.hypot(*(points[-1] - points[0])) >= MOVING_M
     if len(points) < 2 or not moves:
-        return [b.box(instance_id=tr.id) for b in tr.boxes]
+        still = _attribute(tr.category, 2)
+        return [replace(b.box(instance_id=tr.id), attributes=still) for b in tr.boxes]
     out = []
     for i, b in enumerate(tr.boxes):
         lo, hi = max(i - 1, 0), min(i + 1, len(points) - 1)
         dx, dy = points[hi] - points[lo]
         yaw = math.atan2(dy, dx) if math.hypot(dx, dy) > 1e-3 else b.yaw
-        out.append(b.box(yaw=yaw, instance_id=tr.id))
+        seconds = (tr.keyframes[hi] - tr.keyframes[lo]) / keyframe_hz
+        velocity = (float(dx / seconds), float(dy / seconds))
+        attributes = _attribute(tr.category, 0 if math.hypot(*velocity) > MOVING_MPS else 1)
+        out.append(replace(b.box(yaw=yaw, instance_id=tr.id), velocity=velocity, attributes=attributes))
     return out
+
+
+def _attribute(category: str, motion: int) -> tuple[str, ...]:
+    """The attribute of a box of category: motion 0 moving, 1 still after moving, 2 never moving."""
+    for prefix, names in _ATTRIBUTES:
+        if category.startswith(prefix):
+            return (names[motion],)
+    return ()
+
+
+def estimate_visibility(box: Box3D, calibration: CameraCalibration, ego_rotation, ego_translation) -> str:
+    """The nuScenes visibility level of a box from its detection: the share of its projected
+    outline (clipped to the image) that the detection's 2D box covers. calibration: the pinhole
+    calibration of box.channel; ego pose of that image (ego-to-global). '' without a pixel_box."""
+    if box.pixel_box is None:
+        return ""
+    ego_to_global = matrix_from_quaternion(ego_rotation)
+    cam_to_global = ego_to_global @ matrix_from_quaternion(calibration.rotation)
+    origin = ego_to_global @ np.asarray(calibration.translation) + np.asarray(ego_translation)
+    width, length, height = box.size
+    c, s = math.cos(box.yaw), math.sin(box.yaw)
+    corners = np.array([(x * length / 2, y * width / 2, z * height / 2)
+                        for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)])
+    corners = corners @ np.array([[c, s, 0], [-s, c, 0], [0, 0, 1]]) + np.asarray(box.translation)
+    cam = (corners - origin) @ cam_to_global
+    cam = cam[cam[:, 2] > 0.1]
+    if len(cam) < 2:
+        return ""
+    k = calibration.camera_matrix
+    u = k[0, 0] * cam[:, 0] / cam[:, 2] + k[0, 2] + 0.5
+    v = k[1, 1] * cam[:, 1] / cam[:, 2] + k[1, 2] + 0.5
+    outline = (max(u.min(), 0.0), max(v.min(), 0.0), min(u.max(), calibration.width), min(v.max(), calibration.height))
+    whole = _area(outline)
+    if whole <= 0:
+        return ""
+    seen = _area(tuple(f(a, b) for f, a, b in zip((max, max, min, min), box.pixel_box, outline)))
+    return visibility_level(min(1.0, seen / whole))
+
+
+def _area(box) -> float:
+    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
 
 
 def label_scene(scene_dir: Path, detector: Detector2D | None = None) -> list[dict]:
     """Annotation dicts (Box3D.annotation()) of a sampled scene folder (scene_record layout): every
-    camera's keyframes detected, lifted with the output calibration and the frame's ego pose, and
-    tracked. The scene must be sampled undistorted; detector defaults to the BaselineDetector."""
+    camera's keyframes detected, lifted with the output calibration, the frame's ego pose and the
+    keyframe's lidar sweep when the scene has LIDAR_TOP, then tracked; each box gets its lidar
+    point count and estimated visibility. The scene must be sampled undistorted; detector defaults
+    to the BaselineDetector."""
     if detector is None:
         from jadd_dagster.autolabel.baseline import BaselineDetector
 
@@ -133,8 +202,10 @@ def label_scene(scene_dir: Path, detector: Detector2D | None = None) -> list[dic
     record = SceneRecord.load(scene_dir)
     # Cameras only: a LIDAR_TOP entry has no intrinsics and its frames are point clouds.
     calibrations = {c: CameraCalibration.from_json(data) for c, data in record.cameras.items() if "intrinsic" in data}
+    sweeps = _keyframe_sweeps(scene_dir, record)
     per_keyframe: list[list[LiftedBox]] = [[] for _ in record.keyframe_times_us]
     keyframes = [f for f in record.frames if f.is_key_frame and f.keyframe_index is not None and f.channel in calibrations]
+    poses = {(f.channel, f.keyframe_index): f.ego_pose for f in keyframes}
     for frame in keyframes:
         bgr = cv2.imread(str(scene_dir / frame.path), cv2.IMREAD_COLOR)
         if bgr is None:
@@ -142,6 +213,30 @@ def label_scene(scene_dir: Path, detector: Detector2D | None = None) -> list[dic
         detections = detector.detect([cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)])[0]
         per_keyframe[frame.keyframe_index].extend(lift_to_3d(
             detections, calibrations[frame.channel], frame.ego_pose.translation, frame.ego_pose.rotation,
-            frame.keyframe_index,
+            frame.keyframe_index, sweeps.get(frame.keyframe_index),
         ))
-    return [box.annotation() for box in track(per_keyframe, record.keyframe_hz)]
+    boxes = []
+    for box in track(per_keyframe, record.keyframe_hz):
+        pose = poses.get((box.channel, box.keyframe_index))
+        visibility = estimate_visibility(box, calibrations[box.channel], pose.rotation, pose.translation) if pose else ""
+        sweep = sweeps.get(box.keyframe_index)
+        points = NO_LIDAR_POINTS if sweep is None else int(count_points_in_boxes(
+            sweep, np.array([box.translation]), np.array([box.size]), np.array([box.yaw]), LIDAR_MARGIN_M)[0])
+        boxes.append(replace(box, visibility=visibility, num_lidar_pts=points).annotation())
+    return boxes
+
+
+def _keyframe_sweeps(scene_dir: Path, record: SceneRecord) -> dict[int, np.ndarray]:
+    """The scene's LIDAR_TOP keyframe sweeps as global-frame points (N, 3), by keyframe index;
+    empty when the scene has no lidar."""
+    if LIDAR_CHANNEL not in record.cameras:
+        return {}
+    mount = record.cameras[LIDAR_CHANNEL]
+    sensor_to_ego = matrix_from_quaternion(mount["rotation"])
+    sweeps = {}
+    for frame in record.frames:
+        if frame.channel == LIDAR_CHANNEL and frame.is_key_frame and frame.keyframe_index is not None:
+            ego = read_sweep(scene_dir / frame.path)[:, :3].astype(np.float64) @ sensor_to_ego.T + mount["translation"]
+            pose = frame.ego_pose
+            sweeps[frame.keyframe_index] = ego @ matrix_from_quaternion(pose.rotation).T + np.asarray(pose.translation)
+    return sweeps

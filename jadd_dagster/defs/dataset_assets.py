@@ -1,5 +1,7 @@
 """Assets of a dataset build: curation, per-scene sampling, the nuScenes dataset and its registration."""
 
+import math
+
 import dagster as dg
 
 from jadd_dagster import build
@@ -99,6 +101,7 @@ def quality_metadata(metrics: dict | None) -> dict:
         "autolabel_mAP_classes_present": round(metrics["mAP_present"], 4),
         "autolabel_mAP": round(metrics["mAP"], 4),
         "autolabel_NDS": round(metrics["NDS"], 4),
+        **{f"autolabel_{name}": round(value, 4) for name, value in metrics["errors"].items() if not math.isnan(value)},
         "autolabel_AP_per_class": dg.MetadataValue.md("| class | AP |\n|---|---:|\n" + rows),
     }
 

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from jadd_dagster.camera import DISTORTION_MODEL, CameraCalibration
 from jadd_dagster.logs import format as fmt
-from jadd_dagster.logs.objects import Tracks
+from jadd_dagster.logs.objects import Boxes, Tracks
 
 # Column dtypes of DriveLog.can() and DriveLog.pose(), whatever integer/float widths the files use.
 CAN_DTYPES = {
@@ -102,6 +102,11 @@ class DriveLog:
         if self._objects is None:
             return pd.DataFrame({c: pd.Series(dtype=d) for c, d in OBJECT_DTYPES.items()})
         return self._objects.at(int(timestamp_us)).to_frame(int(timestamp_us)).astype(OBJECT_DTYPES)
+
+    def boxes_at(self, timestamp_us: int) -> Boxes | None:
+        """The objects at timestamp_us as arrays (logs.objects.Boxes, map frame; the rows of
+        objects_at in the same order), or None when the log has no objects."""
+        return self._objects.at(int(timestamp_us)) if self._objects is not None else None
 
     def lidar_timestamps(self, channel: str) -> np.ndarray:
         """Timestamps (µs, int64) of a lidar's sweeps, in order."""

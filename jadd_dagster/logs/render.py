@@ -193,6 +193,42 @@ def draw_boxes(
     be level (ego_rotation a yaw about z), like the boxes. Each box is tested against the rays of
     the pixels it can cover only, all boxes at once (see _candidate_pixels).
     """
+    pixel, box, t, face = _box_hits(rays, depth, ego_translation, ego_rotation, boxes)
+    if len(pixel) == 0:
+        return
+    front = _nearest(rays, pixel, t)
+    pixel, box, t, face = pixel[front], box[front], t[front], face[front]
+    step = np.minimum(t * np.float32(1 / _FOG_STEP_M), np.float32(_FOG_STEPS - 1)).astype(np.int64)
+    # Whole RGB triplets as single 3-byte items: one scatter instead of a row-by-row copy.
+    triplets = image.reshape(-1, 3).view(_RGB_ITEM).ravel()
+    colour = (np.take(boxes.class_index.astype(np.int64), box) * 6 + face) * _FOG_STEPS + step
+    triplets[pixel] = np.take(_FOGGED_ITEMS, colour)
+
+
+def object_pixels(
+    rays: CameraRays, ego_translation: np.ndarray, ego_rotation: np.ndarray, boxes: Boxes
+) -> tuple[np.ndarray, np.ndarray]:
+    """(visible, whole): (N,) int64 pixel counts of each box in the camera's image, where it is the
+    nearest object and where it is at all (in front of the ground), with the ego level at the given
+    pose (metres; (3, 3) ego-to-map)."""
+    visible = np.zeros(len(boxes), dtype=np.int64)
+    whole = np.zeros(len(boxes), dtype=np.int64)
+    if not len(boxes):
+        return visible, whole
+    origin = ego_rotation @ rays.origin_ego + np.asarray(ego_translation, dtype=np.float64)
+    depth = render_view(rays, ego_rotation[2], origin[2]).depth
+    pixel, box, t, _ = _box_hits(rays, depth, np.asarray(ego_translation, dtype=np.float64), ego_rotation, boxes)
+    if len(pixel):
+        whole += np.bincount(box, minlength=len(boxes))
+        visible += np.bincount(box[_nearest(rays, pixel, t)], minlength=len(boxes))
+    return visible, whole
+
+
+def _box_hits(
+    rays: CameraRays, depth: np.ndarray, ego_translation: np.ndarray, ego_rotation: np.ndarray, boxes: Boxes
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(pixel, box, t, face): every pixel whose ray hits a box nearer than depth, the box, the
+    distance (metres) and the face it enters by; a pixel may appear once per box it hits."""
     if abs(ego_rotation[2, 2] - 1.0) > 1e-9:  # (np.allclose costs more than the check is worth)
         raise ValueError("objects are drawn for a level ego pose only (a rotation about z)")
     # einsum, not matmul: BLAS (and its threads) stays out of the per-frame work.
@@ -200,20 +236,18 @@ def draw_boxes(
     yaws = boxes.yaw - np.arctan2(ego_rotation[1, 0], ego_rotation[0, 0])
     pixel, box = _candidate_pixels(rays, centres, yaws, boxes.size)
     if len(pixel) == 0:
-        return
+        return pixel, box, np.zeros(0, np.float32), np.zeros(0, np.int8)
     # np.take: several times faster than fancy indexing for these gathers.
     t, face = ray_boxes(rays.origin_ego, np.take(rays.directions_ego, pixel, axis=1), box, centres, yaws, boxes.size)
     nearer = t < np.take(depth, pixel)
-    pixel, box, t, face = pixel[nearer], box[nearer], t[nearer], face[nearer]
+    return pixel[nearer], box[nearer], t[nearer], face[nearer]
+
+
+def _nearest(rays: CameraRays, pixel: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """(M,) bool: the hits that are the nearest along their pixel's ray (a z-buffer)."""
     zbuffer = np.full(rays.width * rays.height, np.inf, dtype=np.float32)
     np.minimum.at(zbuffer, pixel, t)
-    front = t == np.take(zbuffer, pixel)
-    pixel, box, t, face = pixel[front], box[front], t[front], face[front]
-    step = np.minimum(t * np.float32(1 / _FOG_STEP_M), np.float32(_FOG_STEPS - 1)).astype(np.int64)
-    # Whole RGB triplets as single 3-byte items: one scatter instead of a row-by-row copy.
-    triplets = image.reshape(-1, 3).view(_RGB_ITEM).ravel()
-    colour = (np.take(boxes.class_index.astype(np.int64), box) * 6 + face) * _FOG_STEPS + step
-    triplets[pixel] = np.take(_FOGGED_ITEMS, colour)
+    return t == np.take(zbuffer, pixel)
 
 
 # Box corners and edge midpoints in units of the half size: their projections bound the box's

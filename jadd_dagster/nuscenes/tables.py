@@ -90,6 +90,15 @@ VISIBILITY = (
     ("3", "v60-80", "visibility of whole object is between 60 and 80%"),
     ("4", "v80-100", "visibility of whole object is between 80 and 100%"),
 )
+VISIBILITY_BOUNDS = (0.4, 0.6, 0.8)  # the upper bounds of the first three levels
+
+
+def visibility_level(share: float) -> str:
+    """The nuScenes visibility level ('v0-40' ... 'v80-100') of a visible share of an object (0..1)."""
+    index = sum(share >= bound for bound in VISIBILITY_BOUNDS)
+    return VISIBILITY[index][1]
+
+
 CATEGORY_TOKENS = {name: make_token("category", name) for name, _ in CATEGORIES}
 ATTRIBUTE_TOKENS = {name: make_token("attribute", name) for name, _ in ATTRIBUTES}
 VISIBILITY_TOKENS = {level: token for token, level, _ in VISIBILITY}
