@@ -22,7 +22,7 @@ from pathlib import Path
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 from jadd_dagster.autolabel.groundtruth import ground_truth_annotations  # noqa: E402
-from jadd_dagster.autolabel.quality import score_autolabels  # noqa: E402
+from jadd_dagster.autolabel.quality import scenes_to_score, score_autolabels  # noqa: E402
 from jadd_dagster.autolabel.tracking import label_scene  # noqa: E402
 from jadd_dagster.logs import read_log  # noqa: E402
 from jadd_dagster.logs.generator import make_logs  # noqa: E402
@@ -32,6 +32,7 @@ from jadd_dagster.scene_record import SceneRecord  # noqa: E402
 from jadd_dagster.scenes import cut_scenes  # noqa: E402
 
 CHANNELS = ("CAM_FRONT", "CAM_FRONT_LEFT", "CAM_FRONT_RIGHT")
+VAL_FRACTION = 0.5
 
 
 def main() -> None:
@@ -68,9 +69,11 @@ def main() -> None:
             truth[record.scene_id] = [b for b in ground_truth_annotations(logs[record.scene_id], record)
                                       if b["num_lidar_pts"] > 0]
         logs_by_id = {log.manifest.log_id: log for log in logs.values()}
-        cameras_only = score_autolabels(scene_dirs, logs_by_id.__getitem__, camera_labels, "bench", 0.5)
-        baseline = score_autolabels(scene_dirs, logs_by_id.__getitem__, labels, "bench", 0.5)
-        upper = score_autolabels(scene_dirs, logs_by_id.__getitem__, truth, "bench", 0.5)
+        val = set(scenes_to_score(labels, VAL_FRACTION))  # the val split a dataset of these scenes has
+        val_dirs = [d for d in scene_dirs if SceneRecord.load(d).scene_id in val]
+        cameras_only = score_autolabels(val_dirs, logs_by_id.__getitem__, camera_labels, "bench")
+        baseline = score_autolabels(val_dirs, logs_by_id.__getitem__, labels, "bench")
+        upper = score_autolabels(val_dirs, logs_by_id.__getitem__, truth, "bench")
         agreement = visibility_agreement(labels, truth)
     print(f"{len(scene_dirs)} scenes ({upper['samples']} val samples), {len(CHANNELS)} cameras at 320x180, 2 Hz keyframes; "
           f"baseline labelling {sum(camera_s) / len(camera_s):.2f} CPU s per scene from cameras, "

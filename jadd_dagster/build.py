@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from jadd_dagster.registry import SceneOutput
 from jadd_dagster.sampling import SamplingProfile
 from jadd_dagster.scene_record import SCENE_CAN, SCENE_JSON, SCENE_POSE, SceneRecord
 from jadd_dagster.spec import DatasetSpec
-from jadd_dagster.storage import DATASETS, LOGS, SCENES, ObjectStore
+from jadd_dagster.storage import DATASETS, SCENES, ObjectStore
 
 
 def sampling_profile(spec: DatasetSpec) -> SamplingProfile:
@@ -275,19 +276,30 @@ def publish_dataset(staging: Path, store: ObjectStore, key: str, versions: list[
 def autolabel_quality(
     spec: DatasetSpec, outputs: list[SceneOutput], labels: dict[str, str], store: ObjectStore
 ) -> dict | None:
-    """DetectionEval of the auto-labels against the logs' ground truth, where there is one (a local
-    store, logs with objects); None otherwise."""
-    from jadd_dagster.autolabel.quality import score_autolabels
-    from jadd_dagster.logs import read_log
-    from jadd_dagster.logs.stored import log_key
+    """DetectionEval of the auto-labels against the logs' ground truth on a sample of the val
+    scenes (autolabel/quality.py), or None when the logs have none. Only each scored scene's
+    scene.json and lidar keyframes and its log's small files are read (fetched from a remote store)."""
+    from jadd_dagster.autolabel.quality import scenes_to_score, score_autolabels
+    from jadd_dagster.logs.stored import open_stored_log
 
-    if store.local_path(LOGS) is None:
-        return None
-    dirs = [store.local_path(o.path) for o in outputs]
-    annotations = {o.scene_id: store.read_json(labels[o.scene_id])["annotations"] for o in outputs}
-    return score_autolabels(
-        dirs, lambda log_id: read_log(store.local_path(log_key(log_id))), annotations, spec.name, spec.val_fraction
-    )
+    chosen = set(scenes_to_score([o.scene_id for o in outputs], spec.val_fraction))
+    picked = [o for o in outputs if o.scene_id in chosen]
+
+    def scoring_file(name: str) -> bool:
+        return name == SCENE_JSON or name.split("/")[0] in LIDAR_CHANNELS
+
+    with tempfile.TemporaryDirectory(prefix="jadd-quality-") as tmp, ExitStack() as stack:
+        scratch = Path(tmp)
+        dirs = [stack.enter_context(store.local_folder(o.path, scratch=scratch, include=scoring_file)) for o in picked]
+        logs: dict[str, object] = {}
+
+        def open_log(log_id: str):
+            if log_id not in logs:
+                logs[log_id] = stack.enter_context(open_stored_log(store, log_id, scratch=scratch))
+            return logs[log_id]
+
+        annotations = {o.scene_id: store.read_json(labels[o.scene_id])["annotations"] for o in picked}
+        return score_autolabels(dirs, open_log, annotations, spec.name)
 
 
 def devkit_problems(dataroot: Path, versions: list[str]) -> list[str]:

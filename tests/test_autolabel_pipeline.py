@@ -51,6 +51,8 @@ def test_autolabelled_dataset_has_boxes_and_a_rebuild_reuses_the_labels(tmp_path
     first = instance.fetch_materializations(dg.AssetKey("jadd_dataset"), limit=1).records[0].asset_materialization
     assert 0.0 < first.metadata["autolabel_mAP_classes_present"].value <= 1.0
     assert "| car |" in first.metadata["autolabel_AP_per_class"].value
+    assert 0.0 < first.metadata["autolabel_mATE"].value < 2.0  # metres, over the matched boxes
+    assert first.metadata["label_s_per_scene"].value > 0  # the measured cost of labelling a scene
 
     nusc.render_sample_data(sample["data"]["CAM_FRONT"], out_path=str(tmp_path / "boxes.png"))
     assert (tmp_path / "boxes.png").stat().st_size > 1000
@@ -58,6 +60,8 @@ def test_autolabelled_dataset_has_boxes_and_a_rebuild_reuses_the_labels(tmp_path
     assert jadd(args) == 0  # the same spec again: frames and labels come from the cache
     assert label_metadata(tmp_path / "work") == [
         {"labels_cached": 0, "labels_computed": 2}, {"labels_cached": 2, "labels_computed": 0}]
+    rebuilt = instance.fetch_materializations(dg.AssetKey("jadd_dataset"), limit=1).records[0].asset_materialization
+    assert "label_s_per_scene" not in rebuilt.metadata  # nothing was labelled
 
     # A UI backfill of the per-scene asset with the same model and inputs finds the labels cached.
     from jadd_dagster.defs.resources import resources_for

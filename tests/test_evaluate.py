@@ -22,6 +22,7 @@ from jadd_dagster.autolabel.evaluate import (
     predictions_from_annotations,
 )
 from jadd_dagster.autolabel.groundtruth import ground_truth_annotations, yaw_quaternion
+from jadd_dagster.camera import matrix_from_quaternion, project_points
 from jadd_dagster.logs.generator import make_logs
 from jadd_dagster.logs.lidar import lidar_points_per_object, read_sweep
 from jadd_dagster.logs.reader import read_log
@@ -129,6 +130,8 @@ def test_ground_truth_annotations_are_the_log_objects_near_the_ego(built):
         assert ann["rotation"] == pytest.approx([math.cos(row.yaw / 2), 0, 0, math.sin(row.yaw / 2)])
         assert ann["attributes"] == ([row.attribute] if row.attribute else [])
         assert ann["num_lidar_pts"] == int(points.get(row.instance_id, 0)) and ann["num_radar_pts"] == 0
+        assert ann["velocity"] == [row.vx, row.vy]
+        assert ann["visibility"] in ("v0-40", "v40-60", "v60-80", "v80-100")
     assert yaw_quaternion(math.pi) == pytest.approx([0, 0, 0, 1])
 
 
@@ -173,18 +176,72 @@ def test_dropping_half_the_boxes_scores_clearly_lower(built, tmp_path):
     assert evaluate_detections(result.dataroot, result.versions[0], halved, "val", tmp_path)["mAP_present"] < 0.8
 
 
-def test_without_lidar_every_box_counts_one_point(built):
-    log, record = built["log"], built["records"][0]
+def _cameras_only(log, record):
     no_lidar = dataclasses.replace(log, manifest=dataclasses.replace(log.manifest, lidar_channels=()))
     cameras_only = dataclasses.replace(
         record,
         cameras={c: v for c, v in record.cameras.items() if c != "LIDAR_TOP"},
         frames=[f for f in record.frames if f.channel != "LIDAR_TOP"],
     )
+    return no_lidar, cameras_only
+
+
+def test_without_lidar_the_boxes_the_cameras_see_count_one_point(built):
+    log, record = built["log"], built["records"][0]
+    no_lidar, cameras_only = _cameras_only(log, record)
     annotations = ground_truth_annotations(no_lidar, cameras_only)
-    assert annotations and {a["num_lidar_pts"] for a in annotations} == {1}
+    assert {a["num_lidar_pts"] for a in annotations} == {0, 1}
+    calib = log.calibration["CAM_FRONT"]
+    for ann in annotations:
+        t = record.keyframe_times_us[ann["keyframe_index"]]
+        ego_t, ego_q = log.pose_at(np.array([t]))
+        ego = matrix_from_quaternion(ego_q[0]).T @ (np.array(ann["translation"]) - ego_t[0])
+        if ego[0] + np.hypot(*ann["size"][:2]) / 2 < calib.translation[0]:
+            assert ann["num_lidar_pts"] == 0  # wholly behind the front camera
+    lidar_points = {(a["instance_id"], a["keyframe_index"]): a["num_lidar_pts"] for a in ground_truth_annotations(log, record)}
+    ahead = [a for a in annotations if lidar_points[(a["instance_id"], a["keyframe_index"])] >= 50
+             and _in_front_image(log, record, a)]
+    assert len(ahead) >= 10 and np.mean([a["num_lidar_pts"] for a in ahead]) >= 0.9
     with_lidar = ground_truth_annotations(log, cameras_only)  # sweeps found in the log itself
     assert with_lidar == ground_truth_annotations(log, record)
+
+
+def _in_front_image(log, record, ann) -> bool:
+    """Whether the box's centre projects into CAM_FRONT's raw image, in front of it."""
+    calib = log.calibration["CAM_FRONT"]
+    ego_t, ego_q = log.pose_at(np.array([record.keyframe_times_us[ann["keyframe_index"]]]))
+    ego = matrix_from_quaternion(ego_q[0]).T @ (np.array(ann["translation"]) - ego_t[0])
+    cam = matrix_from_quaternion(calib.rotation).T @ (ego - np.array(calib.translation))
+    if cam[2] <= 1.0:
+        return False
+    u, v = project_points(cam[None], calib)[0]
+    return 0 <= u < calib.width and 0 <= v < calib.height
+
+
+def test_a_camera_only_dataset_is_evaluated_from_its_camera_poses(built, tmp_path):
+    log = built["log"]
+    no_lidar = dataclasses.replace(log, manifest=dataclasses.replace(log.manifest, lidar_channels=()))
+    dirs = []
+    for folder, record in zip(built["dirs"], built["records"]):
+        copy = tmp_path / "scenes" / folder.name
+        shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("LIDAR_TOP"))
+        _, cameras_only = _cameras_only(log, record)
+        cameras_only.save(copy)
+        dirs.append(copy)
+    result = merge_scenes(
+        dirs, tmp_path / "dataset", "cameras", val_fraction=0.5, include_can_bus=False,
+        annotations=lambda record, _: ground_truth_annotations(no_lidar, record),
+    )
+    nusc = NuScenes(version=result.versions[0], dataroot=str(result.dataroot), verbose=False)
+    assert all("LIDAR_TOP" not in s["data"] for s in nusc.sample)
+    tokens = val_tokens(nusc, result)
+    metrics = evaluate_detections(
+        result.dataroot, result.versions[0], predictions_from_annotations(nusc, tokens), "val", tmp_path / "eval")
+    assert metrics["classes_present"] and metrics["mAP_present"] >= 0.99
+    assert metrics["errors"]["mATE"] == pytest.approx(0.0, abs=1e-6)
+    # The dataset itself still has no LIDAR_TOP: the stand-in lived in the evaluation's devkit object.
+    assert all("LIDAR_TOP" not in s["data"] for s in NuScenes(
+        version=result.versions[0], dataroot=str(result.dataroot), verbose=False).sample)
 
 
 def test_lidar_calibration_has_no_intrinsic_and_point_clouds_no_size():
@@ -219,3 +276,15 @@ def test_validation_flags_a_lidar_with_an_intrinsic_or_jpg_format(built, tmp_pat
     (folder / "sample_data.json").write_text(json.dumps(sample_data))
     problems = validate_dataset(copy, version)
     assert any(p.startswith("intrinsic") for p in problems) and any("fileformat" in p for p in problems)
+
+
+def test_scored_scenes_are_the_datasets_val_scenes_capped_evenly():
+    from jadd_dagster.autolabel.quality import scenes_to_score
+    from jadd_dagster.merge import assign_splits
+
+    ids = [f"log-{i % 7}/{i:04d}" for i in range(1000)]
+    val = sorted(s for s, split in assign_splits(ids, 0.2).items() if split == "val")
+    assert scenes_to_score(reversed(ids), 0.2, max_scenes=10_000) == val and 150 < len(val) < 250
+    capped = scenes_to_score(ids, 0.2, max_scenes=25)
+    assert len(capped) == 25 and set(capped) <= set(val) and capped == sorted(capped)
+    assert capped[0] == val[0] and val.index(capped[-1]) >= len(val) - len(val) / 25 - 1  # spread to the end

@@ -303,3 +303,14 @@ def test_letterbox_normalises_and_pads():
     assert (meta.scale, meta.pad_x, meta.pad_y) == (1.0, 2.0, 0.0)
     assert np.allclose(batch[0, :, :, 2:6], np.array([20.0, 10.0, 10.0])[:, None, None])
     assert np.allclose(batch[0, :, :, :2], np.array([52.0, 23.5, 16.8])[:, None, None])
+
+
+def test_label_cache_keys_change_with_the_model_version_and_the_labeller_version(monkeypatch):
+    from jadd_dagster.autolabel import models
+
+    onnx_v3 = {"kind": "onnx", "uri": "m.onnx", "version": "3"}
+    assert models.model_key("yolo", onnx_v3) == f"yolo-v3-l{models.LABELLER_VERSION}"
+    assert models.model_key("yolo", {**onnx_v3, "version": "4"}) != models.model_key("yolo", onnx_v3)
+    before = models.model_key("baseline", {"kind": "baseline"})
+    monkeypatch.setattr(models, "LABELLER_VERSION", "99")
+    assert models.model_key("baseline", {"kind": "baseline"}) != before

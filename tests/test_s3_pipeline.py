@@ -32,7 +32,8 @@ def test_a_dataset_builds_with_everything_in_s3(s3_server, tmp_path, monkeypatch
         monkeypatch.delenv(name, raising=False)
     make_logs(tmp_path / "logs", n_logs=2, minutes=0.4, seed=11, channels=("CAM_FRONT",), image_size=(96, 54))
     spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump({"name": "s3e2e", "channels": ["CAM_FRONT"], "image_width": 64, "image_height": 36}))
+    spec.write_text(yaml.safe_dump({"name": "s3e2e", "channels": ["CAM_FRONT"], "image_width": 64, "image_height": 36,
+                                    "autolabel": True}))
 
     code = jadd(["build", "--spec", str(spec), "--logs", str(tmp_path / "logs"), "--workdir", str(tmp_path / "work")])
 
@@ -53,3 +54,11 @@ def test_a_dataset_builds_with_everything_in_s3(s3_server, tmp_path, monkeypatch
     path, _, _ = nusc.get_sample_data(nusc.sample[5]["data"]["CAM_FRONT"])
     assert Path(path).stat().st_size > 0
     assert len(list((local / "sweeps" / "CAM_FRONT").iterdir())) == 2 * 39 * 4
+
+    # The labels were scored against the logs' ground truth, fetched from S3 for the val scenes.
+    import dagster as dg
+
+    instance = dg.DagsterInstance.from_config(str(tmp_path / "work" / "dagster_home"))
+    metadata = instance.fetch_materializations(dg.AssetKey("jadd_dataset"), limit=1).records[0].asset_materialization.metadata
+    assert metadata["labels_computed"].value == 2
+    assert 0.0 <= metadata["autolabel_mAP"].value <= 1.0 and "autolabel_AP_per_class" in metadata

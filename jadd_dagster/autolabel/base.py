@@ -12,6 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# The version of what turns any detector's 2D boxes into labels (lifting, tracking, attributes,
+# visibility, point counts: autolabel/lifting.py, tracking.py); part of every model's cache key, so
+# a change there relabels as a new model version would. 2: lidar refinement and per-box attributes.
+LABELLER_VERSION = "2"
+
 
 @dataclass(frozen=True)
 class Detection2D:

@@ -46,7 +46,7 @@ class BaselineDetector(Detector2D):
     """Colour segmentation + connected components; score is the component's fill of its box."""
 
     name = "baseline"
-    version = "2"  # 2: lidar-refined lifting, attributes, velocity, visibility, lidar point counts
+    version = "1"
     needs_gpu = False
 
     def __init__(self, min_area_px: int = MIN_AREA_PX):

@@ -7,11 +7,12 @@ ground truth (the generator's objects.parquet).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
 from jadd_dagster.camera import matrix_from_quaternion
-from jadd_dagster.logs.lidar import CHANNEL, lidar_points_per_object
+from jadd_dagster.logs.lidar import CHANNEL, lidar_points_per_object, read_sweep
 from jadd_dagster.logs.objects import yaw_matrix
 from jadd_dagster.logs.visibility import ObjectVisibility
 from jadd_dagster.sampling.lidar import nearest_sweeps
@@ -43,7 +44,7 @@ def _lidar_sweeps(log, record: SceneRecord, channel: str) -> list[int] | None:
 
 def ground_truth_annotations(
     log, record: SceneRecord, max_distance_m: float = MAX_DISTANCE_M, channel: str = CHANNEL,
-    visibility: ObjectVisibility | None = None,
+    visibility: ObjectVisibility | None = None, scene_dir: Path | None = None,
 ) -> list[dict]:
     """Annotation dicts (nuscenes.tables.annotation_tables) of the log's objects at each keyframe.
 
@@ -51,7 +52,8 @@ def ground_truth_annotations(
     keyframe time within max_distance_m (metres, horizontal) of the ego. visibility is the share of
     the box the log's cameras see (logs.visibility; pass an ObjectVisibility to reuse its rays).
     num_lidar_pts counts the points of the keyframe's lidar sweep inside the box
-    (lidar_points_per_object); boxes with 0 points are kept (the nuScenes evaluation drops them).
+    (lidar_points_per_object; the sweep is read from scene_dir, the sampled scene, when it has the
+    channel, else from the log); boxes with 0 points are kept (the nuScenes evaluation drops them).
     When the log has no lidar, a box gets NO_LIDAR_POINTS if one of the record's cameras sees at
     least MIN_SEEN_PX of it, else 0. num_radar_pts is 0.
     """
@@ -60,6 +62,8 @@ def ground_truth_annotations(
     positions, rotations = log.pose_at(np.asarray(times, dtype=np.int64))
     visibility = visibility or ObjectVisibility(log.calibration)
     dataset_cameras = [c for c, data in record.cameras.items() if "intrinsic" in data]
+    own_sweeps = {} if scene_dir is None else {
+        f.keyframe_index: f.path for f in record.frames if f.channel == channel and f.is_key_frame}
     annotations: list[dict] = []
     for index, t in enumerate(times):
         objects = log.boxes_at(t)
@@ -69,7 +73,11 @@ def ground_truth_annotations(
         coverage = visibility.coverage(positions[index], yaw_matrix(heading), objects)
         shares, seen = coverage.shares(), coverage.seen(dataset_cameras, MIN_SEEN_PX)
         distance = np.hypot(objects.centre[:, 0] - positions[index, 0], objects.centre[:, 1] - positions[index, 1])
-        points = lidar_points_per_object(log, sweeps[index], channel) if sweeps is not None else None
+        points = None
+        if sweeps is not None:
+            sampled = own_sweeps.get(index)
+            sweep = read_sweep(Path(scene_dir) / sampled) if sampled is not None else None
+            points = lidar_points_per_object(log, sweeps[index], channel, sweep=sweep)
         for i in np.flatnonzero(distance <= max_distance_m):
             instance_id = str(objects.ids[i])
             if points is not None:

@@ -3,7 +3,8 @@
     {"kind": "baseline"}                                   classical vision, no weights
     {"kind": "onnx", "uri": "...", "version": "3", ...}    see onnx_runner.make_detector
 
-The cache key of a model's labels is its name and version: a new version relabels lazily.
+The cache key of a model's labels is its name and version, and the labeller's version
+(base.LABELLER_VERSION): a new version of either relabels lazily.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 from functools import lru_cache
 import json
 
-from jadd_dagster.autolabel.base import Detector2D
+from jadd_dagster.autolabel.base import LABELLER_VERSION, Detector2D
 
 LABELS_JSON = "labels.json"
 DEFAULT_MODELS = {"baseline": {"kind": "baseline"}}
@@ -27,8 +28,8 @@ def model_version(config: dict) -> str:
 
 
 def model_key(name: str, config: dict) -> str:
-    """Stable, path-safe id of a model version, e.g. 'baseline-v1'."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{name}-v{model_version(config)}")
+    """Stable, path-safe id of a model version and the labeller's, e.g. 'baseline-v1-l2'."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{name}-v{model_version(config)}-l{LABELLER_VERSION}")
 
 
 def needs_gpu(config: dict) -> bool:

@@ -1,8 +1,10 @@
 """How good a dataset's auto-labels are: nuScenes DetectionEval against the logs' ground truth.
 
-Only logs that carry ground truth (the synthetic ones: objects.parquet) can be scored. The ground
-truth goes into a tables-only copy of the dataset (same deterministic tokens, no images), and the
-auto-labels are submitted as predictions on the dataset's 'val' split. With LIDAR_TOP sampled, a
+Only logs that carry ground truth (the synthetic ones: objects.parquet) can be scored. The scored
+scenes are the dataset's 'val' scenes, at most MAX_SCORED_SCENES of them (scenes_to_score): the
+score is a sample, so a dataset of 160,000 scenes costs what one of a few hundred does. Their
+ground truth goes into a tables-only dataset (same deterministic tokens, no images), and the
+auto-labels are submitted as predictions. With LIDAR_TOP sampled, a
 ground-truth box counts when the sweep has points in it, as in nuScenes; without, when one of the
 dataset's cameras sees it (autolabel/groundtruth.py).
 """
@@ -10,12 +12,27 @@ dataset's cameras sees it (autolabel/groundtruth.py).
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from jadd_dagster.autolabel.evaluate import evaluate_detections
 from jadd_dagster.autolabel.groundtruth import ground_truth_annotations
 from jadd_dagster.scene_record import SceneRecord
+
+MAX_SCORED_SCENES = 100  # val scenes scored per build (≈ 4,000 samples of 20 s scenes at 2 Hz)
+
+
+def scenes_to_score(scene_ids: Iterable[str], val_fraction: float, max_scenes: int = MAX_SCORED_SCENES) -> list[str]:
+    """The dataset's val scenes (merge.assign_splits, as the dataset assigns them), sorted; at most
+    max_scenes of them, spread evenly over the sorted ids."""
+    from jadd_dagster.merge import assign_splits
+
+    splits = assign_splits(sorted(set(scene_ids)), val_fraction)
+    val = sorted(scene_id for scene_id, split in splits.items() if split == "val")
+    if len(val) <= max_scenes:
+        return val
+    step = len(val) / max_scenes
+    return [val[int(i * step)] for i in range(max_scenes)]
 
 
 def score_autolabels(
@@ -23,10 +40,10 @@ def score_autolabels(
     open_log: Callable[[str], object],
     labels: Mapping[str, list[dict]],
     name: str,
-    val_fraction: float,
 ) -> dict | None:
-    """DetectionEval metrics of labels (scene id -> annotation dicts) on the val split, or None
-    when there are no scenes or a scene's log has no ground truth."""
+    """DetectionEval metrics of labels (scene id -> annotation dicts) on the given sampled scene
+    folders (scene.json, and the lidar keyframes if sampled), all evaluated as one split; None when
+    there are no scenes or a scene's log has no ground truth. open_log(log_id) gives a DriveLog."""
     from nuscenes.nuscenes import NuScenes
 
     from jadd_dagster.merge import merge_scenes
@@ -40,8 +57,8 @@ def score_autolabels(
     with tempfile.TemporaryDirectory(prefix="jadd-gt-") as tmp:
         root = Path(tmp) / "groundtruth"
         merged = merge_scenes(
-            list(records), root, name, val_fraction=val_fraction, include_can_bus=False,
-            annotations=lambda record, _: ground_truth_annotations(logs[record.log_id], record),
+            list(records), root, name, val_fraction=1.0, include_can_bus=False,
+            annotations=lambda record, scene_dir: ground_truth_annotations(logs[record.log_id], record, scene_dir=scene_dir),
             link_image=lambda *_: True, frame_exists=lambda *_: True,
         )
         version = merged.versions[0]

@@ -4,7 +4,7 @@ Per keyframe, detections of one object by two cameras (same class, centres withi
 DUPLICATE_M) are merged first. Tracks then take, greedily by distance, the boxes of their class
 nearest to where they are predicted (constant velocity, global frame); a box no track takes
 starts a new track. A track may miss MAX_MISSES keyframes before it ends. Boxes of a track that
-moves (MOVING_M over its life) face along its motion and carry its velocity, the others face along
+moves (MOVING_M and MOVING_MEAN_MPS over its life) face along its motion and carry its velocity, the others face along
 the ego heading and stand still. Attributes follow from the motion: a moving track's boxes are
 'moving' (a cycle 'with_rider') while faster than MOVING_MPS, else 'stopped'; a track that never
 moves is 'parked', 'standing' or 'without_rider'.
@@ -39,6 +39,7 @@ GATE_UNKNOWN_SPEED = 0.6  # ... plus this share of the class's top speed × time
 MAX_MISSES = 1  # keyframes a track may go unseen and still continue
 MOVING_M = 2.0  # a track that travels this far faces along its motion
 MOVING_MPS = 1.0  # a moving track's box faster than this is 'moving' (lifting noise stays below it)
+MOVING_MEAN_MPS = 0.5  # ... and a moving track averages at least this over its life
 LIDAR_MARGIN_M = 0.1  # boxes are grown by this when counting points (returns lie on the surface)
 # num_lidar_pts of every box of a scene without lidar (as autolabel/groundtruth.py): tools that
 # drop boxes with no points would otherwise drop them all.
@@ -131,7 +132,12 @@ def _final_boxes(tr: _Track, keyframe_hz: float) -> list[Box3D]:
     """The track's boxes facing along its motion (central differences) when it moves (and its class
     can move at all: cones and barriers face the default heading), with velocity and attributes."""
     points = np.array(tr.positions)
-    moves = CLASS_BY_CATEGORY[tr.category].max_speed > 0 and np.hypot(*(points[-1] - points[0])) >= MOVING_M
+    travelled = float(np.hypot(*(points[-1] - points[0])))
+    life_s = (tr.keyframes[-1] - tr.keyframes[0]) / keyframe_hz
+    # A track that drifts a few metres over a long life is lifting noise (or hops between parked
+    # neighbours), not motion: it must also average MOVING_MEAN_MPS.
+    moves = (CLASS_BY_CATEGORY[tr.category].max_speed > 0 and travelled >= MOVING_M
+             and travelled >= MOVING_MEAN_MPS * life_s)
     if len(points) < 2 or not moves:
         still = _attribute(tr.category, 2)
         return [replace(b.box(instance_id=tr.id), attributes=still) for b in tr.boxes]

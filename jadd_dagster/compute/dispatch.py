@@ -34,6 +34,12 @@ class StageResult:
     def ok(self) -> list[SceneOutput]:
         return sorted(self.cached + self.computed, key=lambda o: o.scene_id)
 
+    @property
+    def seconds_per_scene(self) -> float | None:
+        """Mean worker seconds of the newly computed scenes (the stage's measured per-scene
+        cost; workers run one scene at a time, so this is close to CPU seconds); None if none."""
+        return sum(o.seconds for o in self.computed) / len(self.computed) if self.computed else None
+
 
 def run_stage(
     tasks: list[SceneTask],

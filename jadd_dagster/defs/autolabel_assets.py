@@ -60,4 +60,5 @@ def autolabels(
         "model": model_key(spec.autolabel_model, models.get(spec.autolabel_model)),
         "computed": len(result.computed), "cached": len(result.cached),
         "boxes": sum(o.frames for o in result.ok),
+        **({} if result.seconds_per_scene is None else {"label_s_per_scene": round(result.seconds_per_scene, 3)}),
     })

@@ -92,6 +92,12 @@ def sampled_frames(
     })
 
 
+def seconds_metadata(name: str, result) -> dict:
+    """A stage's measured worker seconds per newly computed scene (nothing when all were cached)."""
+    seconds = result.seconds_per_scene
+    return {} if seconds is None else {name: round(seconds, 3)}
+
+
 def quality_metadata(metrics: dict | None) -> dict:
     """DetectionEval results as run metadata (nothing when there is no ground truth to score)."""
     if metrics is None:
@@ -137,6 +143,7 @@ def jadd_dataset(
         labels = {o.scene_id: f"{o.path}/{LABELS_JSON}" for o in labelled.ok}
         outputs = [o for o in result.ok if o.scene_id in labels]
         label_metadata = {"labels_cached": len(labelled.cached), "labels_computed": len(labelled.computed),
+                          **seconds_metadata("label_s_per_scene", labelled),
                           **quality_metadata(build.autolabel_quality(spec, outputs, labels, s))}
     if not outputs:
         reasons = "\n".join(f"{k}: {v}" for k, v in sorted(failed.items())[:10])
@@ -151,7 +158,8 @@ def jadd_dataset(
             "dataroot": dg.MetadataValue.path(summary.dataroot),
             "versions": ", ".join(summary.versions),
             "scenes": summary.scenes, "samples": summary.samples, "images": summary.images,
-            "cached_scenes": summary.cached_scenes, "computed_scenes": summary.computed_scenes, **label_metadata,
+            "cached_scenes": summary.cached_scenes, "computed_scenes": summary.computed_scenes,
+            **seconds_metadata("sampling_s_per_scene", result), **label_metadata,
             **plan_metadata(result, profile.sweep_hz * len(profile.channels), settings),
             "failed_scenes": dg.MetadataValue.json(summary.failed_scenes),
             "sampling_wall_s": summary.sampling_wall_s, "merge_wall_s": summary.merge_wall_s,

@@ -198,11 +198,15 @@ def sweep_to_ego(points: np.ndarray, calib: fmt.LidarCalibration) -> np.ndarray:
     return points[:, :3].astype(np.float64) @ matrix_from_quaternion(calib.rotation).T + np.asarray(calib.translation)
 
 
-def lidar_points_per_object(log, timestamp_us: int, channel: str = CHANNEL, margin: float = 0.1) -> pd.Series:
+def lidar_points_per_object(
+    log, timestamp_us: int, channel: str = CHANNEL, margin: float = 0.1, sweep: np.ndarray | None = None
+) -> pd.Series:
     """Ground truth num_lidar_pts: lidar points of the sweep at timestamp_us inside each object's
     box (grown by margin metres: returns lie on the surface, with range noise), by instance_id.
-    log is a DriveLog with that sweep and objects."""
-    points = sweep_to_ego(log.lidar_sweep(channel, timestamp_us), log.lidar_calibration[channel])
+    log is a DriveLog with objects, and with that sweep unless it is given (sensor-frame points,
+    e.g. read from a sampled scene)."""
+    sweep = log.lidar_sweep(channel, timestamp_us) if sweep is None else sweep
+    points = sweep_to_ego(sweep, log.lidar_calibration[channel])
     boxes = log.objects_at(timestamp_us)
     if boxes.empty:
         return pd.Series(dtype=np.int64)
