@@ -124,6 +124,7 @@ class BuildSummary:
     sampling_wall_s: float = 0.0
     merge_wall_s: float = 0.0
     dagster_run_id: str = ""
+    autolabel: dict = field(default_factory=dict)  # model, cached, computed, seconds_per_scene, quality
 
 
 @dataclass

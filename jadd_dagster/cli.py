@@ -37,6 +37,18 @@ def _load_spec(path: Path):
         return None, None
 
 
+def _autolabel_line(autolabel: dict) -> str:
+    """One line on the build's auto-labels: how many were computed, and their score if any."""
+    line = f"labels:   {autolabel['model']}, {autolabel['computed']} scenes labelled, {autolabel['cached']} cached"
+    if autolabel.get("seconds_per_scene"):
+        line += f" ({autolabel['seconds_per_scene']:.1f} s a scene)"
+    quality = autolabel.get("quality")
+    if quality:
+        line += (f"\nscore:    mAP {quality['mAP_present']:.3f} on the classes present, NDS {quality['NDS']:.3f} "
+                 f"(nuScenes DetectionEval against ground truth, {quality['scenes']} val scenes)")
+    return line
+
+
 def _run_build(spec_path: Path, workdir: Path, logs_dir: Path | None, make_demo_logs: dict | None) -> int:
     from jadd_dagster import headless
 
@@ -68,6 +80,8 @@ def _run_build(spec_path: Path, workdir: Path, logs_dir: Path | None, make_demo_
         f"({s['cached_scenes']} scenes cached, {s['computed_scenes']} computed) in {s['wall_s']:.1f} s\n"
         f"dataroot: {s['dataroot']}\nversions: {', '.join(s['versions'])}\nsummary:  {path}"
     )
+    if s.get("autolabel"):
+        print(_autolabel_line(s["autolabel"]))
     for scene, reason in sorted(s["failed_scenes"].items()):
         print(f"FAILED scene {scene}: {reason}", file=sys.stderr)
     for log_id, reason in sorted(result.failed_logs.items()):

@@ -46,6 +46,8 @@ def test_autolabelled_dataset_has_boxes_and_a_rebuild_reuses_the_labels(tmp_path
     instance = dg.DagsterInstance.from_config(str(tmp_path / "work" / "dagster_home"))
     assert len(instance.get_materialized_partitions(dg.AssetKey("autolabels"))) == 2
     assert summary["check_problems"] == {"frame_counts": [], "nuscenes_invariants": [], "devkit": []}
+    assert summary["autolabel"]["computed"] == 2 and summary["autolabel"]["cached"] == 0
+    assert summary["autolabel"]["quality"]["scenes"] == 1  # the val scene of two (val_fraction 0.2)
 
     # The labels were scored against the generator's ground truth by the devkit.
     first = instance.fetch_materializations(dg.AssetKey("jadd_dataset"), limit=1).records[0].asset_materialization

@@ -43,7 +43,8 @@ def score_autolabels(
 ) -> dict | None:
     """DetectionEval metrics of labels (scene id -> annotation dicts) on the given sampled scene
     folders (scene.json, and the lidar keyframes if sampled), all evaluated as one split; None when
-    there are no scenes or a scene's log has no ground truth. open_log(log_id) gives a DriveLog."""
+    there are no scenes or a scene's log has no ground truth. open_log(log_id) gives a DriveLog.
+    The metrics are evaluate_detections' plus scenes, the number scored."""
     from nuscenes.nuscenes import NuScenes
 
     from jadd_dagster.merge import merge_scenes
@@ -72,4 +73,4 @@ def score_autolabels(
                 token = nusc.get("sample", token)["next"]
             for box in labels.get(scene_of_name[scene["name"]], []):
                 predictions.setdefault(tokens[box["keyframe_index"]], []).append(box)
-        return evaluate_detections(root, version, predictions, "val", Path(tmp) / "eval")
+        return {**evaluate_detections(root, version, predictions, "val", Path(tmp) / "eval"), "scenes": merged.scenes}

@@ -10,6 +10,7 @@ from jadd_dagster.curation import FilterError, select_scenes
 from jadd_dagster.defs.log_assets import catalog_rows_for_partitions, read_catalog, scene_catalog
 from jadd_dagster.autolabel.models import LABELS_JSON
 from jadd_dagster.defs.autolabel_assets import autolabels, label_scenes
+from jadd_dagster.compute.dispatch import StageResult
 from jadd_dagster.defs.compute_resources import ComputeBackend
 from jadd_dagster.defs.config import DatasetConfig, SamplingConfig, spec_from_config
 from jadd_dagster.defs.partitions import dataset_partitions, scene_partitions
@@ -92,6 +93,23 @@ def sampled_frames(
     })
 
 
+def label_dataset(
+    context: dg.AssetExecutionContext, spec, sampled: StageResult, tasks, store: StoreResource,
+    registry: RegistryResource, compute: ComputeBackend, models: AutolabelModels,
+) -> tuple[StageResult, dict[str, str], dict, dict]:
+    """Auto-label the sampled scenes and score the labels: the stage's result, the labels' keys by
+    scene id, the run metadata and the build summary's 'autolabel' section."""
+    labelled = label_scenes(context, spec, sampled.ok, tasks, store, registry, compute, models)
+    labels = {o.scene_id: f"{o.path}/{LABELS_JSON}" for o in labelled.ok}
+    outputs = [o for o in sampled.ok if o.scene_id in labels]
+    quality = build.autolabel_quality(spec, outputs, labels, store.store())
+    metadata = {"labels_cached": len(labelled.cached), "labels_computed": len(labelled.computed),
+                **seconds_metadata("label_s_per_scene", labelled), **quality_metadata(quality)}
+    summary = {"model": spec.autolabel_model, "cached": len(labelled.cached), "computed": len(labelled.computed),
+               "seconds_per_scene": labelled.seconds_per_scene, "quality": quality}
+    return labelled, labels, metadata, summary
+
+
 def seconds_metadata(name: str, result) -> dict:
     """A stage's measured worker seconds per newly computed scene (nothing when all were cached)."""
     seconds = result.seconds_per_scene
@@ -109,6 +127,7 @@ def quality_metadata(metrics: dict | None) -> dict:
         "autolabel_NDS": round(metrics["NDS"], 4),
         **{f"autolabel_{name}": round(value, 4) for name, value in metrics["errors"].items() if not math.isnan(value)},
         "autolabel_AP_per_class": dg.MetadataValue.md("| class | AP |\n|---|---:|\n" + rows),
+        "autolabel_scored_scenes": metrics["scenes"], "autolabel_scored_samples": metrics["samples"],
     }
 
 
@@ -136,15 +155,12 @@ def jadd_dataset(
     result = run_on_backend(context, build.STAGE_SAMPLED, tasks, profile.key(), profile.to_json(), store, registry,
                             compute, spec.name, SCENE_JSON)
     record_scene_materializations(context, sampled_frames.key, result, "frames")
-    failed, outputs, labels, label_metadata = dict(result.failed), result.ok, None, {}
+    failed, outputs, labels, label_metadata, label_summary = dict(result.failed), result.ok, None, {}, {}
     if spec.autolabel:
-        labelled = label_scenes(context, spec, result.ok, tasks, store, registry, compute, models)
+        labelled, labels, label_metadata, label_summary = label_dataset(
+            context, spec, result, tasks, store, registry, compute, models)
         failed.update(labelled.failed)
-        labels = {o.scene_id: f"{o.path}/{LABELS_JSON}" for o in labelled.ok}
         outputs = [o for o in result.ok if o.scene_id in labels]
-        label_metadata = {"labels_cached": len(labelled.cached), "labels_computed": len(labelled.computed),
-                          **seconds_metadata("label_s_per_scene", labelled),
-                          **quality_metadata(build.autolabel_quality(spec, outputs, labels, s))}
     if not outputs:
         reasons = "\n".join(f"{k}: {v}" for k, v in sorted(failed.items())[:10])
         raise dg.Failure(f"no scene could be built:\n{reasons}", metadata={"failed": dg.MetadataValue.json(failed)})
@@ -152,6 +168,7 @@ def jadd_dataset(
     summary.failed_scenes.update(failed)
     summary.cached_scenes, summary.computed_scenes = len(result.cached), len(result.computed)
     summary.sampling_wall_s = round(result.wall_s, 3)
+    summary.autolabel = label_summary
     s.write_json(f"{build.dataset_key(spec.name)}/build.json", summary.__dict__)
     return dg.MaterializeResult(
         metadata={
