@@ -164,9 +164,12 @@ class SceneFolders:
                         self.store.download_file(f"{output.path}/{name}", folder / name)
                 self.frames_of[folder] = keys
             self.key_of[folder] = output.path
-            if (folder / SCENE_JSON).exists():
-                self.frame_counts[output.scene_id] = frames_per_channel(SceneRecord.load(folder))
             yield folder
+
+    def note(self, record: SceneRecord) -> None:
+        """Count a merged scene's frames per channel (merge_scenes' on_record: scene.json is
+        parsed once)."""
+        self.frame_counts[record.scene_id] = frames_per_channel(record)
 
     def link_image(self, target_prefix: str):
         def link(folder: Path, source: str, filename: str) -> bool:
@@ -216,7 +219,7 @@ def assemble_dataset(
         try:
             merged = merge_scenes(
                 folders.iterate(outputs), staging, spec.name, val_fraction=spec.val_fraction,
-                scenes_per_part=scenes_per_part, include_can_bus=spec.include_can_bus, **hooks,
+                scenes_per_part=scenes_per_part, include_can_bus=spec.include_can_bus, on_record=folders.note, **hooks,
             )
             checks = check_dataset(spec, merged, folders.frame_counts, staging, store, key, scene_length_s)
             publish_dataset(staging, store, key, merged.versions)

@@ -81,6 +81,7 @@ def merge_scenes(
     annotations: AnnotationSource | None = None,
     link_image: Callable[[Path, str, str], bool] | None = None,
     frame_exists: Callable[[Path, str], bool] | None = None,
+    on_record: Callable[[SceneRecord], None] | None = None,
 ) -> MergeResult:
     """Stream scene folders into dataroot as nuScenes version folder(s) v1.0-<name>[-partNNN].
 
@@ -89,7 +90,8 @@ def merge_scenes(
     file systems), never re-encoded. Raises ValueError before writing anything when there are more
     folders than 4-digit scene names (MAX_SCENES) or the arguments are invalid. With no mergeable
     scene, nothing is written and versions is empty. link_image and frame_exists let a caller whose
-    frames live in an object store copy and check them there (see DatasetWriter, prepare_scene).
+    frames live in an object store copy and check them there (see DatasetWriter, prepare_scene);
+    on_record sees each scene's record as it is read.
     """
     dirs = [Path(d) for d in scene_dirs]
     if len(dirs) > MAX_SCENES:
@@ -112,6 +114,8 @@ def merge_scenes(
             except Exception as exc:  # noqa: BLE001 - any unreadable folder is reported, not fatal
                 failed.append((str(scene_dir), f"unreadable scene folder: {type(exc).__name__}: {exc}"))
                 continue
+            if on_record is not None:
+                on_record(record)
             if record.scene_id in seen:
                 failed.append((record.scene_id, f"duplicate scene id (again in {scene_dir})"))
                 continue
