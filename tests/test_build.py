@@ -1,0 +1,56 @@
+"""The merge step of a build on its own: scene outputs in a local store to a checked dataroot."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from jadd_dagster import build
+from jadd_dagster.logs.generator import make_logs
+from jadd_dagster.logs.reader import read_log
+from jadd_dagster.registry import SceneOutput
+from jadd_dagster.sampling import sample_scene
+from jadd_dagster.scene_record import SceneRecord
+from jadd_dagster.scenes import cut_scenes
+from jadd_dagster.spec import DatasetSpec
+from jadd_dagster.storage import LocalStore
+
+
+@pytest.fixture(scope="module")
+def sampled(tmp_path_factory):
+    """Both scenes of a 45 s log sampled into a local store, as the sampling stage leaves them."""
+    root = tmp_path_factory.mktemp("build")
+    (path,) = make_logs(root / "logs", 1, 0.75, seed=8, channels=("CAM_FRONT",), image_size=(96, 54))
+    log = read_log(path)
+    spec = DatasetSpec(name="merged", channels=["CAM_FRONT"], keyframe_hz=2, sweep_hz=10)
+    profile = build.sampling_profile(spec)
+    store = LocalStore(root / "store")
+    outputs = []
+    for window in cut_scenes(log.manifest)[0]:
+        key = build.scene_output_key(build.STAGE_SAMPLED, profile.key(), window.log_id, window.index)
+        record = sample_scene(log, window.index, window.start_time_us, window.end_time_us, profile,
+                              store.local_path(key), window.scene_id)
+        outputs.append(SceneOutput(window.scene_id, build.STAGE_SAMPLED, profile.key(), key, len(record.frames), 1.0))
+    return spec, store, outputs
+
+
+def test_a_complete_build_passes_every_check(sampled):
+    spec, store, outputs = sampled
+    summary, checks = build.assemble_dataset(spec, outputs, store, "run-ok", scene_length_s=20.0)
+    assert summary.scenes == 2 and summary.failed_scenes == {}
+    assert checks.frame_counts == [] and checks.nuscenes_invariants == [] and checks.devkit == []
+
+
+def test_a_scene_missing_a_frame_fails_the_frame_count_check(sampled):
+    spec, store, outputs = sampled
+    folder = store.local_path(outputs[1].path)
+    record = SceneRecord.load(folder)
+    sweep = next(f for f in record.frames if not f.is_key_frame)
+    dataclasses.replace(record, frames=[f for f in record.frames if f is not sweep]).save(folder)
+    try:
+        _, checks = build.assemble_dataset(spec, outputs, store, "run-short", scene_length_s=20.0)
+    finally:
+        record.save(folder)
+    # 20 s at 2 Hz: 40 keyframes, and 4 sweeps in each of the 39 gaps at 10 Hz.
+    assert checks.frame_counts == [f"{outputs[1].scene_id} CAM_FRONT: 195 frames, expected 196"]
