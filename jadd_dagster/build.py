@@ -125,6 +125,7 @@ class BuildSummary:
     merge_wall_s: float = 0.0
     dagster_run_id: str = ""
     autolabel: dict = field(default_factory=dict)  # model, cached, computed, seconds_per_scene, quality
+    preview: str = ""  # the store key of preview.jpg (a keyframe with its boxes), "" when none
 
 
 @dataclass
@@ -222,6 +223,7 @@ def assemble_dataset(
                 scenes_per_part=scenes_per_part, include_can_bus=spec.include_can_bus, on_record=folders.note, **hooks,
             )
             checks = check_dataset(spec, merged, folders.frame_counts, staging, store, key, scene_length_s)
+            preview = dataset_preview(staging, merged.versions, checks, store, spec.name, local=local_root is not None)
             publish_dataset(staging, store, key, merged.versions)
         finally:
             if local_root is not None:
@@ -240,6 +242,7 @@ def assemble_dataset(
         check_problems={name: problems[:50] for name, problems in checks.__dict__.items()},
         merge_wall_s=round(time.monotonic() - started, 3),
         dagster_run_id=run_id,
+        preview=preview,
     )
     return summary, checks
 
@@ -264,6 +267,41 @@ def check_dataset(
         nuscenes_invariants=[p for v in merged.versions for p in validate_dataset(staging, v, file_exists)],
         devkit=devkit_problems(staging, merged.versions),
     )
+
+
+def preview_key(name: str) -> str:
+    return f"{dataset_key(name)}/preview.jpg"
+
+
+def dataset_preview(
+    staging: Path, versions: list[str], checks: DatasetChecks, store: ObjectStore, name: str, local: bool
+) -> str:
+    """Write preview.jpg (jadd_dagster.preview) of the staged dataset beside its dataroot; returns
+    its key, or "" when the devkit could not load the dataset or the preview failed (a preview
+    never fails a build). local: the staged dataroot holds the frames; else they are in the store."""
+    key = dataroot_key(name)
+    from jadd_dagster.nuscenes.writer import link_or_copy
+    from jadd_dagster.preview import preview_jpeg
+
+    if not versions or checks.devkit:
+        return ""
+
+    def fetch(filename: str, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if local:
+            link_or_copy(staging / filename, target)
+        else:
+            store.download_file(f"{key}/{filename}", target)
+
+    try:
+        image = preview_jpeg(staging, versions[0], fetch)
+    except Exception as error:  # noqa: BLE001 - the dataset is fine without its preview
+        print(f"warning: no preview: {type(error).__name__}: {error}")
+        return ""
+    if image is None:
+        return ""
+    store.put_bytes(preview_key(name), image)
+    return preview_key(name)
 
 
 def publish_dataset(staging: Path, store: ObjectStore, key: str, versions: list[str]) -> None:

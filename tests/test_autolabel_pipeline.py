@@ -55,6 +55,7 @@ def test_autolabelled_dataset_has_boxes_and_a_rebuild_reuses_the_labels(tmp_path
     assert "| car |" in first.metadata["autolabel_AP_per_class"].value
     assert 0.0 < first.metadata["autolabel_mATE"].value < 2.0  # metres, over the matched boxes
     assert first.metadata["label_s_per_scene"].value > 0  # the measured cost of labelling a scene
+    assert first.metadata["preview"].value.startswith("![a keyframe with its boxes](data:image/jpeg;base64,")
 
     nusc.render_sample_data(sample["data"]["CAM_FRONT"], out_path=str(tmp_path / "boxes.png"))
     assert (tmp_path / "boxes.png").stat().st_size > 1000

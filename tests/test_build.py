@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
+import cv2
+import numpy as np
 import pytest
 
 from jadd_dagster import build
+from jadd_dagster.camera import matrix_from_quaternion
 from jadd_dagster.logs.generator import make_logs
 from jadd_dagster.logs.reader import read_log
 from jadd_dagster.registry import SceneOutput
@@ -54,3 +57,31 @@ def test_a_scene_missing_a_frame_fails_the_frame_count_check(sampled):
         record.save(folder)
     # 20 s at 2 Hz: 40 keyframes, and 4 sweeps in each of the 39 gaps at 10 Hz.
     assert checks.frame_counts == [f"{outputs[1].scene_id} CAM_FRONT: 195 frames, expected 196"]
+
+
+def _preview(store, summary) -> np.ndarray:
+    assert summary.preview == "datasets/merged/preview.jpg"
+    image = cv2.imdecode(np.frombuffer(store.get_bytes(summary.preview), np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None
+    return image.astype(np.int16)
+
+
+def test_the_preview_shows_a_keyframe_with_the_boxes_the_devkit_projects(sampled):
+    spec, store, outputs = sampled
+    plain = _preview(store, build.assemble_dataset(spec, outputs, store, "run-plain", scene_length_s=20.0)[0])
+    # One car 12 m straight ahead of the camera at the keyframe the preview shows (the middle one).
+    record = SceneRecord.load(store.local_path(outputs[0].path))
+    frame = next(f for f in record.frames if f.channel == "CAM_FRONT" and f.keyframe_index == 20)
+    heading = matrix_from_quaternion(frame.ego_pose.rotation)
+    centre = np.asarray(frame.ego_pose.translation) + heading @ np.array([13.6, 0.0, 0.0])
+    box = {"instance_id": "car-1", "keyframe_index": 20, "category": "vehicle.car", "translation": list(centre[:2]) + [0.87],
+           "size": [1.95, 4.62, 1.73], "rotation": list(frame.ego_pose.rotation), "attributes": ["vehicle.parked"]}
+    labels = {}
+    for output in outputs:
+        labels[output.scene_id] = f"labels/{output.scene_id.replace('/', '__')}.json"
+        store.write_json(labels[output.scene_id], {"annotations": [box] if output is outputs[0] else []})
+    boxed = _preview(store, build.assemble_dataset(spec, outputs, store, "run-boxed", scene_length_s=20.0, labels=labels)[0])
+    rows, cols = np.nonzero(np.abs(boxed - plain).max(axis=2) > 60)
+    assert len(rows) > 50  # the box's edges
+    height, width = plain.shape[:2]
+    assert width / 3 < cols.mean() < 2 * width / 3 and rows.mean() > height / 3  # ahead, on the road

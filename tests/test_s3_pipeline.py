@@ -44,6 +44,7 @@ def test_a_dataset_builds_with_everything_in_s3(s3_server, tmp_path, monkeypatch
     store = S3Store.from_url(f"s3://{bucket}/jadd")
     assert store.exists("logs/log-11-0001/manifest.json") and store.exists("catalog/scene_catalog.parquet")
     assert not (tmp_path / "work" / "store").exists()  # nothing went to a local store
+    assert summary["preview"] == "datasets/s3e2e/preview.jpg" and len(store.get_bytes(summary["preview"])) > 1000
     local = tmp_path / "download"
     with store.local_folder("datasets/s3e2e/nuscenes") as folder:
         import shutil

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from jadd_dagster.autolabel.evaluate import evaluate_detections
 from jadd_dagster.autolabel.groundtruth import ground_truth_annotations
+from jadd_dagster.logs.visibility import ObjectVisibility
 from jadd_dagster.scene_record import SceneRecord
 
 MAX_SCORED_SCENES = 100  # val scenes scored per build (≈ 4,000 samples of 20 s scenes at 2 Hz)
@@ -55,11 +56,13 @@ def score_autolabels(
     logs = {r.log_id: open_log(r.log_id) for r in records.values()}
     if any(log.objects() is None for log in logs.values()):
         return None
+    cameras = {log_id: ObjectVisibility(log.calibration) for log_id, log in logs.items()}  # rays once per log
     with tempfile.TemporaryDirectory(prefix="jadd-gt-") as tmp:
         root = Path(tmp) / "groundtruth"
         merged = merge_scenes(
             list(records), root, name, val_fraction=1.0, include_can_bus=False,
-            annotations=lambda record, scene_dir: ground_truth_annotations(logs[record.log_id], record, scene_dir=scene_dir),
+            annotations=lambda record, scene_dir: ground_truth_annotations(
+                logs[record.log_id], record, visibility=cameras[record.log_id], scene_dir=scene_dir),
             link_image=lambda *_: True, frame_exists=lambda *_: True,
         )
         version = merged.versions[0]

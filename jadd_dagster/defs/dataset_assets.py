@@ -1,5 +1,6 @@
 """Assets of a dataset build: curation, per-scene sampling, the nuScenes dataset and its registration."""
 
+import base64
 import math
 
 import dagster as dg
@@ -110,6 +111,14 @@ def label_dataset(
     return labelled, labels, metadata, summary
 
 
+def preview_metadata(store, key: str) -> dict:
+    """The dataset's preview (a keyframe with its boxes, drawn by the devkit) shown inline in the UI."""
+    if not key:
+        return {}
+    image = base64.b64encode(store.get_bytes(key)).decode("ascii")
+    return {"preview": dg.MetadataValue.md(f"![a keyframe with its boxes](data:image/jpeg;base64,{image})")}
+
+
 def seconds_metadata(name: str, result) -> dict:
     """A stage's measured worker seconds per newly computed scene (nothing when all were cached)."""
     seconds = result.seconds_per_scene
@@ -178,6 +187,7 @@ def jadd_dataset(
             "cached_scenes": summary.cached_scenes, "computed_scenes": summary.computed_scenes,
             **seconds_metadata("sampling_s_per_scene", result), **label_metadata,
             **plan_metadata(result, profile.sweep_hz * len(profile.channels), settings),
+            **preview_metadata(s, summary.preview),
             "failed_scenes": dg.MetadataValue.json(summary.failed_scenes),
             "sampling_wall_s": summary.sampling_wall_s, "merge_wall_s": summary.merge_wall_s,
         },
