@@ -13,6 +13,7 @@ compares the labels' estimated visibility with the ground truth's (matched by ce
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import tempfile
@@ -75,6 +76,7 @@ def main() -> None:
         baseline = score_autolabels(val_dirs, logs_by_id.__getitem__, labels, "bench")
         upper = score_autolabels(val_dirs, logs_by_id.__getitem__, truth, "bench")
         agreement = visibility_agreement(labels, truth)
+        unseen, total = unseen_by_cameras([SceneRecord.load(d) for d in val_dirs], logs, truth)
     print(f"{len(scene_dirs)} scenes ({upper['samples']} val samples), {len(CHANNELS)} cameras at 320x180, 2 Hz keyframes; "
           f"baseline labelling {sum(camera_s) / len(camera_s):.2f} CPU s per scene from cameras, "
           f"{sum(label_s) / len(label_s):.2f} with lidar")
@@ -88,8 +90,28 @@ def main() -> None:
         aps = " | ".join(f"{m['per_class_AP'].get(c, 0.0):.3f}" for c in classes)
         tps = " | ".join(f"{m['errors'][e]:.3f}" for e in errors)
         print(f"| {name} | {m['mAP_present']:.3f} | {m['mAP']:.3f} | {m['NDS']:.3f} | {tps} | {aps} |")
-    print(f"\nestimated visibility (cameras + lidar labels) vs ground truth, {agreement['matched']} boxes matched within "
+    print(f"\n{unseen} of {total} ground-truth boxes with lidar points (within 60 m) in the val scenes are seen by "
+          f"none of the {len(CHANNELS)} cameras: they cap what a camera-driven labeller can recall")
+    print(f"estimated visibility (cameras + lidar labels) vs ground truth, {agreement['matched']} boxes matched within "
           f"{MATCH_M} m: same level {agreement['same']:.2f}, within one level {agreement['within_one']:.2f}")
+
+
+def unseen_by_cameras(records, logs, truth) -> tuple[int, int]:
+    """How many of the truth boxes no camera of their scene sees (of how many): the ground truth
+    of the same log without its lidar marks the boxes the cameras see with one point."""
+    unseen = total = 0
+    for record in records:
+        log = logs[record.scene_id]
+        blind = dataclasses.replace(log, manifest=dataclasses.replace(log.manifest, lidar_channels=()))
+        cameras = dataclasses.replace(
+            record, cameras={c: v for c, v in record.cameras.items() if c != "LIDAR_TOP"},
+            frames=[f for f in record.frames if f.channel != "LIDAR_TOP"])
+        seen = {(a["instance_id"], a["keyframe_index"]) for a in ground_truth_annotations(blind, cameras)
+                if a["num_lidar_pts"]}
+        for box in truth[record.scene_id]:
+            total += 1
+            unseen += (box["instance_id"], box["keyframe_index"]) not in seen
+    return unseen, total
 
 
 MATCH_M = 2.0

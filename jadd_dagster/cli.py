@@ -45,7 +45,7 @@ def _autolabel_line(autolabel: dict) -> str:
     quality = autolabel.get("quality")
     if quality:
         line += (f"\nscore:    mAP {quality['mAP_present']:.3f} on the classes present, NDS {quality['NDS']:.3f} "
-                 f"(nuScenes DetectionEval against ground truth, {quality['scenes']} val scenes)")
+                 f"(nuScenes DetectionEval against ground truth on {quality['scenes']} val scene(s))")
     return line
 
 

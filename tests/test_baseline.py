@@ -148,6 +148,17 @@ def test_boxes_above_the_horizon_are_not_lifted():
     assert lift_to_3d([sky], calib, (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0)) == []
 
 
+def test_detections_far_flatter_than_their_class_are_not_lifted():
+    calib = _front_camera()
+    # A 12 x 4 px blob low in the image lands ~7 m ahead, where a truck would stand ~85 px tall.
+    paint = Detection2D((150.0, 160.0, 162.0, 164.0), 0.5, "vehicle.truck")
+    assert lift_to_3d([paint], calib, (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0)) == []
+    # A box as tall as a truck there is lifted; so is one cut off by the image's top edge.
+    truck = Detection2D((130.0, 80.0, 190.0, 164.0), 0.9, "vehicle.truck")
+    near = Detection2D((100.0, 0.0, 220.0, 178.0), 0.9, "vehicle.truck")
+    assert len(lift_to_3d([truck, near], calib, (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0))) == 2
+
+
 def test_lifted_centres_are_near_the_ground_truth(scene):
     detector = BaselineDetector()
     errors = []

@@ -201,12 +201,13 @@ def evaluate_detections(
         tokens = [s["token"] for s in nusc.sample if nusc.get("scene", s["scene_token"])["name"] in scenes]
         result_path = output_dir / "results.json"
         result_path.write_text(json.dumps(detection_results(predictions, tokens)))
-        evaluation = DetectionEval(
-            nusc, config=config_factory(EVAL_CONFIG), result_path=str(result_path), eval_set=split,
-            output_dir=str(output_dir), verbose=False,
-        )
-        present = sorted({box.detection_name for box in evaluation.gt_boxes.all})
-        with contextlib.redirect_stdout(io.StringIO()):  # main() prints its summary even when not verbose
+        # main() prints its summary even when not verbose, and the loaders draw tqdm bars on stderr.
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            evaluation = DetectionEval(
+                nusc, config=config_factory(EVAL_CONFIG), result_path=str(result_path), eval_set=split,
+                output_dir=str(output_dir), verbose=False,
+            )
+            present = sorted({box.detection_name for box in evaluation.gt_boxes.all})
             summary = evaluation.main(render_curves=False)
     per_class = {name: float(ap) for name, ap in summary["mean_dist_aps"].items()}
     return {

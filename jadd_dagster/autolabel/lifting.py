@@ -29,6 +29,9 @@ MAX_RANGE_M = 80.0  # contact points further than this are too uncertain to keep
 # is taken this far above the box's bottom edge (measured on the synthetic logs: it removes the
 # along-ray bias of the centres at 320x180).
 BOTTOM_INSET_PX = 1.75
+# A detection less than this share of the height its class would have at the range it lifts to is
+# not that object (flat blobs of paint or JPEG colour noise on the road lift to a few metres away).
+MIN_HEIGHT_SHARE = 0.3
 MIN_LIDAR_POINTS = 3  # fewer points in a detection than this and the flat-ground lift stands
 LIDAR_NEAR_PERCENTILE = 5.0  # of the points' distances along the ray: the nearest face, not noise
 LIDAR_MIN_HEIGHT_M = 0.2  # points lower than this are the ground
@@ -94,8 +97,9 @@ def lift_to_3d(
 
     calibration: the image's pinhole calibration (camera-to-ego mounting); ego pose: ego-to-global
     at the frame, metres and [w, x, y, z]; points: the keyframe's lidar points (N, 3) in the global
-    frame, or None. Detections of unknown categories, whose ray does not reach the ground ahead, or
-    lands beyond MAX_RANGE_M, are dropped.
+    frame, or None. Detections of unknown categories, whose ray does not reach the ground ahead,
+    lands beyond MAX_RANGE_M, or that are far flatter than their class at that range
+    (MIN_HEIGHT_SHARE) are dropped.
     """
     if not detections:
         return []
@@ -128,6 +132,9 @@ def lift_to_3d(
         used = 0
         if pixels is not None:
             distance, used = _lidar_distance(det.box, pixels, above, origin, ray, distance, cls.size[2])
+        expected_px = calibration.camera_matrix[1, 1] * cls.size[2] / distance  # (range ≥ depth: lenient)
+        if det.box[1] > 0 and det.box[3] - det.box[1] < MIN_HEIGHT_SHARE * expected_px:
+            continue  # far too flat for its class at that range, and not cut off by the image's top
         contact = origin[:2] + ray * distance
         lifted.append(LiftedBox(
             keyframe_index=keyframe_index, category=det.category,
