@@ -322,10 +322,14 @@ def autolabel_quality(
     scenes (autolabel/quality.py), or None when the logs have none. Only each scored scene's
     scene.json and lidar keyframes and its log's small files are read (fetched from a remote store)."""
     from jadd_dagster.autolabel.quality import scenes_to_score, score_autolabels
-    from jadd_dagster.logs.stored import open_stored_log
+    from jadd_dagster.logs.format import OBJECTS
+    from jadd_dagster.logs.stored import log_key, open_stored_log
 
     chosen = set(scenes_to_score([o.scene_id for o in outputs], spec.val_fraction))
     picked = [o for o in outputs if o.scene_id in chosen]
+    log_ids = {o.scene_id.rsplit("/", 1)[0] for o in picked}
+    if not all(store.exists(f"{log_key(log_id)}/{OBJECTS}") for log_id in log_ids):
+        return None  # real logs carry no ground truth: nothing to fetch or score
 
     def scoring_file(name: str) -> bool:
         return name == SCENE_JSON or name.split("/")[0] in LIDAR_CHANNELS

@@ -22,9 +22,9 @@ from jadd_dagster.storage import LocalStore
 
 @pytest.fixture(scope="module")
 def sampled(tmp_path_factory):
-    """Both scenes of a 45 s log sampled into a local store, as the sampling stage leaves them."""
+    """Both scenes of a 45 s log (in the store, as ingest leaves it) sampled into the store."""
     root = tmp_path_factory.mktemp("build")
-    (path,) = make_logs(root / "logs", 1, 0.75, seed=8, channels=("CAM_FRONT",), image_size=(96, 54))
+    (path,) = make_logs(root / "store" / "logs", 1, 0.75, seed=8, channels=("CAM_FRONT",), image_size=(96, 54))
     log = read_log(path)
     spec = DatasetSpec(name="merged", channels=["CAM_FRONT"], keyframe_hz=2, sweep_hz=10)
     profile = build.sampling_profile(spec)
@@ -85,3 +85,20 @@ def test_the_preview_shows_a_keyframe_with_the_boxes_the_devkit_projects(sampled
     assert len(rows) > 50  # the box's edges
     height, width = plain.shape[:2]
     assert width / 3 < cols.mean() < 2 * width / 3 and rows.mean() > height / 3  # ahead, on the road
+
+
+def test_labels_are_scored_only_when_the_logs_carry_ground_truth(sampled, tmp_path):
+    spec, store, outputs = sampled
+    labels = {}
+    for output in outputs:
+        labels[output.scene_id] = f"labels/{output.scene_id.replace('/', '__')}.json"
+        store.write_json(labels[output.scene_id], {"annotations": []})
+    scored = build.autolabel_quality(spec, outputs, labels, store)
+    assert scored is not None and scored["scenes"] == 1 and scored["mAP"] == 0.0  # no boxes: nothing found
+    objects = store.local_path(f"logs/{outputs[0].scene_id.split('/')[0]}/objects.parquet")
+    assert objects.is_file()
+    objects.rename(tmp_path / "objects.parquet")  # a real log: no ground truth
+    try:
+        assert build.autolabel_quality(spec, outputs, labels, store) is None
+    finally:
+        (tmp_path / "objects.parquet").rename(objects)

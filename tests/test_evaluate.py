@@ -288,3 +288,12 @@ def test_scored_scenes_are_the_datasets_val_scenes_capped_evenly():
     capped = scenes_to_score(ids, 0.2, max_scenes=25)
     assert len(capped) == 25 and set(capped) <= set(val) and capped == sorted(capped)
     assert capped[0] == val[0] and val.index(capped[-1]) >= len(val) - len(val) / 25 - 1  # spread to the end
+
+
+def test_predicting_nothing_scores_zero_over_the_classes_present(built, tmp_path):
+    nusc, result = built["nusc"], built["result"]
+    tokens = val_tokens(nusc, result)
+    perfect = evaluate_detections(result.dataroot, result.versions[0], predictions_from_annotations(nusc, tokens), "val")
+    empty = evaluate_detections(result.dataroot, result.versions[0], {}, "val", tmp_path)
+    assert empty["mAP"] == 0.0 and empty["NDS"] == 0.0 and empty["samples"] == len(tokens)
+    assert empty["classes_present"] == perfect["classes_present"] != []

@@ -73,7 +73,8 @@ def detection_results(predictions: Mapping[str, Sequence[Mapping]], sample_token
 
     Each prediction has translation [x, y, z] (map frame, metres), size [w, l, h], rotation [w, x, y, z],
     detection_name or category, detection_score or score, and optionally velocity [vx, vy] (m/s) and
-    attribute_name (or attributes, a list whose first entry is taken). Boxes of categories with no detection class are left out.
+    attribute_name (or attributes, a list whose first entry is taken). Boxes of categories with no
+    detection class are left out.
     """
     results: dict[str, list[dict]] = {}
     for token in sample_tokens:
@@ -189,7 +190,8 @@ def evaluate_detections(
     split's ground truth scores AP 0), per_class_AP (AP averaged over the distance thresholds),
     classes_present (classes with ground truth boxes the devkit kept), mAP_present (mean AP over
     those), errors (mATE, mASE, mAOE, mAVE, mAAE: the devkit's true-positive errors averaged over
-    the classes present that define them; the devkit's own means count absent classes as 1) and samples. output_dir receives results.json and the devkit's metrics_summary.json.
+    the classes present that define them; the devkit's own means count absent classes as 1) and
+    samples. output_dir receives results.json and the devkit's metrics_summary.json.
     """
     output_dir = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="jadd-eval-"))
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -200,7 +202,10 @@ def evaluate_detections(
         scenes = set(split_scenes(dataroot, version, eval_split))
         tokens = [s["token"] for s in nusc.sample if nusc.get("scene", s["scene_token"])["name"] in scenes]
         result_path = output_dir / "results.json"
-        result_path.write_text(json.dumps(detection_results(predictions, tokens)))
+        results = detection_results(predictions, tokens)
+        result_path.write_text(json.dumps(results))
+        if not any(results["results"].values()):
+            return _nothing_predicted(nusc, split, len(tokens))  # DetectionEval raises on no boxes at all
         # main() prints its summary even when not verbose, and the loaders draw tqdm bars on stderr.
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             evaluation = DetectionEval(
@@ -218,6 +223,30 @@ def evaluate_detections(
         "mAP_present": sum(per_class[c] for c in present) / len(present) if present else 0.0,
         "errors": {name: _mean_present(summary["label_tp_errors"], present, key) for name, key in TP_ERRORS.items()},
         "samples": len(tokens),
+    }
+
+
+def _nothing_predicted(nusc: NuScenes, split: str, samples: int) -> dict:
+    """The metrics DetectionEval gives when nothing is predicted (it refuses to run then): AP 0,
+    every true-positive error 1 (so NDS 0), over the ground-truth classes it would keep."""
+    from nuscenes.eval.common.loaders import (
+        add_center_dist,
+        filter_eval_boxes,
+        get_samples_of_custom_split,
+        load_gt_of_sample_tokens,
+    )
+    from nuscenes.eval.detection.data_classes import DetectionBox
+
+    config = config_factory(EVAL_CONFIG)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        tokens = get_samples_of_custom_split(split_name=split, nusc=nusc)  # as DetectionEval does for a custom split
+        truth = load_gt_of_sample_tokens(nusc, tokens, DetectionBox)
+        truth = filter_eval_boxes(nusc, add_center_dist(nusc, truth), config.class_range)
+    present = sorted({box.detection_name for box in truth.all})
+    return {
+        "mAP": 0.0, "NDS": 0.0, "per_class_AP": {name: 0.0 for name in DETECTION_CLASSES},
+        "classes_present": present, "mAP_present": 0.0,
+        "errors": {name: math.nan for name in TP_ERRORS}, "samples": samples,
     }
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jadd_dagster.camera import matrix_from_quaternion
+from jadd_dagster.autolabel.lifting import ego_yaw
 from jadd_dagster.logs.lidar import CHANNEL, lidar_points_per_object, read_sweep
 from jadd_dagster.logs.objects import yaw_matrix
 from jadd_dagster.logs.visibility import ObjectVisibility
@@ -23,7 +23,7 @@ MAX_DISTANCE_M = 60.0  # beyond every nuScenes detection class range (50 m at mo
 # num_lidar_pts of a box seen by the dataset's cameras when there is no lidar: the devkit's
 # evaluation (and training tools) drop boxes with no points, so an observable box must have one.
 NO_LIDAR_POINTS = 1
-MIN_SEEN_PX = 2  # visible pixels (at logs.visibility.TEST_WIDTH_PX) that make a box observable without lidar
+MIN_SEEN_PX = 2  # visible pixels (at logs.visibility.TEST_WIDTH_PX) that make a box observable
 
 
 def yaw_quaternion(yaw: float) -> list[float]:
@@ -44,13 +44,14 @@ def _lidar_sweeps(log, record: SceneRecord, channel: str) -> list[int] | None:
 
 def ground_truth_annotations(
     log, record: SceneRecord, max_distance_m: float = MAX_DISTANCE_M, channel: str = CHANNEL,
-    visibility: ObjectVisibility | None = None, scene_dir: Path | None = None,
+    cameras: ObjectVisibility | None = None, scene_dir: Path | None = None,
 ) -> list[dict]:
     """Annotation dicts (nuscenes.tables.annotation_tables) of the log's objects at each keyframe.
 
     log is a logs.reader.DriveLog with objects (none: no annotations). Boxes are the objects at the
     keyframe time within max_distance_m (metres, horizontal) of the ego. visibility is the share of
-    the box the log's cameras see (logs.visibility; pass an ObjectVisibility to reuse its rays).
+    the box the log's cameras see (logs.visibility; pass cameras, an ObjectVisibility of the log's
+    calibration, to reuse its rays).
     num_lidar_pts counts the points of the keyframe's lidar sweep inside the box
     (lidar_points_per_object; the sweep is read from scene_dir, the sampled scene, when it has the
     channel, else from the log); boxes with 0 points are kept (the nuScenes evaluation drops them).
@@ -60,7 +61,7 @@ def ground_truth_annotations(
     times = [int(t) for t in record.keyframe_times_us]
     sweeps = _lidar_sweeps(log, record, channel)
     positions, rotations = log.pose_at(np.asarray(times, dtype=np.int64))
-    visibility = visibility or ObjectVisibility(log.calibration)
+    cameras = cameras or ObjectVisibility(log.calibration)
     dataset_cameras = [c for c, data in record.cameras.items() if "intrinsic" in data]
     own_sweeps = {} if scene_dir is None else {
         f.keyframe_index: f.path for f in record.frames if f.channel == channel and f.is_key_frame}
@@ -69,8 +70,7 @@ def ground_truth_annotations(
         objects = log.boxes_at(t)
         if objects is None or not len(objects):
             continue
-        heading = float(np.arctan2(*_heading_vector(rotations[index])))
-        coverage = visibility.coverage(positions[index], yaw_matrix(heading), objects)
+        coverage = cameras.coverage(positions[index], yaw_matrix(ego_yaw(rotations[index])), objects)
         shares, seen = coverage.shares(), coverage.seen(dataset_cameras, MIN_SEEN_PX)
         distance = np.hypot(objects.centre[:, 0] - positions[index, 0], objects.centre[:, 1] - positions[index, 1])
         points = None
@@ -101,8 +101,3 @@ def ground_truth_annotations(
             )
     return annotations
 
-
-def _heading_vector(rotation) -> tuple[float, float]:
-    """(sin, cos) of the heading of an ego rotation [w, x, y, z] (for arctan2)."""
-    m = matrix_from_quaternion(rotation)
-    return float(m[1, 0]), float(m[0, 0])

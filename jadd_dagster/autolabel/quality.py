@@ -62,7 +62,7 @@ def score_autolabels(
         merged = merge_scenes(
             list(records), root, name, val_fraction=1.0, include_can_bus=False,
             annotations=lambda record, scene_dir: ground_truth_annotations(
-                logs[record.log_id], record, visibility=cameras[record.log_id], scene_dir=scene_dir),
+                logs[record.log_id], record, cameras=cameras[record.log_id], scene_dir=scene_dir),
             link_image=lambda *_: True, frame_exists=lambda *_: True,
         )
         version = merged.versions[0]

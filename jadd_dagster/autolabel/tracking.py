@@ -4,8 +4,9 @@ Per keyframe, detections of one object by two cameras (same class, centres withi
 DUPLICATE_M) are merged first. Tracks then take, greedily by distance, the boxes of their class
 nearest to where they are predicted (constant velocity, global frame); a box no track takes
 starts a new track. A track may miss MAX_MISSES keyframes before it ends. Boxes of a track that
-moves (MOVING_M and MOVING_MEAN_MPS over its life) face along its motion and carry its velocity, the others face along
-the ego heading and stand still. Attributes follow from the motion: a moving track's boxes are
+moves (MOVING_M and MOVING_MEAN_MPS over its life) face along its motion and carry its velocity,
+the others face along the ego heading and stand still. Attributes follow from the motion: a
+moving track's boxes are
 'moving' (a cycle 'with_rider') while faster than MOVING_MPS, else 'stopped'; a track that never
 moves is 'parked', 'standing' or 'without_rider'.
 
@@ -224,7 +225,9 @@ def label_scene(scene_dir: Path, detector: Detector2D | None = None) -> list[dic
     boxes = []
     for box in track(per_keyframe, record.keyframe_hz):
         pose = poses.get((box.channel, box.keyframe_index))
-        visibility = estimate_visibility(box, calibrations[box.channel], pose.rotation, pose.translation) if pose else ""
+        visibility = ""
+        if pose is not None:
+            visibility = estimate_visibility(box, calibrations[box.channel], pose.rotation, pose.translation)
         sweep = sweeps.get(box.keyframe_index)
         points = NO_LIDAR_POINTS if sweep is None else int(count_points_in_boxes(
             sweep, np.array([box.translation]), np.array([box.size]), np.array([box.yaw]), LIDAR_MARGIN_M)[0])

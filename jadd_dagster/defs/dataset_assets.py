@@ -103,7 +103,11 @@ def label_dataset(
     labelled = label_scenes(context, spec, sampled.ok, tasks, store, registry, compute, models)
     labels = {o.scene_id: f"{o.path}/{LABELS_JSON}" for o in labelled.ok}
     outputs = [o for o in sampled.ok if o.scene_id in labels]
-    quality = build.autolabel_quality(spec, outputs, labels, store.store())
+    try:
+        quality = build.autolabel_quality(spec, outputs, labels, store.store())
+    except Exception as error:  # noqa: BLE001 - the labels are good without their score
+        context.log.warning(f"auto-labels not scored: {type(error).__name__}: {error}")
+        quality = None
     metadata = {"labels_cached": len(labelled.cached), "labels_computed": len(labelled.computed),
                 **seconds_metadata("label_s_per_scene", labelled), **quality_metadata(quality)}
     summary = {"model": spec.autolabel_model, "cached": len(labelled.cached), "computed": len(labelled.computed),
