@@ -78,3 +78,13 @@ def test_autolabelled_dataset_has_boxes_and_a_rebuild_reuses_the_labels(tmp_path
     )
     [event] = result.asset_materializations_for_node("autolabels")
     assert (event.metadata["cached"].value, event.metadata["computed"].value) == (1, 0)
+
+    # A new labeller version relabels lazily: the next build labels every scene again, while its
+    # sampled frames stay cached.
+    from jadd_dagster.autolabel import models
+
+    monkeypatch.setattr(models, "LABELLER_VERSION", "next")
+    assert jadd(args) == 0
+    assert label_metadata(tmp_path / "work")[-1] == {"labels_cached": 0, "labels_computed": 2}
+    summary = json.loads((tmp_path / "work" / "summary.json").read_text())
+    assert (summary["cached_scenes"], summary["computed_scenes"]) == (2, 0)
