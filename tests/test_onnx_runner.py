@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 import warnings
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -314,3 +315,43 @@ def test_label_cache_keys_change_with_the_model_version_and_the_labeller_version
     before = models.model_key("baseline", {"kind": "baseline"})
     monkeypatch.setattr(models, "LABELLER_VERSION", "99")
     assert models.model_key("baseline", {"kind": "baseline"}) != before
+
+
+@pytest.mark.e2e
+def test_an_onnx_model_from_the_profile_labels_a_dataset_end_to_end(tmp_path, monkeypatch):
+    """A profile names an ONNX model; a build runs it in the workers, lifts and tracks its boxes."""
+    import json
+
+    import yaml
+    from nuscenes.nuscenes import NuScenes
+
+    from jadd_dagster.cli import main as jadd
+    from jadd_dagster.logs.generator import make_logs
+
+    # Whatever the image, one car low in the middle of it (320x180 letterboxes into 64x64 with 14 px
+    # bars: model pixels (28, 30)-(36, 40) are image pixels (140, 80)-(180, 130)), scored 2 x red mean.
+    uri = save(tmp_path, red_mean_model([[28.0, 30.0, 36.0, 40.0]], [[2.0, 0.0, 0.0]]))
+    profile = yaml.safe_load((Path(__file__).resolve().parents[1] / "resources" / "local.yaml").read_text())
+    profile["autolabel"] = {"models": {"tiny": {
+        "kind": "onnx", "uri": uri, "version": "7", "input_size": [INPUT, INPUT], "pad_value": 0,
+        "class_names": CLASSES, "score_threshold": 0.1}}}
+    (tmp_path / "profile.yaml").write_text(yaml.safe_dump(profile))
+    monkeypatch.setenv("JADD_PROFILE", str(tmp_path / "profile.yaml"))
+    for name in ("JADD_HOME", "DAGSTER_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    make_logs(tmp_path / "logs", n_logs=1, minutes=0.4, seed=5, channels=("CAM_FRONT",), image_size=(320, 180))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"name": "onnx", "channels": ["CAM_FRONT"], "sweep_hz": 2, "autolabel": True,
+                                    "autolabel_model": "tiny"}))
+
+    assert jadd(["build", "--spec", str(spec), "--logs", str(tmp_path / "logs"), "--workdir", str(tmp_path / "work")]) == 0
+    summary = json.loads((tmp_path / "work" / "summary.json").read_text())
+    assert summary["autolabel"]["model"] == "tiny" and summary["autolabel"]["computed"] == 1
+    nusc = NuScenes(version=summary["versions"][0], dataroot=summary["dataroot"], verbose=False)
+    # One car a few metres ahead at every keyframe, tracked into one instance that keeps up with the ego.
+    assert len(nusc.sample_annotation) == len(nusc.sample) == 40 and len(nusc.instance) == 1
+    assert nusc.get("category", nusc.instance[0]["category_token"])["name"] == "vehicle.car"
+    for ann in nusc.sample_annotation:
+        sample = nusc.get("sample", ann["sample_token"])
+        pose = nusc.get("ego_pose", nusc.get("sample_data", sample["data"]["CAM_FRONT"])["ego_pose_token"])
+        assert 4.0 < np.hypot(*(np.array(ann["translation"][:2]) - pose["translation"][:2])) < 12.0
