@@ -256,6 +256,10 @@ class OnnxDetector(Detector2D):
             import onnxruntime as ort
 
             providers = resolve_providers(self.requested_providers)
+            if CUDA in providers and hasattr(ort, "preload_dlls"):
+                # onnxruntime-gpu[cuda,cudnn] (the GPU worker image) ships CUDA and cuDNN as pip
+                # packages; this loads them from there before the session needs them.
+                ort.preload_dlls()
             self._session = ort.InferenceSession(read_model_bytes(self.model_uri), providers=providers)
             # onnxruntime-gpu falls back to CPU by itself when CUDA libraries fail to load.
             lost = [p for p in providers if p not in self._session.get_providers()]
