@@ -5,11 +5,12 @@ Plain functions; the Dagster assets in defs/dataset_assets.py call them.
 
 from __future__ import annotations
 
+import bisect
 import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -153,6 +154,7 @@ class SceneFolders:
         self.key_of: dict[Path, str] = {}
         self.frames_of: dict[Path, set[str]] = {}
         self.frame_counts: dict[str, dict[str, int]] = {}
+        self.spans: dict[str, list[tuple[int, int]]] = {}  # log id -> (first, last) frame µs of each scene
 
     def iterate(self, outputs: list[SceneOutput]) -> Iterator[Path]:
         for i, output in enumerate(sorted(outputs, key=lambda o: o.scene_id)):
@@ -171,6 +173,9 @@ class SceneFolders:
         """Count a merged scene's frames per channel (merge_scenes' on_record: scene.json is
         parsed once)."""
         self.frame_counts[record.scene_id] = frames_per_channel(record)
+        if record.frames:
+            stamps = [f.timestamp_us for f in record.frames]
+            self.spans.setdefault(record.log_id, []).append((min(stamps), max(stamps)))
 
     def link_image(self, target_prefix: str):
         def link(folder: Path, source: str, filename: str) -> bool:
@@ -224,7 +229,9 @@ def assemble_dataset(
             )
             checks = check_dataset(spec, merged, folders.frame_counts, staging, store, key, scene_length_s)
             preview = dataset_preview(staging, merged.versions, checks, store, spec.name, local=local_root is not None)
-            publish_dataset(staging, store, key, merged.versions)
+            uploaded = publish_dataset(staging, store, key, merged.versions)
+            if local_root is None:  # a local publish replaces the whole folder
+                store.delete_keys(stale_dataroot_keys(store.list_keys(key), key, uploaded, folders.spans))
         finally:
             if local_root is not None:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -304,15 +311,63 @@ def dataset_preview(
     return preview_key(name)
 
 
-def publish_dataset(staging: Path, store: ObjectStore, key: str, versions: list[str]) -> None:
-    """Make the staged dataroot the published one; readers see the old tables or the new ones."""
+def publish_dataset(staging: Path, store: ObjectStore, key: str, versions: list[str]) -> set[str]:
+    """Make the staged dataroot the published one; readers see the old tables or the new ones.
+    Returns the keys uploaded (none for a local store, where one rename publishes)."""
     if store.local_path(key) is not None:
         store.publish_folder(staging, key)
-        return
+        return set()
     files = sorted(p for p in staging.rglob("*") if p.is_file())
     tables = [p for p in files if p.relative_to(staging).parts[0] in versions]
+    uploaded = set()
     for path in [p for p in files if p not in tables] + tables:
+        uploaded.add(f"{key}/{path.relative_to(staging).as_posix()}")
         store.upload_file(path, f"{key}/{path.relative_to(staging).as_posix()}")
+    return uploaded
+
+
+FRAME_FOLDERS = ("samples", "sweeps")
+FRAME_SPAN_SLACK_US = 50_000  # a scene's frames lie in its span; lidar keyframes may be 25 ms off
+
+
+def frame_log_and_time(relative: str) -> tuple[str, int] | None:
+    """(log id, µs) of a frame named as nuscenes.tables.sample_data_filename names it
+    (samples/<channel>/<log>__<channel>__<µs>.<ext>), None for anything else."""
+    parts = relative.split("/")
+    if len(parts) != 3 or parts[0] not in FRAME_FOLDERS:
+        return None
+    marker = f"__{parts[1]}__"
+    cut = parts[2].rfind(marker)
+    stamp = parts[2][cut + len(marker):].split(".", 1)[0] if cut > 0 else ""
+    return (parts[2][:cut], int(stamp)) if stamp.isdigit() else None
+
+
+def stale_dataroot_keys(
+    keys: Iterable[str], key: str, uploaded: set[str], spans: dict[str, list[tuple[int, int]]]
+) -> list[str]:
+    """The keys under a republished dataroot that its new build does not use: files outside
+    samples/ and sweeps/ it did not upload (an earlier build's extra parts, CAN files, maps), and
+    frames outside the spans (µs, by log id) of its scenes. A frame whose name does not parse is
+    kept: only what is surely stale goes."""
+    ordered = {log_id: sorted(log_spans) for log_id, log_spans in spans.items()}
+    starts = {log_id: [first for first, _ in log_spans] for log_id, log_spans in ordered.items()}
+
+    def in_a_scene(log_id: str, stamp: int) -> bool:
+        # Scenes do not overlap: only the last span starting before the frame can hold it.
+        i = bisect.bisect_right(starts.get(log_id, []), stamp + FRAME_SPAN_SLACK_US) - 1
+        return i >= 0 and stamp <= ordered[log_id][i][1] + FRAME_SPAN_SLACK_US
+
+    stale = []
+    for name in keys:
+        relative = name[len(key) + 1:]
+        if relative.split("/", 1)[0] not in FRAME_FOLDERS:
+            if name not in uploaded:
+                stale.append(name)
+            continue
+        frame = frame_log_and_time(relative)
+        if frame is not None and not in_a_scene(*frame):
+            stale.append(name)
+    return stale
 
 
 def autolabel_quality(

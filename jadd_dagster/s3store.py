@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from jadd_dagster.storage import ObjectStore, check_key
@@ -232,6 +232,12 @@ class S3Store(ObjectStore):
         doomed = [name, *self.object_keys(f"{name}/")]
         for start in range(0, len(doomed), DELETE_BATCH):
             self.delete_objects(doomed[start : start + DELETE_BATCH])
+
+    def delete_keys(self, keys: Sequence[str]) -> None:
+        """Delete these objects, DELETE_BATCH a request; missing ones are no error on S3."""
+        names = [self.object_key(key) for key in keys]
+        for start in range(0, len(names), DELETE_BATCH):
+            self.delete_objects(names[start : start + DELETE_BATCH])
 
     def delete_objects(self, object_keys: list[str]) -> None:
         response = self.client.delete_objects(

@@ -72,6 +72,11 @@ class ObjectStore(ABC):
     @abstractmethod
     def delete_prefix(self, prefix: str) -> None: ...
 
+    def delete_keys(self, keys: Sequence[str]) -> None:
+        """Delete these objects (files, not folders); a key that does not exist is no error."""
+        for key in keys:
+            self.delete_prefix(key)
+
     def local_path(self, key: str) -> Path | None:
         """The key's path on this machine if the store is a local folder, else None."""
         return None

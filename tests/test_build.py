@@ -102,3 +102,22 @@ def test_labels_are_scored_only_when_the_logs_carry_ground_truth(sampled, tmp_pa
         assert build.autolabel_quality(spec, outputs, labels, store) is None
     finally:
         (tmp_path / "objects.parquet").rename(objects)
+
+
+def test_a_republished_dataroot_loses_exactly_what_the_new_build_does_not_use():
+    root = "datasets/d/nuscenes"
+    keys = [f"{root}/{name}" for name in (
+        "v1.0-d-part001/sample.json",  # uploaded again
+        "v1.0-d-part002/sample.json",  # the old build had two parts
+        "can_bus/scene-0002_meta.json",  # a scene the new build has no more
+        "samples/CAM_FRONT/log-1__CAM_FRONT__1000000.jpg",  # in scene 1's span
+        "sweeps/CAM_FRONT/log-1__CAM_FRONT__1020000.jpg",  # 20 ms past it (lidar-like slack)
+        "samples/CAM_FRONT/log-1__CAM_FRONT__30000000.jpg",  # in a dropped scene of the same log
+        "samples/CAM_FRONT/log-2__CAM_FRONT__1000000.jpg",  # a log the new build does not use
+        "samples/CAM_FRONT/not-our-name.jpg",  # not a name we write: kept
+    )]
+    uploaded = {f"{root}/v1.0-d-part001/sample.json"}
+    spans = {"log-1": [(40_000_000, 60_000_000), (0, 1_000_000)]}
+    assert build.stale_dataroot_keys(keys, root, uploaded, spans) == [f"{root}/{name}" for name in (
+        "v1.0-d-part002/sample.json", "can_bus/scene-0002_meta.json",
+        "samples/CAM_FRONT/log-1__CAM_FRONT__30000000.jpg", "samples/CAM_FRONT/log-2__CAM_FRONT__1000000.jpg")]

@@ -1,6 +1,7 @@
 """A dataset build whose object store is a real S3-compatible server (SeaweedFS on 127.0.0.1)."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -47,8 +48,6 @@ def test_a_dataset_builds_with_everything_in_s3(s3_server, tmp_path, monkeypatch
     assert summary["preview"] == "datasets/s3e2e/preview.jpg" and len(store.get_bytes(summary["preview"])) > 1000
     local = tmp_path / "download"
     with store.local_folder("datasets/s3e2e/nuscenes") as folder:
-        import shutil
-
         shutil.copytree(folder, local)
     nusc = NuScenes(version="v1.0-s3e2e", dataroot=str(local), verbose=False)
     assert len(nusc.scene) == 2 and len(nusc.sample) == 2 * 40
@@ -63,3 +62,17 @@ def test_a_dataset_builds_with_everything_in_s3(s3_server, tmp_path, monkeypatch
     metadata = instance.fetch_materializations(dg.AssetKey("jadd_dataset"), limit=1).records[0].asset_materialization.metadata
     assert metadata["labels_computed"].value == 2
     assert 0.0 <= metadata["autolabel_mAP"].value <= 1.0 and "autolabel_AP_per_class" in metadata
+
+    # A rebuild with fewer scenes leaves nothing of the dropped scene in the dataroot.
+    spec.write_text(yaml.safe_dump({"name": "s3e2e", "channels": ["CAM_FRONT"], "image_width": 64, "image_height": 36,
+                                    "autolabel": True, "max_scenes": 1}))
+    assert jadd(["build", "--spec", str(spec), "--logs", str(tmp_path / "logs"), "--workdir", str(tmp_path / "work")]) == 0
+    summary = json.loads((tmp_path / "work" / "summary.json").read_text())
+    assert summary["scenes"] == 1 and summary["cached_scenes"] == 1
+    left = [k for k in store.list_keys("datasets/s3e2e/nuscenes") if k.split("/")[3] in ("samples", "sweeps")]
+    assert len(left) == 40 + 39 * 4  # one scene's keyframes and sweeps, as the new tables reference
+    smaller = tmp_path / "download-again"
+    with store.local_folder("datasets/s3e2e/nuscenes") as folder:
+        shutil.copytree(folder, smaller)
+    again = NuScenes(version="v1.0-s3e2e", dataroot=str(smaller), verbose=False)
+    assert len(again.scene) == 1 and all((smaller / sd["filename"]).is_file() for sd in again.sample_data)
