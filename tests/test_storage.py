@@ -146,6 +146,13 @@ def test_delete_prefix_removes_everything_under_it_only(store):
     store.delete_prefix("never/was")
 
 
+def test_delete_keys_removes_just_those_objects(store):
+    for key in ["d/a", "d/b", "d/sub/c", "keep"]:
+        store.put_bytes(key, b"1")
+    store.delete_keys(["d/a", "d/sub/c", "never/was"])
+    assert sorted(store.list_keys("d")) == ["d/b"] and store.get_bytes("keep") == b"1"
+
+
 # Staged outputs and local folders.
 
 
