@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pickle
 import warnings
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -327,18 +326,14 @@ def test_an_onnx_model_from_the_profile_labels_a_dataset_end_to_end(tmp_path, mo
 
     from jadd_dagster.cli import main as jadd
     from jadd_dagster.logs.generator import make_logs
+    from profiles import use_profile
 
     # Whatever the image, one car low in the middle of it (320x180 letterboxes into 64x64 with 14 px
     # bars: model pixels (28, 30)-(36, 40) are image pixels (140, 80)-(180, 130)), scored 2 x red mean.
     uri = save(tmp_path, red_mean_model([[28.0, 30.0, 36.0, 40.0]], [[2.0, 0.0, 0.0]]))
-    profile = yaml.safe_load((Path(__file__).resolve().parents[1] / "resources" / "local.yaml").read_text())
-    profile["autolabel"] = {"models": {"tiny": {
+    use_profile(tmp_path, monkeypatch, autolabel={"models": {"tiny": {
         "kind": "onnx", "uri": uri, "version": "7", "input_size": [INPUT, INPUT], "pad_value": 0,
-        "class_names": CLASSES, "score_threshold": 0.1}}}
-    (tmp_path / "profile.yaml").write_text(yaml.safe_dump(profile))
-    monkeypatch.setenv("JADD_PROFILE", str(tmp_path / "profile.yaml"))
-    for name in ("JADD_HOME", "DAGSTER_HOME"):
-        monkeypatch.delenv(name, raising=False)
+        "class_names": CLASSES, "score_threshold": 0.1}}})
     make_logs(tmp_path / "logs", n_logs=1, minutes=0.4, seed=5, channels=("CAM_FRONT",), image_size=(320, 180))
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({"name": "onnx", "channels": ["CAM_FRONT"], "sweep_hz": 2, "autolabel": True,

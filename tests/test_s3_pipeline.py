@@ -10,10 +10,9 @@ import yaml
 from jadd_dagster.cli import main as jadd
 from jadd_dagster.logs.generator import make_logs
 from jadd_dagster.s3store import S3Store
+from profiles import use_profile
 
 pytestmark = [pytest.mark.e2e, pytest.mark.s3]
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_a_dataset_builds_with_everything_in_s3(s3_server, tmp_path, monkeypatch):
@@ -25,12 +24,7 @@ def test_a_dataset_builds_with_everything_in_s3(s3_server, tmp_path, monkeypatch
         "AWS_SECRET_ACCESS_KEY": s3_server.secret_key, "AWS_REGION": s3_server.region,
     }.items():
         monkeypatch.setenv(name, value)  # the worker processes inherit these
-    profile = yaml.safe_load((ROOT / "resources" / "local.yaml").read_text())
-    profile["storage"]["url"] = f"s3://{bucket}/jadd"
-    (tmp_path / "s3.yaml").write_text(yaml.safe_dump(profile))
-    monkeypatch.setenv("JADD_PROFILE", str(tmp_path / "s3.yaml"))
-    for name in ("JADD_HOME", "DAGSTER_HOME"):
-        monkeypatch.delenv(name, raising=False)
+    use_profile(tmp_path, monkeypatch, storage={"url": f"s3://{bucket}/jadd"})
     make_logs(tmp_path / "logs", n_logs=2, minutes=0.4, seed=11, channels=("CAM_FRONT",), image_size=(96, 54))
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({"name": "s3e2e", "channels": ["CAM_FRONT"], "image_width": 64, "image_height": 36,
