@@ -6,6 +6,7 @@ Plain functions; the Dagster assets in defs/dataset_assets.py call them.
 from __future__ import annotations
 
 import bisect
+import logging
 import shutil
 import tempfile
 import time
@@ -26,6 +27,8 @@ from jadd_dagster.sampling import SamplingProfile
 from jadd_dagster.scene_record import SCENE_CAN, SCENE_JSON, SCENE_POSE, SceneRecord
 from jadd_dagster.spec import DatasetSpec
 from jadd_dagster.storage import DATASETS, SCENES, ObjectStore
+
+logger = logging.getLogger(__name__)
 
 
 def sampling_profile(spec: DatasetSpec) -> SamplingProfile:
@@ -286,12 +289,12 @@ def dataset_preview(
     """Write preview.jpg (jadd_dagster.preview) of the staged dataset beside its dataroot; returns
     its key, or "" when the devkit could not load the dataset or the preview failed (a preview
     never fails a build). local: the staged dataroot holds the frames; else they are in the store."""
-    key = dataroot_key(name)
     from jadd_dagster.nuscenes.writer import link_or_copy
     from jadd_dagster.preview import preview_jpeg
 
     if not versions or checks.devkit:
         return ""
+    key = dataroot_key(name)
 
     def fetch(filename: str, target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -303,7 +306,7 @@ def dataset_preview(
     try:
         image = preview_jpeg(staging, versions[0], fetch)
     except Exception as error:  # noqa: BLE001 - the dataset is fine without its preview
-        print(f"warning: no preview: {type(error).__name__}: {error}")
+        logger.warning("%s: no preview: %s: %s", name, type(error).__name__, error)
         return ""
     if image is None:
         return ""
