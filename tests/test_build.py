@@ -59,6 +59,16 @@ def test_a_scene_missing_a_frame_fails_the_frame_count_check(sampled):
     assert checks.frame_counts == [f"{outputs[1].scene_id} CAM_FRONT: 195 frames, expected 196"]
 
 
+def _write_labels(store, outputs, boxes: dict[str, list[dict]]) -> dict[str, str]:
+    """labels.json of each scene (its boxes, none if not given) as the autolabel stage leaves it;
+    their keys by scene id."""
+    labels = {}
+    for output in outputs:
+        labels[output.scene_id] = f"labels/{output.scene_id.replace('/', '__')}.json"
+        store.write_json(labels[output.scene_id], {"annotations": boxes.get(output.scene_id, [])})
+    return labels
+
+
 def _preview(store, summary) -> np.ndarray:
     assert summary.preview == "datasets/merged/preview.jpg"
     image = cv2.imdecode(np.frombuffer(store.get_bytes(summary.preview), np.uint8), cv2.IMREAD_COLOR)
@@ -76,10 +86,7 @@ def test_the_preview_shows_a_keyframe_with_the_boxes_the_devkit_projects(sampled
     centre = np.asarray(frame.ego_pose.translation) + heading @ np.array([13.6, 0.0, 0.0])
     box = {"instance_id": "car-1", "keyframe_index": 20, "category": "vehicle.car", "translation": list(centre[:2]) + [0.87],
            "size": [1.95, 4.62, 1.73], "rotation": list(frame.ego_pose.rotation), "attributes": ["vehicle.parked"]}
-    labels = {}
-    for output in outputs:
-        labels[output.scene_id] = f"labels/{output.scene_id.replace('/', '__')}.json"
-        store.write_json(labels[output.scene_id], {"annotations": [box] if output is outputs[0] else []})
+    labels = _write_labels(store, outputs, {outputs[0].scene_id: [box]})
     boxed = _preview(store, build.assemble_dataset(spec, outputs, store, "run-boxed", scene_length_s=20.0, labels=labels)[0])
     rows, cols = np.nonzero(np.abs(boxed - plain).max(axis=2) > 60)
     assert len(rows) > 50  # the box's edges
@@ -89,10 +96,7 @@ def test_the_preview_shows_a_keyframe_with_the_boxes_the_devkit_projects(sampled
 
 def test_labels_are_scored_only_when_the_logs_carry_ground_truth(sampled, tmp_path):
     spec, store, outputs = sampled
-    labels = {}
-    for output in outputs:
-        labels[output.scene_id] = f"labels/{output.scene_id.replace('/', '__')}.json"
-        store.write_json(labels[output.scene_id], {"annotations": []})
+    labels = _write_labels(store, outputs, {})
     scored = build.autolabel_quality(spec, outputs, labels, store)
     assert scored is not None and scored["scenes"] == 1 and scored["mAP"] == 0.0  # no boxes: nothing found
     objects = store.local_path(f"logs/{outputs[0].scene_id.split('/')[0]}/objects.parquet")

@@ -16,6 +16,10 @@ import numpy as np
 # visibility, point counts: autolabel/lifting.py, tracking.py); part of every model's cache key, so
 # a change there relabels as a new model version would. 2: lidar refinement and per-box attributes.
 LABELLER_VERSION = "2"
+# num_lidar_pts of a box when there is no lidar to count with (auto-labels of a camera-only scene,
+# observable ground truth of a log without lidar): the devkit's evaluation and training tools drop
+# boxes with no points, so a box that should count must have one.
+NO_LIDAR_POINTS = 1
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,11 @@ class Box3D:
             "num_radar_pts": 0,
             "score": float(self.score),
         }
+
+
+def box_area(box: tuple[float, float, float, float]) -> float:
+    """Area (px²) of a 2D box (x0, y0, x1, y1); 0 when it is empty."""
+    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
 
 
 class Detector2D(ABC):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from jadd_dagster.autolabel.base import Detection2D, Detector2D
+from jadd_dagster.autolabel.base import Detection2D, Detector2D, box_area
 from jadd_dagster.logs.objects import CLASS_BY_NAME
 from jadd_dagster.logs.render import CLASS_HUE_DEG
 
@@ -75,14 +75,10 @@ class BaselineDetector(Detector2D):
         return [d for d in found if not any(_is_fringe(d, other) for other in found)]
 
 
-def _area(box: tuple[float, float, float, float]) -> float:
-    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
-
-
 def _is_fringe(small: Detection2D, large: Detection2D) -> bool:
     """Whether small is a colour fringe along the edge of large (another class, much larger)."""
-    if small.category == large.category or _area(large.box) < 4 * _area(small.box):
+    if small.category == large.category or box_area(large.box) < 4 * box_area(small.box):
         return False
     a, b = small.box, large.box
-    inside = _area((max(a[0], b[0] - 1), max(a[1], b[1] - 1), min(a[2], b[2] + 1), min(a[3], b[3] + 1)))
-    return inside >= FRINGE_INSIDE * _area(a)
+    inside = box_area((max(a[0], b[0] - 1), max(a[1], b[1] - 1), min(a[2], b[2] + 1), min(a[3], b[3] + 1)))
+    return inside >= FRINGE_INSIDE * box_area(a)

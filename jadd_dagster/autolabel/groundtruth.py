@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jadd_dagster.autolabel.base import NO_LIDAR_POINTS
 from jadd_dagster.autolabel.lifting import ego_yaw
 from jadd_dagster.logs.lidar import CHANNEL, lidar_points_per_object, read_sweep
 from jadd_dagster.logs.objects import yaw_matrix
@@ -20,9 +21,6 @@ from jadd_dagster.nuscenes.tables import visibility_level
 from jadd_dagster.scene_record import SceneRecord
 
 MAX_DISTANCE_M = 60.0  # beyond every nuScenes detection class range (50 m at most)
-# num_lidar_pts of a box seen by the dataset's cameras when there is no lidar: the devkit's
-# evaluation (and training tools) drop boxes with no points, so an observable box must have one.
-NO_LIDAR_POINTS = 1
 MIN_SEEN_PX = 2  # visible pixels (at logs.visibility.TEST_WIDTH_PX) that make a box observable
 
 

@@ -85,6 +85,23 @@ def ego_yaw(rotation: tuple[float, float, float, float] | np.ndarray) -> float:
     return float(math.atan2(m[1, 0], m[0, 0]))
 
 
+def camera_pose(calibration: CameraCalibration, ego_translation, ego_rotation) -> tuple[np.ndarray, np.ndarray]:
+    """The camera's centre (3,) in the global frame and its camera-to-global rotation (3, 3), for an
+    ego pose (metres, [w, x, y, z] ego-to-global)."""
+    ego_to_global = matrix_from_quaternion(ego_rotation)
+    origin = ego_to_global @ np.asarray(calibration.translation, dtype=np.float64)
+    return origin + np.asarray(ego_translation, dtype=np.float64), ego_to_global @ matrix_from_quaternion(calibration.rotation)
+
+
+def pixel_positions(cam: np.ndarray, calibration: CameraCalibration) -> np.ndarray:
+    """Pixel positions (N, 2) of camera-frame points (N, 3), z > 0, in a pinhole image, measured
+    like detection boxes: from pixel edges (the camera matrix puts pixel centres at integers)."""
+    k = calibration.camera_matrix
+    u = k[0, 0] * cam[:, 0] / cam[:, 2] + k[0, 2] + 0.5
+    v = k[1, 1] * cam[:, 1] / cam[:, 2] + k[1, 2] + 0.5
+    return np.stack([u, v], axis=1)
+
+
 def lift_to_3d(
     detections: list[Detection2D],
     calibration: CameraCalibration,
@@ -105,11 +122,7 @@ def lift_to_3d(
         return []
     if calibration.is_distorted:
         raise ValueError(f"{calibration.channel}: lifting needs an undistorted (pinhole) image")
-    cam_to_ego = matrix_from_quaternion(calibration.rotation)
-    ego_to_global = matrix_from_quaternion(ego_rotation)
-    cam_to_global = ego_to_global @ cam_to_ego
-    origin = ego_to_global @ np.asarray(calibration.translation, dtype=np.float64)
-    origin += np.asarray(ego_translation, dtype=np.float64)
+    origin, cam_to_global = camera_pose(calibration, ego_translation, ego_rotation)
     k_inv = np.linalg.inv(calibration.camera_matrix)
     heading = ego_yaw(ego_rotation)
     pixels, above = _project(points, origin, cam_to_global, calibration) if points is not None else (None, None)
@@ -154,12 +167,7 @@ def _project(
     xyz = xyz[xyz[:, 2] >= LIDAR_MIN_HEIGHT_M]
     cam = (xyz - origin) @ cam_to_global  # rows: global -> camera
     front = cam[:, 2] > 0.5
-    cam, xyz = cam[front], xyz[front]
-    k = calibration.camera_matrix
-    # (+0.5: the camera matrix puts pixel centres at integers; detection boxes are pixel edges.)
-    u = k[0, 0] * cam[:, 0] / cam[:, 2] + k[0, 2] + 0.5
-    v = k[1, 1] * cam[:, 1] / cam[:, 2] + k[1, 2] + 0.5
-    return np.stack([u, v], axis=1), xyz
+    return pixel_positions(cam[front], calibration), xyz[front]
 
 
 def _lidar_distance(

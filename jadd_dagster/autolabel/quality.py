@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from jadd_dagster.autolabel.evaluate import evaluate_detections
+from jadd_dagster.autolabel.evaluate import evaluate_detections, scene_sample_tokens
 from jadd_dagster.autolabel.groundtruth import ground_truth_annotations
 from jadd_dagster.logs.visibility import ObjectVisibility
 from jadd_dagster.scene_record import SceneRecord
@@ -70,10 +70,7 @@ def score_autolabels(
         scene_of_name = {n: scene_id for scene_id, n in merged.scene_names.items()}
         predictions: dict[str, list[dict]] = {}
         for scene in nusc.scene:
-            tokens, token = [], scene["first_sample_token"]
-            while token:
-                tokens.append(token)
-                token = nusc.get("sample", token)["next"]
+            tokens = scene_sample_tokens(nusc, scene)
             for box in labels.get(scene_of_name[scene["name"]], []):
                 predictions.setdefault(tokens[box["keyframe_index"]], []).append(box)
         return {**evaluate_detections(root, version, predictions, "val", Path(tmp) / "eval"), "scenes": merged.scenes}

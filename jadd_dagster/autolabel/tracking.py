@@ -24,10 +24,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from jadd_dagster.autolabel.base import Box3D, Detector2D
-from jadd_dagster.autolabel.lifting import LiftedBox, lift_to_3d
+from jadd_dagster.autolabel.base import NO_LIDAR_POINTS, Box3D, Detector2D, box_area
+from jadd_dagster.autolabel.lifting import LiftedBox, camera_pose, lift_to_3d, pixel_positions
 from jadd_dagster.camera import CameraCalibration, matrix_from_quaternion
-from jadd_dagster.logs.lidar import count_points_in_boxes, read_sweep
+from jadd_dagster.logs.format import LidarCalibration
+from jadd_dagster.logs.lidar import CHANNEL, points_in_box, read_sweep, sweep_to_ego
 from jadd_dagster.logs.objects import CLASS_BY_CATEGORY
 from jadd_dagster.nuscenes.tables import visibility_level
 from jadd_dagster.scene_record import SceneRecord
@@ -42,10 +43,6 @@ MOVING_M = 2.0  # a track that travels this far faces along its motion
 MOVING_MPS = 1.0  # a moving track's box faster than this is 'moving' (lifting noise stays below it)
 MOVING_MEAN_MPS = 0.5  # ... and a moving track averages at least this over its life
 LIDAR_MARGIN_M = 0.1  # boxes are grown by this when counting points (returns lie on the surface)
-# num_lidar_pts of every box of a scene without lidar (as autolabel/groundtruth.py): tools that
-# drop boxes with no points would otherwise drop them all.
-NO_LIDAR_POINTS = 1
-LIDAR_CHANNEL = "LIDAR_TOP"
 # Attributes (moving, still-after-moving, never moving) by the class's nuScenes category prefix.
 _ATTRIBUTES = (
     ("vehicle.bicycle", ("cycle.with_rider", "cycle.with_rider", "cycle.without_rider")),
@@ -168,9 +165,7 @@ def estimate_visibility(box: Box3D, calibration: CameraCalibration, ego_rotation
     calibration of box.channel; ego pose of that image (ego-to-global). '' without a pixel_box."""
     if box.pixel_box is None:
         return ""
-    ego_to_global = matrix_from_quaternion(ego_rotation)
-    cam_to_global = ego_to_global @ matrix_from_quaternion(calibration.rotation)
-    origin = ego_to_global @ np.asarray(calibration.translation) + np.asarray(ego_translation)
+    origin, cam_to_global = camera_pose(calibration, ego_translation, ego_rotation)
     width, length, height = box.size
     c, s = math.cos(box.yaw), math.sin(box.yaw)
     corners = np.array([(x * length / 2, y * width / 2, z * height / 2)
@@ -180,19 +175,13 @@ def estimate_visibility(box: Box3D, calibration: CameraCalibration, ego_rotation
     cam = cam[cam[:, 2] > 0.1]
     if len(cam) < 2:
         return ""
-    k = calibration.camera_matrix
-    u = k[0, 0] * cam[:, 0] / cam[:, 2] + k[0, 2] + 0.5
-    v = k[1, 1] * cam[:, 1] / cam[:, 2] + k[1, 2] + 0.5
+    u, v = pixel_positions(cam, calibration).T
     outline = (max(u.min(), 0.0), max(v.min(), 0.0), min(u.max(), calibration.width), min(v.max(), calibration.height))
-    whole = _area(outline)
+    whole = box_area(outline)
     if whole <= 0:
         return ""
-    seen = _area(tuple(f(a, b) for f, a, b in zip((max, max, min, min), box.pixel_box, outline)))
+    seen = box_area(tuple(f(a, b) for f, a, b in zip((max, max, min, min), box.pixel_box, outline)))
     return visibility_level(min(1.0, seen / whole))
-
-
-def _area(box) -> float:
-    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
 
 
 def label_scene(scene_dir: Path, detector: Detector2D | None = None) -> list[dict]:
@@ -229,8 +218,7 @@ def label_scene(scene_dir: Path, detector: Detector2D | None = None) -> list[dic
         if pose is not None:
             visibility = estimate_visibility(box, calibrations[box.channel], pose.rotation, pose.translation)
         sweep = sweeps.get(box.keyframe_index)
-        points = NO_LIDAR_POINTS if sweep is None else int(count_points_in_boxes(
-            sweep, np.array([box.translation]), np.array([box.size]), np.array([box.yaw]), LIDAR_MARGIN_M)[0])
+        points = NO_LIDAR_POINTS if sweep is None else points_in_box(sweep, box.translation, box.size, box.yaw, LIDAR_MARGIN_M)
         boxes.append(replace(box, visibility=visibility, num_lidar_pts=points).annotation())
     return boxes
 
@@ -238,14 +226,13 @@ def label_scene(scene_dir: Path, detector: Detector2D | None = None) -> list[dic
 def _keyframe_sweeps(scene_dir: Path, record: SceneRecord) -> dict[int, np.ndarray]:
     """The scene's LIDAR_TOP keyframe sweeps as global-frame points (N, 3), by keyframe index;
     empty when the scene has no lidar."""
-    if LIDAR_CHANNEL not in record.cameras:
+    if CHANNEL not in record.cameras:
         return {}
-    mount = record.cameras[LIDAR_CHANNEL]
-    sensor_to_ego = matrix_from_quaternion(mount["rotation"])
+    mount = LidarCalibration.from_json(record.cameras[CHANNEL])
     sweeps = {}
     for frame in record.frames:
-        if frame.channel == LIDAR_CHANNEL and frame.is_key_frame and frame.keyframe_index is not None:
-            ego = read_sweep(scene_dir / frame.path)[:, :3].astype(np.float64) @ sensor_to_ego.T + mount["translation"]
+        if frame.channel == CHANNEL and frame.is_key_frame and frame.keyframe_index is not None:
+            ego = sweep_to_ego(read_sweep(scene_dir / frame.path), mount)
             pose = frame.ego_pose
             sweeps[frame.keyframe_index] = ego @ matrix_from_quaternion(pose.rotation).T + np.asarray(pose.translation)
     return sweeps

@@ -10,7 +10,7 @@ from jadd_dagster.defs.config import AutolabelConfig, spec_from_config
 from jadd_dagster.defs.log_assets import catalog_rows_for_partitions
 from jadd_dagster.defs.partitions import scene_partitions
 from jadd_dagster.defs.resources import AutolabelModels, RegistryResource, StoreResource
-from jadd_dagster.defs.stages import record_scene_materializations, run_on_backend
+from jadd_dagster.defs.stages import record_scene_materializations, run_on_backend, seconds_metadata
 from jadd_dagster.registry import SceneOutput
 from jadd_dagster.spec import DatasetSpec
 
@@ -60,5 +60,5 @@ def autolabels(
         "model": model_key(spec.autolabel_model, models.get(spec.autolabel_model)),
         "computed": len(result.computed), "cached": len(result.cached),
         "boxes": sum(o.frames for o in result.ok),
-        **({} if result.seconds_per_scene is None else {"label_s_per_scene": round(result.seconds_per_scene, 3)}),
+        **seconds_metadata("label_s_per_scene", result),
     })

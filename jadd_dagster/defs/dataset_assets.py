@@ -16,7 +16,7 @@ from jadd_dagster.defs.compute_resources import ComputeBackend
 from jadd_dagster.defs.config import DatasetConfig, SamplingConfig, spec_from_config
 from jadd_dagster.defs.partitions import dataset_partitions, scene_partitions
 from jadd_dagster.defs.resources import AutolabelModels, PipelineSettings, RegistryResource, StoreResource
-from jadd_dagster.defs.stages import plan_metadata, record_scene_materializations, run_on_backend
+from jadd_dagster.defs.stages import plan_metadata, record_scene_materializations, run_on_backend, seconds_metadata
 from jadd_dagster.scene_record import SCENE_JSON
 from jadd_dagster.spec import parse_spec
 
@@ -121,12 +121,6 @@ def preview_metadata(store, key: str) -> dict:
         return {}
     image = base64.b64encode(store.get_bytes(key)).decode("ascii")
     return {"preview": dg.MetadataValue.md(f"![a keyframe with its boxes](data:image/jpeg;base64,{image})")}
-
-
-def seconds_metadata(name: str, result) -> dict:
-    """A stage's measured worker seconds per newly computed scene (nothing when all were cached)."""
-    seconds = result.seconds_per_scene
-    return {} if seconds is None else {name: round(seconds, 3)}
 
 
 def quality_metadata(metrics: dict | None) -> dict:

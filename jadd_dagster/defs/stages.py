@@ -44,6 +44,12 @@ def record_scene_materializations(
     return record_materializations(context, asset_key, items())
 
 
+def seconds_metadata(name: str, result: StageResult) -> dict:
+    """A stage's measured worker seconds per newly computed scene (nothing when all were cached)."""
+    seconds = result.seconds_per_scene
+    return {} if seconds is None else {name: round(seconds, 3)}
+
+
 def plan_metadata(result: StageResult, frames_per_scene_s: float, settings: PipelineSettings) -> dict:
     """The Split plan as the run shows it: chunks, scenes and expected CPU time, the first chunks."""
 

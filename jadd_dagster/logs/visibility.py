@@ -32,16 +32,20 @@ class Coverage:
 
     def shares(self, channels: Iterable[str] | None = None) -> np.ndarray:
         """(N,) visible share over the given channels (default: all), 0 where none covers it."""
-        names = list(self.visible) if channels is None else [c for c in channels if c in self.visible]
+        names = self._channels(channels)
         visible = sum((self.visible[c] for c in names), np.zeros(len(self.ids), dtype=np.int64))
         whole = sum((self.whole[c] for c in names), np.zeros(len(self.ids), dtype=np.int64))
         return np.where(whole > 0, visible / np.maximum(whole, 1), 0.0)
 
     def seen(self, channels: Iterable[str] | None = None, min_pixels: int = 1) -> np.ndarray:
         """(N,) bool: at least min_pixels visible in one of the channels (default: all)."""
-        names = list(self.visible) if channels is None else [c for c in channels if c in self.visible]
+        names = self._channels(channels)
         best = np.max([self.visible[c] for c in names], axis=0) if names else np.zeros(len(self.ids), np.int64)
         return best >= min_pixels
+
+    def _channels(self, channels: Iterable[str] | None) -> list[str]:
+        """The given channels that were tested (all of them for None)."""
+        return list(self.visible) if channels is None else [c for c in channels if c in self.visible]
 
 
 class ObjectVisibility:
