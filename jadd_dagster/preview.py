@@ -31,8 +31,6 @@ def preview_jpeg(dataroot: Path, version: str, fetch: Callable[[str, Path], None
     from nuscenes.nuscenes import NuScenes
     from nuscenes.utils.geometry_utils import BoxVisibility
 
-    from jadd_dagster.autolabel.evaluate import scene_sample_tokens
-
     with tempfile.TemporaryDirectory(prefix="jadd-preview-") as tmp:
         view = Path(tmp)
         for folder in (version, "maps"):  # the devkit opens the map masks with the tables
@@ -41,7 +39,10 @@ def preview_jpeg(dataroot: Path, version: str, fetch: Callable[[str, Path], None
         nusc = NuScenes(version=version, dataroot=str(view), verbose=False)
         if not nusc.scene:
             return None
-        tokens = scene_sample_tokens(nusc, nusc.scene[0])
+        tokens, token = [], nusc.scene[0]["first_sample_token"]
+        while token:  # the first scene's samples, in time order
+            tokens.append(token)
+            token = nusc.get("sample", token)["next"]
         data = nusc.get("sample", tokens[len(tokens) // 2])["data"]
         cameras = [c for c in data if nusc.get("sample_data", data[c])["sensor_modality"] == "camera"]
         if not cameras:

@@ -297,3 +297,16 @@ def test_predicting_nothing_scores_zero_over_the_classes_present(built, tmp_path
     empty = evaluate_detections(result.dataroot, result.versions[0], {}, "val", tmp_path)
     assert empty["mAP"] == 0.0 and empty["NDS"] == 0.0 and empty["samples"] == len(tokens)
     assert empty["classes_present"] == perfect["classes_present"] != []
+
+
+def test_sample_tokens_are_known_without_the_tables(built):
+    from jadd_dagster.nuscenes.tables import sample_tokens
+
+    nusc, result = built["nusc"], built["result"]
+    for record in built["records"]:
+        scene = next(s for s in nusc.scene if s["name"] == result.scene_names[record.scene_id])
+        chain, token = [], scene["first_sample_token"]
+        while token:
+            chain.append(token)
+            token = nusc.get("sample", token)["next"]
+        assert sample_tokens(record) == chain and len(chain) == len(record.keyframe_times_us)

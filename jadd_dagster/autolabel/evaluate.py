@@ -133,15 +133,6 @@ def predictions_from_annotations(
     return predictions
 
 
-def scene_sample_tokens(nusc: NuScenes, scene: Mapping) -> list[str]:
-    """The tokens of a scene's samples in time order (its first sample's next chain)."""
-    tokens, token = [], scene["first_sample_token"]
-    while token:
-        tokens.append(token)
-        token = nusc.get("sample", token)["next"]
-    return tokens
-
-
 def split_scenes(dataroot: Path, version: str, split: str) -> list[str]:
     """Scene names of a split in the version's splits.json."""
     splits = json.loads((Path(dataroot) / version / "splits.json").read_text(encoding="utf-8"))

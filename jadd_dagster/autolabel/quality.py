@@ -15,9 +15,10 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from jadd_dagster.autolabel.evaluate import evaluate_detections, scene_sample_tokens
+from jadd_dagster.autolabel.evaluate import evaluate_detections
 from jadd_dagster.autolabel.groundtruth import ground_truth_annotations
 from jadd_dagster.logs.visibility import ObjectVisibility
+from jadd_dagster.nuscenes.tables import sample_tokens
 from jadd_dagster.scene_record import SceneRecord
 
 MAX_SCORED_SCENES = 100  # val scenes scored per build (≈ 4,000 samples of 20 s scenes at 2 Hz)
@@ -46,8 +47,6 @@ def score_autolabels(
     folders (scene.json, and the lidar keyframes if sampled), all evaluated as one split; None when
     there are no scenes or a scene's log has no ground truth. open_log(log_id) gives a DriveLog.
     The metrics are evaluate_detections' plus scenes, the number scored."""
-    from nuscenes.nuscenes import NuScenes
-
     from jadd_dagster.merge import merge_scenes
 
     records = {d: SceneRecord.load(d) for d in scene_dirs}
@@ -65,12 +64,11 @@ def score_autolabels(
                 logs[record.log_id], record, cameras=cameras[record.log_id], scene_dir=scene_dir),
             link_image=lambda *_: True, frame_exists=lambda *_: True,
         )
-        version = merged.versions[0]
-        nusc = NuScenes(version=version, dataroot=str(root), verbose=False)
-        scene_of_name = {n: scene_id for scene_id, n in merged.scene_names.items()}
         predictions: dict[str, list[dict]] = {}
-        for scene in nusc.scene:
-            tokens = scene_sample_tokens(nusc, scene)
-            for box in labels.get(scene_of_name[scene["name"]], []):
-                predictions.setdefault(tokens[box["keyframe_index"]], []).append(box)
-        return {**evaluate_detections(root, version, predictions, "val", Path(tmp) / "eval"), "scenes": merged.scenes}
+        for record in records.values():
+            if record.scene_id in merged.scene_names:  # (not a scene the merge refused)
+                tokens = sample_tokens(record)  # derived: the tables need not be opened for them
+                for box in labels.get(record.scene_id, []):
+                    predictions.setdefault(tokens[box["keyframe_index"]], []).append(box)
+        eval_dir = Path(tmp) / "eval"
+        return {**evaluate_detections(root, merged.versions[0], predictions, "val", eval_dir), "scenes": merged.scenes}

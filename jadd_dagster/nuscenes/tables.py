@@ -244,6 +244,13 @@ def scene_key(record: SceneRecord) -> str:
 FILE_FORMATS = {"camera": ("jpg", ".jpg"), "lidar": ("pcd", ".pcd.bin")}
 
 
+def sample_tokens(record: SceneRecord) -> list[str]:
+    """The tokens of a scene's samples, one per keyframe time, in order (tokens are derived, so
+    they are known without opening the tables)."""
+    key = scene_key(record)
+    return [make_token("sample", key, int(t)) for t in record.keyframe_times_us]
+
+
 def sample_data_filename(log_id: str, channel: str, timestamp_us: int, is_key_frame: bool) -> str:
     """Path relative to the dataroot, nuScenes style: samples/ for keyframes, sweeps/ otherwise;
     JPEGs for cameras, .pcd.bin point clouds for lidars."""
@@ -300,17 +307,17 @@ def build_scene_tables(record: SceneRecord, annotations: Sequence[Mapping] = ())
         raise ValueError("scene has no keyframes")
     if any(b <= a for a, b in zip(times, times[1:])):
         raise ValueError("keyframe_times_us must be strictly increasing")
-    sample_tokens = [make_token("sample", key, t) for t in times]
+    keyframe_tokens = sample_tokens(record)
     scene_token = make_token("scene", key)
     samples = [
         {
             "token": token,
             "timestamp": t,
-            "prev": sample_tokens[i - 1] if i > 0 else "",
-            "next": sample_tokens[i + 1] if i + 1 < len(times) else "",
+            "prev": keyframe_tokens[i - 1] if i > 0 else "",
+            "next": keyframe_tokens[i + 1] if i + 1 < len(times) else "",
             "scene_token": scene_token,
         }
-        for i, (token, t) in enumerate(zip(sample_tokens, times))
+        for i, (token, t) in enumerate(zip(keyframe_tokens, times))
     ]
 
     calibrated = {}
@@ -366,7 +373,7 @@ def build_scene_tables(record: SceneRecord, annotations: Sequence[Mapping] = ())
             sample_data.append(
                 {
                     "token": tokens[i],
-                    "sample_token": sample_tokens[sample_index],
+                    "sample_token": keyframe_tokens[sample_index],
                     "ego_pose_token": pose_token,
                     "calibrated_sensor_token": calibrated[channel]["token"],
                     "timestamp": t,
@@ -382,13 +389,13 @@ def build_scene_tables(record: SceneRecord, annotations: Sequence[Mapping] = ())
             links.append((frame.path, filename))
             poses_by_time.setdefault(t, (translation[0], translation[1]))
 
-    instances, sample_annotations = annotation_tables(key, sample_tokens, annotations)
+    instances, sample_annotations = annotation_tables(key, keyframe_tokens, annotations)
     scene = {
         "token": scene_token,
         "log_token": log_token(record.log_id),
         "nbr_samples": len(samples),
-        "first_sample_token": sample_tokens[0],
-        "last_sample_token": sample_tokens[-1],
+        "first_sample_token": keyframe_tokens[0],
+        "last_sample_token": keyframe_tokens[-1],
         "name": "",
         "description": scene_description(record),
     }
