@@ -24,7 +24,7 @@ from jadd_dagster.compute.worker import STAGE_AUTOLABELED, STAGE_SAMPLED
 from jadd_dagster.logs.format import LIDAR_CHANNELS
 from jadd_dagster.registry import SceneOutput
 from jadd_dagster.sampling import SamplingProfile
-from jadd_dagster.scene_record import SCENE_CAN, SCENE_JSON, SCENE_POSE, SceneRecord
+from jadd_dagster.scene_record import SCENE_CAN, SCENE_JSON, SCENE_POSE, SceneRecord, parse_scene_id
 from jadd_dagster.spec import DatasetSpec
 from jadd_dagster.storage import DATASETS, SCENES, ObjectStore
 
@@ -385,7 +385,7 @@ def autolabel_quality(
 
     chosen = set(scenes_to_score([o.scene_id for o in outputs], spec.val_fraction))
     picked = [o for o in outputs if o.scene_id in chosen]
-    log_ids = {o.scene_id.rsplit("/", 1)[0] for o in picked}
+    log_ids = {parse_scene_id(o.scene_id)[0] for o in picked}
     if not all(store.exists(f"{log_key(log_id)}/{OBJECTS}") for log_id in log_ids):
         return None  # real logs carry no ground truth: nothing to fetch or score
 

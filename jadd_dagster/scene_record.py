@@ -24,6 +24,12 @@ def scene_id(log_id: str, index: int) -> str:
     return f"{log_id}/{index:04d}"
 
 
+def parse_scene_id(scene: str) -> tuple[str, int]:
+    """(log id, index) of a scene id made by scene_id."""
+    log_id, index = scene.rsplit("/", 1)
+    return log_id, int(index)
+
+
 @dataclass(frozen=True)
 class EgoPose:
     """Ego pose in the log's local map frame: metres and [w, x, y, z] ego-to-map."""

@@ -8,6 +8,7 @@ from jadd_dagster.defs.bookkeeping import record_materializations
 from jadd_dagster.defs.compute_resources import ComputeBackend
 from jadd_dagster.defs.partitions import scene_partition_key
 from jadd_dagster.defs.resources import PipelineSettings, RegistryResource, StoreResource
+from jadd_dagster.scene_record import parse_scene_id
 
 
 def run_on_backend(
@@ -36,10 +37,10 @@ def record_scene_materializations(
 
     def items():
         for output in result.computed:
-            log_id, index = output.scene_id.rsplit("/", 1)
+            log_id, index = parse_scene_id(output.scene_id)
             metadata = {"cache_key": output.profile, count_name: output.frames, "seconds": output.seconds,
                         "path": output.path}
-            yield scene_partition_key(log_id, int(index)), metadata
+            yield scene_partition_key(log_id, index), metadata
 
     return record_materializations(context, asset_key, items())
 
