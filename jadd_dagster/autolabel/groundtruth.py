@@ -29,15 +29,16 @@ def yaw_quaternion(yaw: float) -> list[float]:
     return [math.cos(yaw / 2.0), 0.0, 0.0, math.sin(yaw / 2.0)]
 
 
-def _lidar_sweeps(log, record: SceneRecord, channel: str) -> list[int] | None:
-    """The sweep time (µs) behind each keyframe: the record's own channel keyframes when sampled,
-    else the nearest sweeps of the log; None when the log has no such lidar."""
-    own = {f.keyframe_index: int(f.timestamp_us) for f in record.frames if f.channel == channel and f.is_key_frame}
+def _lidar_sweeps(log, record: SceneRecord, channel: str) -> list[tuple[int, str | None]] | None:
+    """The sweep behind each keyframe, as (time µs, its file in the scene folder): the record's own
+    channel keyframes when sampled, else the nearest sweeps of the log (no file); None when the
+    log has no such lidar."""
+    own = {f.keyframe_index: f for f in record.frames if f.channel == channel and f.is_key_frame}
     if len(own) == len(record.keyframe_times_us):
-        return [own[i] for i in range(len(record.keyframe_times_us))]
+        return [(int(own[i].timestamp_us), own[i].path) for i in range(len(record.keyframe_times_us))]
     if channel not in getattr(log.manifest, "lidar_channels", ()):
         return None
-    return nearest_sweeps(log.lidar_timestamps(channel), [int(t) for t in record.keyframe_times_us])
+    return [(t, None) for t in nearest_sweeps(log.lidar_timestamps(channel), [int(t) for t in record.keyframe_times_us])]
 
 
 def ground_truth_annotations(
@@ -61,8 +62,6 @@ def ground_truth_annotations(
     positions, rotations = log.pose_at(np.asarray(times, dtype=np.int64))
     cameras = cameras or ObjectVisibility(log.calibration)
     dataset_cameras = [c for c, data in record.cameras.items() if "intrinsic" in data]
-    own_sweeps = {} if scene_dir is None else {
-        f.keyframe_index: f.path for f in record.frames if f.channel == channel and f.is_key_frame}
     annotations: list[dict] = []
     for index, t in enumerate(times):
         objects = log.boxes_at(t)
@@ -73,9 +72,9 @@ def ground_truth_annotations(
         distance = np.hypot(objects.centre[:, 0] - positions[index, 0], objects.centre[:, 1] - positions[index, 1])
         points = None
         if sweeps is not None:
-            sampled = own_sweeps.get(index)
-            sweep = read_sweep(Path(scene_dir) / sampled) if sampled is not None else None
-            points = lidar_points_per_object(log, sweeps[index], channel, sweep=sweep)
+            stamp, sampled = sweeps[index]
+            sweep = read_sweep(Path(scene_dir) / sampled) if scene_dir is not None and sampled else None
+            points = lidar_points_per_object(log, stamp, channel, sweep=sweep)
         for i in np.flatnonzero(distance <= max_distance_m):
             instance_id = str(objects.ids[i])
             if points is not None:
