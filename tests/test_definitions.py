@@ -66,6 +66,35 @@ def test_the_log_sensor_registers_new_log_folders_once(tmp_path: Path):
         assert again.dynamic_partitions_requests == [] and again.run_requests == []
 
 
+def test_a_sensor_tick_on_a_new_log_registers_and_ingests_it(tmp_path: Path, monkeypatch):
+    """The tick as the daemon evaluates it (run requests resolved against the sensor's target on a
+    persistent instance), then the run it requests, executed."""
+    from jadd_dagster.defs.resources import resources_for
+    from jadd_dagster.logs.generator import make_logs
+    from jadd_dagster.profile import load_profile
+
+    monkeypatch.setenv("JADD_HOME", str(tmp_path))
+    (folder,) = make_logs(tmp_path / "store" / "logs", n_logs=1, minutes=0.4, seed=3, channels=("CAM_FRONT",), image_size=(96, 54))
+    log_id = folder.name
+    resources = resources_for(load_profile())
+    repo = defs.get_repository_def()
+    sensor = repo.get_sensor_def("drive_log_sensor")
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), repository_def=repo, resources=resources)
+        tick = sensor.evaluate_tick(context)
+        assert [r.partition_keys for r in tick.dynamic_partitions_requests] == [[log_id]]
+        assert [r.partition_key for r in tick.run_requests] == [log_id]
+        instance.add_dynamic_partitions("logs", [log_id])
+        run = repo.get_job(sensor.job_name).execute_in_process(
+            partition_key=tick.run_requests[0].partition_key, instance=instance, resources=resources)
+        assert run.success
+        ingested = {e.asset_key.to_user_string() for e in run.get_asset_materialization_events()}
+        assert ingested == {"drive_logs", "scene_index"}
+        again = sensor.evaluate_tick(dg.build_sensor_context(
+            instance=instance, instance_ref=instance.get_ref(), repository_def=repo, resources=resources))
+        assert again.run_requests == [] and again.dynamic_partitions_requests == []
+
+
 def test_the_aws_profile_gives_s3_batch_and_a_registry_url_from_the_environment(monkeypatch):
     from jadd_dagster.defs.compute_resources import BatchComputeBackend
     from jadd_dagster.defs.resources import resources_for

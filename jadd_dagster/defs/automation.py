@@ -22,14 +22,16 @@ def new_log_ids(store: StoreResource, known: set[str]) -> list[str]:
     return [n for n in s.list_children(LOGS) if n not in known and s.exists(f"{LOGS}/{n}/{MANIFEST}")]
 
 
-@dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(
+    target=[drive_logs, scene_index], minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+)
 def drive_log_sensor(context: dg.SensorEvaluationContext, store: StoreResource) -> dg.SensorResult:
     """Registers each new log folder in the store as a `logs` partition and ingests it."""
     known = set(context.instance.get_dynamic_partitions(log_partitions.name))
     new = new_log_ids(store, known)
     return dg.SensorResult(
         dynamic_partitions_requests=[log_partitions.build_add_request(new)] if new else [],
-        run_requests=[dg.RunRequest(partition_key=log_id, asset_selection=[drive_logs.key, scene_index.key]) for log_id in new],
+        run_requests=[dg.RunRequest(partition_key=log_id) for log_id in new],
     )
 
 
