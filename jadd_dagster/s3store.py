@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from jadd_dagster.storage import ObjectStore, check_key
+from jadd_dagster.storage import ObjectStore, check_key, logger, usable_listed_key
 
 ENDPOINT_ENV = "JADD_S3_ENDPOINT_URL"
 MAX_ATTEMPTS = 8  # first try + 7 retries; botocore backs off exponentially with jitter, ≤ 20 s apart
@@ -149,20 +149,30 @@ class S3Store(ObjectStore):
         return bool(found.get("Contents"))
 
     def list_children(self, prefix: str) -> list[str]:
+        """Names directly under prefix; names that are no usable key (backslash, control
+        characters, '..') are skipped and reported, so one odd folder hides nothing else."""
         folder = f"{self.object_key(prefix)}/"
+        where = f"s3://{self.bucket}/{folder}"
         names = set()
         for page in self.list_objects(folder, delimiter="/"):
-            names.update(item["Prefix"][len(folder) :].rstrip("/") for item in page.get("CommonPrefixes", ()))
+            for item in page.get("CommonPrefixes", ()):
+                name = item["Prefix"][len(folder) : -1]
+                if not name:  # keys 'prefix//...': no usable name
+                    logger.warning("skipped objects under %s/: not a usable key (empty segment)", where)
+                names.add(name)
+            # An empty name is the prefix's own folder marker.
             names.update(item["Key"][len(folder) :] for item in page.get("Contents", ()))
-        return sorted(name for name in names if name and not name.startswith("."))
+        return sorted(n for n in names if n and not n.startswith(".") and usable_listed_key(n, where))
 
     def list_keys(self, prefix: str) -> Iterator[str]:
+        """Every usable key under prefix; the others (empty, '.' or '..' segments, backslash,
+        control characters, folder markers) are skipped and reported."""
         name = self.object_key(prefix)
         listed_any = False
         for object_key in self.object_keys(f"{name}/"):
             listed_any = True
             key = self.store_key(object_key)
-            if not any(part.startswith(".") for part in key.split("/")):
+            if usable_listed_key(key, self.url) and not any(part.startswith(".") for part in key.split("/")):
                 yield key
         if not listed_any and self.exists(prefix):  # the prefix is itself an object
             yield check_key(prefix)

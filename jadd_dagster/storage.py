@@ -7,11 +7,22 @@ local store, downloaded for S3) and `staged_output` (outputs: published atomical
 ends, with a completion marker written last).
 
 Writes are atomic: an object is never visible as complete before it is.
+
+Keys are checked in one place (`key_problem`): relative, no empty, '.' or '..' segment, no
+backslash and no control character. Listings come from other writers too (anyone who can put an
+object in the bucket), so the stores skip objects and names whose keys fail that check, and report
+each on the `jadd_dagster.storage` logger, instead of joining them to a local folder or failing
+the whole listing. Zero-byte S3 "folder markers" (keys ending in '/', made by consoles) are
+skipped quietly.
+
+A local store writes files with mode 0666 and folders with 0777, less the process umask (0644
+and 0755 with the usual umask 022), whichever operation wrote them.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -27,10 +38,69 @@ DATASETS = "datasets"
 RUNS = "runs"
 
 
+logger = logging.getLogger(__name__)
+
+
+def key_problem(key: str) -> str | None:
+    """Why key cannot name an object inside the store, or None when it can.
+
+    A key is relative and '/'-separated, with no empty, '.' or '..' segment, no backslash and no
+    control character (NUL included). Joined to a local folder, such a key stays inside it: an S3
+    key 'logs/a//tmp/x' would otherwise name /tmp/x there."""
+    if not key:
+        return "empty key"
+    if key.startswith("/"):
+        return "absolute key"
+    odd = sorted({c for c in key if c == "\\" or ord(c) < 0x20 or c == "\x7f"})
+    if odd:
+        return f"contains {', '.join(repr(c) for c in odd)}"
+    segments = key.split("/")
+    if "" in segments:
+        return "empty segment"
+    if "." in segments or ".." in segments:
+        return "'.' or '..' segment"
+    return None
+
+
 def check_key(key: str) -> str:
-    if not key or key.startswith("/") or ".." in key.split("/") or "\\" in key:
-        raise ValueError(f"object key must be relative and stay inside the store: {key!r}")
-    return key.strip("/")
+    """The key (a trailing '/' dropped) if it names an object inside the store; ValueError naming
+    the problem otherwise."""
+    trimmed = key[:-1] if key.endswith("/") and len(key) > 1 else key
+    problem = key_problem(trimmed)
+    if problem is not None:
+        raise ValueError(f"object key must be relative and stay inside the store ({problem}): {key!r}")
+    return trimmed
+
+
+def is_folder_marker(key: str) -> bool:
+    """A zero-byte 'folder' object that S3 consoles create (a key ending in '/'); it holds no data."""
+    return key.endswith("/") and key_problem(key.rstrip("/")) is None
+
+
+def usable_listed_key(key: str, where: str) -> bool:
+    """True if a key from a listing names an object inside the store; otherwise False, and the
+    object is reported (logged as a warning naming it and the reason; folder markers quietly)."""
+    if is_folder_marker(key):
+        logger.debug("skipped folder marker %r in %s", key, where)
+        return False
+    problem = key_problem(key)
+    if problem is not None:
+        logger.warning("skipped object %r in %s: not a usable key (%s)", key, where, problem)
+        return False
+    return True
+
+
+def process_umask() -> int:
+    """The process's umask: read from /proc on Linux, else set and restored at once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 class ObjectStore(ABC):
@@ -107,12 +177,15 @@ class ObjectStore(ABC):
             yield local
             return
         with tempfile.TemporaryDirectory(dir=scratch, prefix="jadd-in-") as tmp:
-            root = Path(tmp)
+            root = Path(tmp).resolve()
+            base = check_key(prefix)
             for key in self.list_keys(prefix):
-                relative = key[len(prefix.rstrip("/")) + 1 :]
+                relative = key[len(base) + 1 :] if key.startswith(f"{base}/") else ""
                 if include is not None and not include(relative):
                     continue
-                target = root / relative
+                target = inside(root, relative) if usable_listed_key(key, self.url) else None
+                if target is None:
+                    continue
                 target.parent.mkdir(parents=True, exist_ok=True)
                 self.download_file(key, target)
             yield root
@@ -145,16 +218,39 @@ class ObjectStore(ABC):
             self.upload_file(path, f"{prefix}/{path.relative_to(folder).as_posix()}")
 
 
+def inside(root: Path, relative: str) -> Path | None:
+    """root/relative if relative is a usable key whose path, resolved, stays under root (a
+    resolved folder); None, reported, otherwise."""
+    problem = key_problem(relative)
+    target = root / relative
+    if problem is None and not target.resolve().is_relative_to(root):
+        problem = f"its local path {target.resolve()} leaves {root}"
+    if problem is not None:
+        logger.warning("skipped object %r under %s: not a usable key (%s)", relative, root, problem)
+        return None
+    return target
+
+
 class LocalStore(ObjectStore):
-    """A folder on this machine as the object store."""
+    """A folder on this machine as the object store.
+
+    Symbolic links that the store's operator puts inside the root (e.g. logs/ on another disk)
+    are followed; keys themselves can never leave the root (see key_problem).
+    """
 
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
         self.url = self.root.as_uri()
+        umask = process_umask()
+        self.file_mode = 0o666 & ~umask
+        self.folder_mode = 0o777 & ~umask
 
     def path(self, key: str) -> Path:
         """The local path of a key (the file need not exist)."""
-        return self.root / check_key(key)
+        path = self.root / check_key(key)
+        if not Path(os.path.normpath(path)).is_relative_to(self.root):  # cannot happen for a checked key
+            raise ValueError(f"object key must be relative and stay inside the store: {key!r}")
+        return path
 
     def local_path(self, key: str) -> Path | None:
         return self.path(key)
@@ -167,7 +263,10 @@ class LocalStore(ObjectStore):
 
     def list_children(self, prefix: str) -> list[str]:
         folder = self.path(prefix)
-        return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
+        if not folder.is_dir():
+            return []
+        names = (p.name for p in folder.iterdir() if not p.name.startswith("."))
+        return sorted(n for n in names if usable_listed_key(n, str(folder)))
 
     def list_keys(self, prefix: str) -> Iterator[str]:
         folder = self.path(prefix)
@@ -177,7 +276,8 @@ class LocalStore(ObjectStore):
         for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
             rel = path.relative_to(self.root)
             if path.is_file() and not any(part.startswith(".") for part in rel.parts):
-                yield rel.as_posix()
+                if usable_listed_key(rel.as_posix(), str(self.root)):
+                    yield rel.as_posix()
 
     def get_bytes(self, key: str) -> bytes:
         try:
@@ -190,6 +290,7 @@ class LocalStore(ObjectStore):
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         try:
+            os.fchmod(fd, self.file_mode)  # mkstemp makes 0600
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
             os.replace(tmp, target)
@@ -206,6 +307,7 @@ class LocalStore(ObjectStore):
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.upload.tmp")
         shutil.copyfile(path, tmp)
+        os.chmod(tmp, self.file_mode)
         os.replace(tmp, target)
 
     def copy(self, src_key: str, dst_key: str) -> None:
@@ -229,6 +331,7 @@ class LocalStore(ObjectStore):
         completion markers included, with no copy."""
         target = self.path(prefix)
         target.parent.mkdir(parents=True, exist_ok=True)
+        folder.chmod(self.folder_mode)  # mkdtemp makes 0700
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         if target.exists():
             target.rename(old)

@@ -9,7 +9,7 @@ from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ConnectionClosedError
 
 from jadd_dagster.s3store import S3Store
-from jadd_dagster.storage import LocalStore, open_store
+from jadd_dagster.storage import LocalStore, key_problem, open_store
 
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
@@ -301,3 +301,133 @@ def test_building_a_store_does_no_io():
     assert store.url == "s3://bucket-only"
     assert store.bucket == "bucket-only" and store.prefix == ""
     assert store._client is None
+
+
+# Keys written by others: listings skip and report what is no usable key (issue 9, items 1, 11, 17).
+
+
+@pytest.fixture
+def verbatim_s3_store(monkeypatch) -> S3Store:
+    """An S3Store whose server keeps every key byte for byte, as AWS S3 does: moto's in-process
+    S3. SeaweedFS (the `s3_store` server) rewrites 'a//b', '..' and backslashes on PUT, so the
+    keys these tests need cannot be written there."""
+    import boto3
+    from moto import mock_aws
+
+    for name in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]:
+        monkeypatch.setenv(name, "testing")
+    with mock_aws():
+        client = boto3.session.Session().client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="verbatim")
+        yield S3Store("verbatim", prefix="jadd", client=client)
+
+
+def put_raw(store, key: str, data: bytes = b"1") -> None:
+    """Write an object under a key the store's own API would refuse (another writer did it)."""
+    if isinstance(store, LocalStore):
+        path = store.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    else:
+        store.client.put_object(Bucket=store.bucket, Key=f"{store.prefix}/{key}", Body=data)
+
+
+@pytest.mark.parametrize("key", ["a//b", "a//", "a/./b", "a\x00b", "a\bb", "a\\b", "./a", "a/.."])
+def test_keys_with_empty_dot_or_odd_segments_are_refused(key):
+    with pytest.raises(ValueError, match="inside the store"):
+        LocalStore("/tmp/unused").path(key)
+    assert key_problem(key) is not None
+
+
+def test_a_listed_key_with_an_empty_segment_never_leaves_the_local_folder(verbatim_s3_store, tmp_path, caplog):
+    store = verbatim_s3_store
+    outside = tmp_path / "outside" / "x.txt"
+    store.put_bytes("logs/good/manifest.json", b"{}")
+    put_raw(store, f"logs/good/{outside}")  # 'logs/good//tmp/.../outside/x.txt'
+    put_raw(store, "logs/good/../../escape.txt")
+    put_raw(store, "logs/good/a\\b.txt")
+    with store.local_folder("logs/good", scratch=tmp_path) as folder:
+        files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert files == ["manifest.json"]
+    assert not outside.exists() and not (tmp_path / "escape.txt").exists()
+    assert sorted(store.list_keys("logs/good")) == ["logs/good/manifest.json"]
+    reported = caplog.text
+    assert f"logs/good/{outside}" in reported and "empty segment" in reported
+    assert "logs/good/../../escape.txt" in reported and "logs/good/a\\\\b.txt" in reported
+
+
+def test_local_folder_refuses_a_key_from_any_store_that_would_leave_it(tmp_path, caplog):
+    class Listing(LocalStore):
+        """A store whose listing returns keys no store should (the last line of defence)."""
+
+        def local_path(self, key):
+            return None
+
+        def list_keys(self, prefix):
+            yield from ["p/ok.txt", "p//abs.txt", "p/../up.txt"]
+
+    store = Listing(tmp_path / "store")
+    store.put_bytes("p/ok.txt", b"1")
+    with store.local_folder("p", scratch=tmp_path) as folder:
+        assert sorted(p.name for p in folder.rglob("*")) == ["ok.txt"]
+    assert "p//abs.txt" in caplog.text and "p/../up.txt" in caplog.text
+
+
+def test_list_children_skips_and_reports_odd_names_so_the_others_still_list(store, caplog):
+    store.put_bytes("logs/good/manifest.json", b"{}")
+    for odd in ["m\\bad", "m\bad", "tab\there"]:
+        if isinstance(store, S3Store) and "\\" in odd:
+            continue  # SeaweedFS turns the backslash into '/'; verbatim_s3_store covers it
+        put_raw(store, f"logs/{odd}/manifest.json")
+    names = store.list_children("logs")
+    assert names == ["good"]
+    assert [n for n in names if store.exists(f"logs/{n}/manifest.json")] == ["good"]
+    assert "m\\x08ad" in caplog.text
+
+
+def test_list_children_on_s3_skips_backslashes_and_empty_names(verbatim_s3_store, caplog):
+    store = verbatim_s3_store
+    store.put_bytes("logs/good/manifest.json", b"{}")
+    put_raw(store, "logs/m\\bad/manifest.json")
+    put_raw(store, "logs//x/manifest.json")
+    assert store.list_children("logs") == ["good"]
+    assert "m\\\\bad" in caplog.text and "empty segment" in caplog.text
+
+
+def test_folder_markers_are_skipped_quietly(store, tmp_path, caplog):
+    store.put_bytes("logs/x/manifest.json", b"{}")
+    if isinstance(store, S3Store):
+        put_raw(store, "logs/x/cameras/", b"")  # what 'Create folder' in a console writes
+        put_raw(store, "logs/x/", b"")
+    store.put_bytes("logs/x/cameras/CAM_FRONT.mp4", b"mp4")
+    assert sorted(store.list_keys("logs/x")) == ["logs/x/cameras/CAM_FRONT.mp4", "logs/x/manifest.json"]
+    assert store.list_children("logs/x") == ["cameras", "manifest.json"]
+    with store.local_folder("logs/x", scratch=tmp_path) as folder:
+        assert (folder / "cameras" / "CAM_FRONT.mp4").read_bytes() == b"mp4"
+    assert "WARNING" not in caplog.text
+
+
+def test_written_objects_and_published_folders_get_the_umask_modes(tmp_path):
+    import pandas as pd
+
+    from jadd_dagster.storage import write_parquet
+
+    previous = os.umask(0o022)
+    try:
+        store = LocalStore(tmp_path / "store")
+        store.put_bytes("a/object.json", b"{}")
+        write_parquet(store, "a/table.parquet", pd.DataFrame({"x": [1]}))
+        source = tmp_path / "in.bin"
+        source.write_bytes(b"1")
+        source.chmod(0o600)
+        store.upload_file(source, "a/uploaded.bin")
+        with store.staged_output("scenes/s1") as folder:
+            (folder / "sub").mkdir()
+            (folder / "sub" / "frame.jpg").write_bytes(b"jpg")
+    finally:
+        os.umask(previous)
+    modes = {p.relative_to(store.root).as_posix(): p.stat().st_mode & 0o777 for p in store.root.rglob("*")}
+    assert modes == {
+        "a": 0o755, "a/object.json": 0o644, "a/table.parquet": 0o644, "a/uploaded.bin": 0o644,
+        "scenes": 0o755, "scenes/s1": 0o755, "scenes/s1/sub": 0o755, "scenes/s1/sub/frame.jpg": 0o644,
+    }
