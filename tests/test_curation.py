@@ -1,8 +1,11 @@
+import re
+import time
+
 import pandas as pd
 import pytest
 
 from jadd_dagster.curation import FilterError, select_scenes
-from jadd_dagster.spec import parse_spec
+from jadd_dagster.spec import SpecError, parse_spec
 
 
 def catalog() -> pd.DataFrame:
@@ -52,6 +55,53 @@ def test_missing_includes_are_reported():
     assert result.missing_includes == ["log-z/0001"]
 
 
-def test_a_type_mismatch_is_a_filter_error():
-    with pytest.raises(FilterError):
-        select_scenes(catalog(), parse_spec({"name": "t", "scene_filter": "location > 3"}))
+def test_a_type_mismatch_is_refused_with_the_spec():
+    with pytest.raises(SpecError, match="^scene_filter: cannot order text against number"):
+        parse_spec({"name": "t", "scene_filter": "location > 3"})
+
+
+def test_text_compares_with_text_and_lists_take_negative_numbers():
+    assert ids({"scene_filter": "scene_id >= 'log-a/0002' and max_decel_mps2 in [-1, 3.0, 4.5]"}) == [
+        "log-a/0003", "log-a/0002"]
+
+
+# Untrusted filters (issue 9, item 6): refused as field errors before any work, whatever the catalog.
+
+
+@pytest.mark.parametrize(
+    "expression, reason",
+    [
+        ("'a' * 99999999999 == 'a'", "arithmetic takes numbers"),
+        ("log_id * 300000000 == 'x'", "arithmetic takes numbers"),
+        ("location + location == 'x'", "arithmetic takes numbers"),
+        ("not " * 5000 + "hour > 1", "at most 4000"),
+        ("not " * 100 + "hour > 1", "nested more than 40 levels"),
+        ("(" * 300 + "hour" + ")" * 300 + " > 1", "not a valid expression|nested"),
+        ("1/0 == 1", "division by zero"),
+        ("hour in [" + ", ".join(str(i) for i in range(1_000_000)) + "]", "at most 4000"),
+        ("hour in [" + ", ".join(str(i) for i in range(600)) + "]", "600 items, at most 500"),
+        ("location == '" + "x" * 300 + "'", "300 characters, at most 256"),
+        ("start_time_us > 10 ** 3", "not allowed"),
+        ("start_time_us > 99999999999999999999", "does not fit 64 bits"),
+        ("not location", "conditions, not text"),
+        ("location", "must be a condition"),
+        ("hour in [hour]", "constants"),
+    ],
+)
+def test_a_hostile_filter_is_a_field_error_at_validation(expression, reason):
+    started = time.monotonic()
+    with pytest.raises(SpecError) as error:
+        parse_spec({"name": "t", "scene_filter": expression})
+    assert time.monotonic() - started < 2
+    message = str(error.value)
+    assert message.startswith("scene_filter: ") and re.search(reason, message), message
+    assert len(message) < 500
+
+
+def test_an_evaluation_error_on_the_real_catalog_names_the_filter():
+    odd = catalog().assign(hour=["1", "2", "3", "4"])  # a text column where a number belongs
+    spec = parse_spec({"name": "t", "scene_filter": "hour * 300000000 == 'x'"})
+    with pytest.raises(FilterError, match="^scene_filter: arithmetic takes numbers"):
+        select_scenes(odd, spec)
+    with pytest.raises(FilterError, match="^scene_filter: types do not match"):
+        select_scenes(odd, parse_spec({"name": "t", "scene_filter": "hour > 3"}))
