@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
@@ -79,11 +80,11 @@ class DatasetSpec(BaseModel):
     @field_validator("channels")
     @classmethod
     def _known_channels(cls, channels: list[str]) -> list[str]:
-        if not [c for c in channels if c in CAMERA_CHANNELS]:
-            raise ValueError("choose at least one camera channel")
         unknown = [c for c in channels if c not in (*CAMERA_CHANNELS, *LIDAR_CHANNELS)]
         if unknown:
             raise ValueError(f"unknown channel(s) {unknown}; choose from {[*CAMERA_CHANNELS, *LIDAR_CHANNELS]}")
+        if not [c for c in channels if c in CAMERA_CHANNELS]:
+            raise ValueError("choose at least one camera channel")
         if len(set(channels)) != len(channels):
             raise ValueError("a channel is listed twice")
         return channels
@@ -129,6 +130,20 @@ class DatasetSpec(BaseModel):
         """Stable 12-hex hash of everything that changes the dataset's content."""
         content = self.model_dump(exclude={"description", "budget_usd"})
         return hashlib.sha1(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def check_model_name(spec: DatasetSpec, known_names: Iterable[str]) -> None:
+    """Refuse a spec that auto-labels with a model the deployment profile does not offer.
+
+    known_names are the profile's model names (`autolabel.models`); the model names are not part
+    of the spec, so this runs where the profile is known, with the rest of the spec's checks.
+    Raises SpecError naming the field, e.g. "autolabel_model: unknown model 'nope'; ...".
+    """
+    names = sorted(known_names)
+    if spec.autolabel and spec.autolabel_model not in names:
+        raise SpecError(
+            f"autolabel_model: unknown model {spec.autolabel_model!r}; the deployment profile offers {names}"
+        )
 
 
 def spec_errors(error: ValidationError) -> str:

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from jadd_dagster.spec import DatasetSpec, SpecError, load_spec, parse_spec
+from jadd_dagster.spec import DatasetSpec, SpecError, check_model_name, load_spec, parse_spec
 
 
 def test_defaults_make_a_valid_spec():
@@ -47,6 +47,20 @@ def test_image_size_needs_both_width_and_height():
 def test_autolabel_names_a_model():
     spec = parse_spec({"name": "ok", "autolabel": True})
     assert spec.autolabel and spec.autolabel_model == "baseline"
+
+
+def test_an_unknown_channel_is_named():
+    with pytest.raises(SpecError, match=r"^channels: unknown channel\(s\) \['CAM_NOWHERE'\]"):
+        parse_spec({"name": "ok", "channels": ["CAM_NOWHERE"]})
+    with pytest.raises(SpecError, match="^channels: choose at least one camera channel"):
+        parse_spec({"name": "ok", "channels": ["LIDAR_TOP"]})
+
+
+def test_a_model_the_profile_does_not_offer_is_refused_naming_the_field():
+    with pytest.raises(SpecError, match=r"^autolabel_model: unknown model 'nope'; the deployment profile offers \['baseline', 'yolo'\]"):
+        check_model_name(parse_spec({"name": "ok", "autolabel": True, "autolabel_model": "nope"}), ["yolo", "baseline"])
+    check_model_name(parse_spec({"name": "ok", "autolabel": True, "autolabel_model": "yolo"}), {"yolo": {}, "baseline": {}})
+    check_model_name(parse_spec({"name": "ok", "autolabel_model": "nope"}), ["baseline"])  # not labelling: unused
 
 
 def test_spec_hash_changes_with_content_but_not_with_description():
