@@ -9,12 +9,24 @@ coordinates into the ego frame. Distortion uses OpenCV's radial-tangential model
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
 
 DISTORTION_MODEL = "opencv_radtan"
+DISTORTION_NAMES = ("k1", "k2", "p1", "p2", "k3")
+
+# Plausible calibrations (values outside these are refused at ingest, naming the field):
+MIN_IMAGE_SIDE = 16  # pixels, as the smallest output a spec may ask for
+MAX_IMAGE_SIDE = 8192  # pixels
+MAX_IMAGE_PIXELS = 7680 * 4320  # 8K UHD: the remap tables of one camera stay under 270 MB
+MAX_FOCAL_FACTOR = 100.0  # fx, fy at most this many image widths/heights (a field of view above ~0.6°)
+MAX_RADIAL = 50.0  # |k1|, |k2|, |k3|
+MAX_TANGENTIAL = 1.0  # |p1|, |p2|
+MAX_MOUNT_OFFSET_M = 100.0  # a sensor this far from the ego origin is not on the vehicle (logs/reader.py)
+MAX_RECTIFIED_SCALE = 10.0  # the rectified focal length within this factor of the raw one
 
 
 def quaternion_from_matrix(rotation: np.ndarray) -> tuple[float, float, float, float]:
@@ -134,6 +146,68 @@ class CameraCalibration:
         )
 
 
+def implausible_fields(calib: CameraCalibration) -> Iterator[str]:
+    """A message naming each field of a camera's lens and image that cannot be right: non-finite
+    or out-of-range intrinsics, distortion or image size, and a lens whose rectification
+    degenerates (a NaN coefficient made getOptimalNewCameraMatrix give fx = 4.7e-37). The
+    mounting (translation, rotation) is checked with the log (logs/reader.py)."""
+    width, height = calib.width, calib.height
+    size_ok = True
+    for name, side in (("width", width), ("height", height)):
+        if not MIN_IMAGE_SIDE <= side <= MAX_IMAGE_SIDE:
+            size_ok = False
+            yield f"{name} {side} pixels must be {MIN_IMAGE_SIDE}..{MAX_IMAGE_SIDE}"
+    if size_ok and width * height > MAX_IMAGE_PIXELS:
+        size_ok = False
+        yield f"width x height {width}x{height} is more than {MAX_IMAGE_PIXELS} pixels"
+    k = calib.camera_matrix
+    intrinsic_ok = bool(np.all(np.isfinite(k))) and np.allclose(k[1, 0], 0) and np.allclose(k[2], (0, 0, 1))
+    if not intrinsic_ok:
+        yield f"intrinsic {k.tolist()} is not a finite camera matrix (rows fx s cx, 0 fy cy, 0 0 1)"
+    else:
+        for name, focal, side in (("fx", k[0, 0], width), ("fy", k[1, 1], height)):
+            if not 0 < focal <= MAX_FOCAL_FACTOR * max(side, 1):
+                intrinsic_ok = False
+                yield f"intrinsic {name} {focal:g} pixels must be positive and at most {MAX_FOCAL_FACTOR:g} x the image"
+        for name, centre, side in (("cx", k[0, 2], width), ("cy", k[1, 2], height)):
+            if not 0 <= centre <= side:
+                intrinsic_ok = False
+                yield f"intrinsic {name} {centre:g} is outside the image (0..{side})"
+    distortion_ok = True
+    for i, value in enumerate(calib.distortion):
+        name = DISTORTION_NAMES[i] if i < len(DISTORTION_NAMES) else str(i)
+        bound = MAX_TANGENTIAL if name in ("p1", "p2") else MAX_RADIAL
+        if not (math.isfinite(value) and abs(value) <= bound):
+            distortion_ok = False
+            yield f"distortion {name} {value!r} must be finite and within ±{bound:g}"
+    if size_ok and intrinsic_ok and distortion_ok and len(calib.distortion) == 5:
+        problem = rectification_problem(calib)
+        if problem is not None:
+            yield problem
+
+
+def rectification_problem(calib: CameraCalibration) -> str | None:
+    """Why undistorting this camera would give a degenerate pinhole image, or None."""
+    if not calib.is_distorted:
+        return None
+    new_k, _ = cv2.getOptimalNewCameraMatrix(
+        calib.camera_matrix, calib.dist_coeffs, (calib.width, calib.height), 0.0, (calib.width, calib.height)
+    )
+    fx, fy = calib.camera_matrix[0, 0], calib.camera_matrix[1, 1]
+    scales = (new_k[0, 0] / fx, new_k[1, 1] / fy)
+    if not (
+        np.all(np.isfinite(new_k))
+        and all(1 / MAX_RECTIFIED_SCALE <= s <= MAX_RECTIFIED_SCALE for s in scales)
+        and 0 <= new_k[0, 2] <= calib.width
+        and 0 <= new_k[1, 2] <= calib.height
+    ):
+        return (
+            f"distortion {list(calib.distortion)} does not rectify: the undistorted camera would have "
+            f"fx={new_k[0, 0]:.4g}, fy={new_k[1, 1]:.4g}, cx={new_k[0, 2]:.4g}, cy={new_k[1, 2]:.4g}"
+        )
+    return None
+
+
 def resized_calibration(calib: CameraCalibration, width: int, height: int) -> CameraCalibration:
     """The calibration of the same camera's image resized to width x height pixels (the lens
     distortion acts on normalised coordinates, so only the camera matrix scales)."""
@@ -179,6 +253,9 @@ def undistortion_maps(
     """
     width, height = out_size or (calib.width, calib.height)
     sx, sy = width / calib.width, height / calib.height
+    problems = list(implausible_fields(calib))
+    if problems:  # refused at ingest already; this guards any other path to the remap tables
+        raise ValueError(f"{calib.channel}: calibration cannot be used: {'; '.join(problems)}")
     if undistort:
         new_k, _ = cv2.getOptimalNewCameraMatrix(
             calib.camera_matrix, calib.dist_coeffs, (calib.width, calib.height), 0.0, (calib.width, calib.height)

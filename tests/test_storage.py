@@ -10,6 +10,7 @@ from botocore.exceptions import ConnectionClosedError
 
 from jadd_dagster.s3store import S3Store
 from jadd_dagster.storage import LocalStore, key_problem, open_store
+from verbatim_s3 import put_raw, verbatim_s3_store  # noqa: F401  (a fixture)
 
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
@@ -304,32 +305,6 @@ def test_building_a_store_does_no_io():
 
 
 # Keys written by others: listings skip and report what is no usable key (issue 9, items 1, 11, 17).
-
-
-@pytest.fixture
-def verbatim_s3_store(monkeypatch) -> S3Store:
-    """An S3Store whose server keeps every key byte for byte, as AWS S3 does: moto's in-process
-    S3. SeaweedFS (the `s3_store` server) rewrites 'a//b', '..' and backslashes on PUT, so the
-    keys these tests need cannot be written there."""
-    import boto3
-    from moto import mock_aws
-
-    for name in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]:
-        monkeypatch.setenv(name, "testing")
-    with mock_aws():
-        client = boto3.session.Session().client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket="verbatim")
-        yield S3Store("verbatim", prefix="jadd", client=client)
-
-
-def put_raw(store, key: str, data: bytes = b"1") -> None:
-    """Write an object under a key the store's own API would refuse (another writer did it)."""
-    if isinstance(store, LocalStore):
-        path = store.root / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    else:
-        store.client.put_object(Bucket=store.bucket, Key=f"{store.prefix}/{key}", Body=data)
 
 
 @pytest.mark.parametrize("key", ["a//b", "a//", "a/./b", "a\x00b", "a\bb", "a\\b", "./a", "a/.."])

@@ -1,9 +1,14 @@
 """Opening a raw drive log (logs/format.py): cheap validation first, then typed access.
 
-Validation reads the JSON files, parquet schemas and timestamp columns, never the videos or the
-lidar sweeps (only that the first and last sweep files exist), so a sensor can afford it for every
-new log. Each problem names the log folder and the file. objects.parquet and the lidar are
-optional: a log without them is valid.
+Validation reads the JSON files, parquet schemas and timestamp columns, and of each video that is
+on this machine only its container header (its frame size must be the calibration's); never the
+frames or the lidar sweeps (only that the first and last sweep files exist), so a sensor can
+afford it for every new log. Each problem names the log folder, the file and the field.
+objects.parquet and the lidar are optional: a log without them is valid. Calibrations must be
+plausible (camera.implausible_fields): finite, bounded, and a lens that rectifies.
+
+A log is known by its folder: opened from the store (logs/stored.py), its manifest's log_id must
+be the folder's name, so two folders can never claim one id.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jadd_dagster.camera import DISTORTION_MODEL, CameraCalibration
+from jadd_dagster.camera import DISTORTION_MODEL, MAX_MOUNT_OFFSET_M, CameraCalibration, implausible_fields
 from jadd_dagster.logs import format as fmt
 from jadd_dagster.logs.objects import Boxes, Tracks
 
@@ -37,7 +42,7 @@ OBJECT_DTYPES = {
 }
 MANIFEST_KEYS = ("log_id", "vehicle", "location", "start_time_us", "duration_us", "channels")
 # Log ids become partition keys and path parts (scene ids are "<log_id>/<index>").
-LOG_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+LOG_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 CHANNEL_PATTERN = re.compile(r"[A-Z0-9_]+")  # nuScenes-style names; they are file names too
 
 
@@ -150,15 +155,22 @@ class DriveLog:
 VideoExists = Callable[[str], bool]
 
 
-def read_log(path: Path, video_exists: VideoExists | None = None, label: str | None = None) -> DriveLog:
+def is_log_id(name: str) -> bool:
+    """True if name can be a log id: a partition key and a path part (LOG_ID_PATTERN, no '..')."""
+    return LOG_ID_PATTERN.fullmatch(name) is not None and ".." not in name
+
+
+def read_log(
+    path: Path, video_exists: VideoExists | None = None, label: str | None = None, log_id: str | None = None
+) -> DriveLog:
     """Validate and open the log folder at path; raises LogFormatError on the first problem.
 
     video_exists(relative path) checks a video or lidar sweep file without it being in the folder
     (a log whose large files stay in the object store); label names the log in messages instead
-    of path.
+    of path; log_id, when given, is the id the manifest must have (the log's folder in the store).
     """
     path = Path(path)
-    problem = next(_problems(path, video_exists), None)
+    problem = next(_problems(path, video_exists, log_id), None)
     if problem is not None:
         raise LogFormatError(_relabel(problem, path, label))
     manifest = fmt.LogManifest.from_json(json.loads((path / fmt.MANIFEST).read_text()))
@@ -168,16 +180,18 @@ def read_log(path: Path, video_exists: VideoExists | None = None, label: str | N
     return DriveLog(path=path, manifest=manifest, calibration=calibration, lidar_calibration=lidars)
 
 
-def validate_log(path: Path, video_exists: VideoExists | None = None, label: str | None = None) -> list[str]:
+def validate_log(
+    path: Path, video_exists: VideoExists | None = None, label: str | None = None, log_id: str | None = None
+) -> list[str]:
     """Every problem found in the log folder at path (empty when it is a valid log)."""
-    return [_relabel(p, Path(path), label) for p in _problems(Path(path), video_exists)]
+    return [_relabel(p, Path(path), label) for p in _problems(Path(path), video_exists, log_id)]
 
 
 def _relabel(problem: str, path: Path, label: str | None) -> str:
     return label + problem[len(str(path)):] if label and problem.startswith(str(path)) else problem
 
 
-def _problems(log: Path, video_exists: VideoExists | None = None) -> Iterator[str]:
+def _problems(log: Path, video_exists: VideoExists | None = None, log_id: str | None = None) -> Iterator[str]:
     """Problems in order; stops early where later checks would depend on a broken file."""
     if not log.is_dir():
         yield f"{log}: not a log folder"
@@ -187,12 +201,15 @@ def _problems(log: Path, video_exists: VideoExists | None = None) -> Iterator[st
     if manifest_problems:
         return
     manifest = fmt.LogManifest.from_json(json.loads((log / fmt.MANIFEST).read_text()))
-    yield from _calibration_problems(log, manifest.channels, manifest.lidar_channels)
+    calibration_problems = list(_calibration_problems(log, manifest.channels, manifest.lidar_channels))
+    yield from calibration_problems
     exists = video_exists or (lambda name: (log / name).is_file() and (log / name).stat().st_size > 0)
     span = (manifest.start_time_us, manifest.end_time_us)
     for channel in manifest.channels:
         if not exists(fmt.video_file(channel)):
             yield f"{log}: {fmt.video_file(channel)}: missing or empty video of listed channel {channel}"
+        elif not calibration_problems and (log / fmt.video_file(channel)).is_file():
+            yield from _video_size_problems(log, channel)
         yield from _table_problems(log, fmt.timestamps_file(channel), {"timestamp_us": "int64"}, span)
     for channel in manifest.lidar_channels:
         name = fmt.lidar_timestamps_file(channel)
@@ -207,6 +224,34 @@ def _problems(log: Path, video_exists: VideoExists | None = None) -> Iterator[st
     yield from _table_problems(log, fmt.POSE, POSE_DTYPES)
     if (log / fmt.OBJECTS).exists():
         yield from _object_problems(log, span)
+    if log_id is not None and manifest.log_id != log_id:
+        yield (
+            f"{log}: {fmt.MANIFEST}: log_id {manifest.log_id!r} is not the log's folder {log_id!r}; a log is "
+            "known by its folder, so no two folders can claim one id (rename the folder or fix the manifest)"
+        )
+
+
+def _video_size_problems(log: Path, channel: str) -> Iterator[str]:
+    """The video's frame size against the calibration's (read from the container header only)."""
+    import av
+
+    calib = CameraCalibration.from_json(json.loads((log / fmt.CALIBRATION).read_text())[channel])
+    name = fmt.video_file(channel)
+    try:
+        with av.open(str(log / name)) as container:
+            if not container.streams.video:
+                yield f"{log}: {name}: no video stream"
+                return
+            context = container.streams.video[0].codec_context
+            size = (context.width, context.height)
+    except (OSError, ValueError, av.FFmpegError) as exc:
+        yield f"{log}: {name}: not a readable video ({exc})"
+        return
+    if size != (calib.width, calib.height):
+        yield (
+            f"{log}: {fmt.CALIBRATION}: {channel}: width x height {calib.width}x{calib.height} differs "
+            f"from the {size[0]}x{size[1]} frames of {name}"
+        )
 
 
 def _manifest_problems(log: Path) -> Iterator[str]:
@@ -221,7 +266,7 @@ def _manifest_problems(log: Path) -> Iterator[str]:
         return
     try:
         manifest = fmt.LogManifest.from_json(data)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         yield f"{where}: malformed value ({exc})"
         return
     if not isinstance(data["channels"], list) or not manifest.channels:
@@ -233,8 +278,8 @@ def _manifest_problems(log: Path) -> Iterator[str]:
     bad_channels = [c for c in manifest.channels + manifest.lidar_channels if not CHANNEL_PATTERN.fullmatch(c)]
     if bad_channels:
         yield f"{where}: channel names {bad_channels} must match {CHANNEL_PATTERN.pattern}"
-    if not LOG_ID_PATTERN.fullmatch(manifest.log_id):
-        yield f"{where}: log_id {manifest.log_id!r} must match {LOG_ID_PATTERN.pattern}"
+    if not is_log_id(manifest.log_id):
+        yield f"{where}: log_id {manifest.log_id!r} must match {LOG_ID_PATTERN.pattern} without '..'"
     if manifest.duration_us <= 0 or manifest.camera_hz <= 0:
         yield f"{where}: duration_us and camera_hz must be positive"
     if manifest.format_version != fmt.FORMAT_VERSION:
@@ -253,7 +298,7 @@ def _calibration_problems(log: Path, channels: tuple[str, ...], lidars: tuple[st
             continue
         try:
             lidar = fmt.LidarCalibration.from_json(data[channel])
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             yield f"{where}: {channel}: malformed calibration ({type(exc).__name__}: {exc})"
             continue
         yield from (f"{where}: {channel}: {p}" for p in _mounting_errors(lidar.translation, lidar.rotation))
@@ -263,28 +308,26 @@ def _calibration_problems(log: Path, channels: tuple[str, ...], lidars: tuple[st
             continue
         try:
             calib = CameraCalibration.from_json(data[channel])
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             yield f"{where}: {channel}: malformed calibration ({type(exc).__name__}: {exc})"
             continue
         yield from (f"{where}: {channel}: {p}" for p in _calibration_errors(calib))
 
 
 def _calibration_errors(calib: CameraCalibration) -> Iterator[str]:
-    k = calib.camera_matrix
-    if not np.all(np.isfinite(k)) or k[0, 0] <= 0 or k[1, 1] <= 0 or not np.allclose(k[2], (0, 0, 1)):
-        yield f"intrinsic {k.tolist()} is not a camera matrix (fx, fy > 0, last row 0 0 1)"
-    if calib.width <= 0 or calib.height <= 0:
-        yield f"image size {calib.width}x{calib.height} must be positive"
     if calib.distortion_model != DISTORTION_MODEL or len(calib.distortion) != 5:
         yield f"distortion must be {DISTORTION_MODEL} with 5 coefficients, got {calib.distortion_model} {list(calib.distortion)}"
     yield from _mounting_errors(calib.translation, calib.rotation)
+    yield from implausible_fields(calib)
 
 
 def _mounting_errors(translation: tuple, rotation: tuple) -> Iterator[str]:
     if len(translation) != 3 or not all(math.isfinite(v) for v in translation):
         yield f"translation {list(translation)} must be 3 finite metres"
+    elif math.dist(translation, (0, 0, 0)) > MAX_MOUNT_OFFSET_M:
+        yield f"translation {list(translation)} is more than {MAX_MOUNT_OFFSET_M:g} m from the ego origin"
     if len(rotation) != 4 or not abs(math.sqrt(sum(v * v for v in rotation)) - 1) < 1e-3:
-        yield f"rotation {list(rotation)} must be a unit quaternion [w, x, y, z]"
+        yield f"rotation {list(rotation)} must be a finite unit quaternion [w, x, y, z]"
 
 
 def _object_problems(log: Path, time_range: tuple[int, int]) -> Iterator[str]:
