@@ -308,12 +308,55 @@ def test_letterbox_normalises_and_pads():
 def test_label_cache_keys_change_with_the_model_version_and_the_labeller_version(monkeypatch):
     from jadd_dagster.autolabel import models
 
-    onnx_v3 = {"kind": "onnx", "uri": "m.onnx", "version": "3"}
-    assert models.model_key("yolo", onnx_v3) == f"yolo-v3-l{models.LABELLER_VERSION}"
+    pinned = "ab" * 32  # a pinned hash: the (absent) file is not read
+    onnx_v3 = {"kind": "onnx", "uri": "nowhere/m.onnx", "version": "3", "sha256": pinned}
+    assert models.model_key("yolo", onnx_v3) == f"yolo-v3-{pinned[:12]}-l{models.LABELLER_VERSION}"
     assert models.model_key("yolo", {**onnx_v3, "version": "4"}) != models.model_key("yolo", onnx_v3)
     before = models.model_key("baseline", {"kind": "baseline"})
+    assert before == f"baseline-v{models.model_version({'kind': 'baseline'})}-l{models.LABELLER_VERSION}"
     monkeypatch.setattr(models, "LABELLER_VERSION", "99")
     assert models.model_key("baseline", {"kind": "baseline"}) != before
+
+
+def test_replacing_the_model_file_under_the_same_version_changes_the_label_cache_key(tmp_path):
+    import hashlib
+    import os
+
+    from jadd_dagster.autolabel import models
+
+    first = red_mean_model(ONE_BOX, PEDESTRIAN)
+    uri = save(tmp_path, first)
+    config = {"kind": "onnx", "uri": uri, "version": "3"}
+    key = models.model_key("yolo", config)
+    assert key == f"yolo-v3-{hashlib.sha256(first).hexdigest()[:12]}-l{models.LABELLER_VERSION}"
+    assert models.model_key("yolo", config) == key  # stable while the file is
+    before = os.stat(uri)
+    second = red_mean_model(ONE_BOX, [[0.0, 2.0, 0.0]])  # new weights, same version label and size
+    assert len(second) == len(first)
+    with open(uri, "r+b") as handle:  # rewritten in place, its timestamp then set back
+        handle.write(second)
+    os.utime(uri, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert models.model_key("yolo", config) == f"yolo-v3-{hashlib.sha256(second).hexdigest()[:12]}-l{models.LABELLER_VERSION}"
+    store = LocalStore(tmp_path / "store")
+    store.put_bytes("models/det.onnx", first)
+    assert models.model_key("yolo", {**config, "uri": f"{store.url}/models/det.onnx"}) == key
+
+
+def test_a_worker_refuses_a_model_file_that_is_not_the_one_its_labels_are_keyed_to(tmp_path):
+    from jadd_dagster.autolabel import models
+
+    uri = save(tmp_path, red_mean_model(ONE_BOX, PEDESTRIAN))
+    config = {"kind": "onnx", "uri": uri, "version": "3", "input_size": [INPUT, INPUT], "pad_value": 0,
+              "class_names": CLASSES}
+    pinned = models.pinned_model(config)
+    assert models.model_key("yolo", pinned) == models.model_key("yolo", config)
+    [found] = models.make_detector("yolo", pinned).detect([red_image(128, 64, 255)])
+    assert_detections(found, [Detection2D(ONE_BOX_IN_IMAGE, 0.5, "human.pedestrian.adult")])
+    save(tmp_path, red_mean_model(ONE_BOX, [[0.0, 2.0, 0.0]]))  # replaced after the plan
+    with pytest.raises(onnx_runner.ModelFileChanged, match="was replaced after the run was planned"):
+        make_detector({**{k: v for k, v in pinned.items() if k != "kind"}, "name": "yolo"}).detect([red_image(64, 64, 1)])
+    with pytest.raises(ValueError, match="64 lower-case hex"):
+        models.model_key("yolo", {**config, "sha256": "not-a-hash"})
 
 
 @pytest.mark.e2e

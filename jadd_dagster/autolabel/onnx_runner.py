@@ -16,6 +16,7 @@ size; the postprocessor maps boxes back to the pixels of the image as given.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import logging
 import warnings
@@ -185,7 +186,8 @@ def read_model_bytes(model_uri: str) -> bytes:
     """The model file's bytes from a local path, a `file://` URL, or a store URL (`s3://bucket/key`)."""
     from jadd_dagster.storage import open_store
 
-    if "://" in model_uri and not model_uri.startswith("file://"):
+    path = local_model_path(model_uri)
+    if path is None:
         parent, _, name = model_uri.rpartition("/")
         if not name or parent.endswith(":/"):
             raise ValueError(f"model URI must name a file inside a store: {model_uri!r}")
@@ -193,10 +195,36 @@ def read_model_bytes(model_uri: str) -> bytes:
             return open_store(parent).get_bytes(name)
         except FileNotFoundError:
             raise FileNotFoundError(f"ONNX model not found: {model_uri}") from None
-    path = Path(model_uri.removeprefix("file://")).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model not found: {path}")
     return path.read_bytes()
+
+
+def local_model_path(model_uri: str) -> Path | None:
+    """The path of a model given as a local path or `file://` URL; None for a store URL."""
+    if "://" in model_uri and not model_uri.startswith("file://"):
+        return None
+    return Path(model_uri.removeprefix("file://")).expanduser()
+
+
+def model_file_sha256(model_uri: str) -> str:
+    """sha256 (hex) of the model file's bytes, read each time (no cache could tell a file rewritten
+    in place within one timestamp tick; hashing a 200 MB model takes about a second at most)."""
+    path = local_model_path(model_uri)
+    if path is None:
+        return hashlib.sha256(read_model_bytes(model_uri)).hexdigest()
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except (FileNotFoundError, IsADirectoryError):
+        raise FileNotFoundError(f"ONNX model not found: {path}") from None
+    return digest.hexdigest()
+
+
+class ModelFileChanged(ValueError):
+    """The model file's content is not the one its labels' cache key was made for."""
 
 
 def resolve_providers(requested: Sequence[str] | None) -> list[str]:
@@ -232,12 +260,14 @@ class OnnxDetector(Detector2D):
         postprocess: Postprocessor,
         providers: Sequence[str] | None = None,
         batch_size: int = 8,
+        sha256: str | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         self.model_uri = model_uri
         self.name = name
         self.version = version
+        self.sha256 = sha256  # when set, the file loaded must have this content (models.pinned_model)
         self.preprocess = preprocess
         self.postprocess = postprocess
         self.requested_providers = list(providers) if providers else [CPU]
@@ -260,7 +290,14 @@ class OnnxDetector(Detector2D):
                 # onnxruntime-gpu[cuda,cudnn] (the GPU worker image) ships CUDA and cuDNN as pip
                 # packages; this loads them from there before the session needs them.
                 ort.preload_dlls()
-            self._session = ort.InferenceSession(read_model_bytes(self.model_uri), providers=providers)
+            model = read_model_bytes(self.model_uri)
+            if self.sha256 is not None and hashlib.sha256(model).hexdigest() != self.sha256:
+                raise ModelFileChanged(
+                    f"{self.model_uri}: the model file has sha256 {hashlib.sha256(model).hexdigest()}, but its "
+                    f"labels are keyed to {self.sha256}: the file was replaced after the run was planned; "
+                    "run again to label with the new file"
+                )
+            self._session = ort.InferenceSession(model, providers=providers)
             # onnxruntime-gpu falls back to CPU by itself when CUDA libraries fail to load.
             lost = [p for p in providers if p not in self._session.get_providers()]
             if lost:
@@ -303,14 +340,15 @@ class OnnxDetector(Detector2D):
         return results
 
 
-DETECTOR_KEYS = {"uri", "name", "version", "preprocess", "postprocess", "providers", "batch_size"}
+DETECTOR_KEYS = {"uri", "name", "version", "preprocess", "postprocess", "providers", "batch_size", "sha256"}
 
 
 def make_detector(config: Mapping) -> OnnxDetector:
     """An OnnxDetector from plain configuration.
 
     Keys: uri, name, version (required); preprocess and postprocess (plug-in names, default
-    'letterbox' and 'boxes_scores'); providers; batch_size. Any other key is an option of the
+    'letterbox' and 'boxes_scores'); providers; batch_size; sha256 (the content the model file
+    must have, checked when it is loaded). Any other key is an option of the
     plug-in whose constructor takes it (e.g. input_size, mean, std, class_names, score_threshold).
     """
     missing = [key for key in ("uri", "name", "version") if key not in config]
@@ -339,4 +377,5 @@ def make_detector(config: Mapping) -> OnnxDetector:
         postprocess=post,
         providers=config.get("providers"),
         batch_size=int(config.get("batch_size", 8)),
+        sha256=config.get("sha256"),
     )
