@@ -4,6 +4,7 @@ import dagster as dg
 
 from jadd_dagster.defs import autolabel_assets, automation, dataset_assets, log_assets
 from jadd_dagster.defs.resources import resources_for
+from jadd_dagster.observability import init_code_location
 from jadd_dagster.profile import load_profile
 
 defs = dg.Definitions(
@@ -12,3 +13,4 @@ defs = dg.Definitions(
     schedules=[automation.standard_datasets_schedule],
     resources=resources_for(load_profile()),
 )
+init_code_location(defs)  # Sentry, when SENTRY_DSN is set; no network I/O here

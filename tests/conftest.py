@@ -7,4 +7,4 @@ from pathlib import Path
 os.environ.setdefault("MPLBACKEND", "Agg")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-pytest_plugins = ["services.s3", "services.postgres"]
+pytest_plugins = ["services.s3", "services.postgres", "services.sentry"]

@@ -7,7 +7,9 @@ import itertools
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
@@ -19,7 +21,8 @@ from moto import mock_aws
 from moto.batch.models import Job, batch_backends
 from moto.batch_simple.models import BatchSimpleBackend
 
-from jadd_dagster.compute.batch import PipesBatchClient, chunk_outcome, poll_delays, retry_strategy
+from jadd_dagster.compute import batch as batch_module
+from jadd_dagster.compute.batch import PipesBatchClient, SubmitLock, chunk_outcome, poll_delays, retry_strategy
 from jadd_dagster.compute.chunks import ChunkManifest, SceneTask
 from jadd_dagster.compute.worker import STAGE_SAMPLED
 from jadd_dagster.defs.compute_resources import BatchComputeBackend
@@ -29,6 +32,7 @@ pytestmark = pytest.mark.batch
 
 REGION = "us-east-1"
 WORKER = [sys.executable, "-m", "jadd_dagster.compute.worker"]
+BRIEF_CHILD = [sys.executable, "-c", "import time; time.sleep(0.3)"]  # a child that takes a moment and says nothing
 COST_TAGS = {"dataset": "demo", "dagster_run_id": "run-1", "stage": "sampled"}
 ESSENTIAL_EXITED = "Essential container in task exited"
 
@@ -45,12 +49,21 @@ class FakeComputeEnvironment:
         self.behaviour = behaviour
         self.pool = ThreadPoolExecutor(4)
         self.processes_started = 0
+        # Children submitted and not yet stopped, by job name, and the most ever at one moment.
+        self.lock = threading.Lock()
+        self.in_flight: Counter[str] = Counter()
+        self.most_in_flight = 0
+        self.most_names_at_once = 0
         fake = self
 
         def accept(backend, include_start_attempt, job):  # replaces "mark it finished" in moto
             backend.backend._jobs[job.job_id] = job
             job.log_stream_name = job._stream_name
             if include_start_attempt:  # a plain job or an array child; an array parent only tracks
+                with fake.lock:
+                    fake.in_flight[job.job_name] += 1
+                    fake.most_in_flight = max(fake.most_in_flight, sum(fake.in_flight.values()))
+                    fake.most_names_at_once = max(fake.most_names_at_once, len(+fake.in_flight))
                 fake.pool.submit(fake._execute, backend.backend, job)
 
         original_describe = Job.describe
@@ -101,6 +114,8 @@ class FakeComputeEnvironment:
         job.exit_code = exit_code
         if exit_code and reason == ESSENTIAL_EXITED:
             job.fake_container_reason = f"worker exited with {exit_code}"
+        with self.lock:  # out of flight before anyone can see it finished
+            self.in_flight[job.job_name] -= 1
         job._mark_stopped(success=exit_code == 0 and not self._terminated(job, parent))
         if parent is not None:
             children = parent._child_jobs or []
@@ -147,11 +162,11 @@ def record_calls(client, operation: str) -> list[dict]:
     return calls
 
 
-def empty_chunks(store: LocalStore, n: int, stage: str = STAGE_SAMPLED) -> list[str]:
+def empty_chunks(store: LocalStore, n: int, stage: str = STAGE_SAMPLED, prefix: str = "chunks") -> list[str]:
     keys = []
     for i in range(n):
-        key = f"chunks/{i:05d}.json"
-        store.write_json(key, ChunkManifest(f"c{i}", stage, {}, store.url, "results", []).to_json())
+        key = f"{prefix}/{i:05d}.json"
+        store.write_json(key, ChunkManifest(f"c{i}", stage, {}, store.url, "runs/r/results", []).to_json())
         keys.append(key)
     return keys
 
@@ -159,7 +174,7 @@ def empty_chunks(store: LocalStore, n: int, stage: str = STAGE_SAMPLED) -> list[
 def unsampleable_task(index: int) -> SceneTask:
     """A scene that fails cleanly: no log, no sampling settings. The worker records it and goes on."""
     start = 1_000_000_000 + index * 20_000_000
-    return SceneTask(f"nolog/{index:04d}", "nolog", index, start, start + 20_000_000, f"out/nolog/{index}")
+    return SceneTask(f"nolog/{index:04d}", "nolog", index, start, start + 20_000_000, f"scenes/sampled/p/nolog/{index}")
 
 
 def materialize_stage(run_chunks) -> tuple[dg.ExecuteInProcessResult, list[str], dict]:
@@ -172,9 +187,9 @@ def materialize_stage(run_chunks) -> tuple[dg.ExecuteInProcessResult, list[str],
         returned["outcomes"] = run_chunks(context)
         return dg.MaterializeResult()
 
-    instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize([stage], instance=instance, raise_on_error=False)
-    messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    with dg.DagsterInstance.ephemeral() as instance:  # closed in this thread (tests run stages in threads too)
+        result = dg.materialize([stage], instance=instance, raise_on_error=False)
+        messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
     return result, messages, returned
 
 
@@ -187,7 +202,7 @@ def test_an_array_job_runs_one_worker_per_chunk_and_every_workers_messages_are_r
     FakeComputeEnvironment(monkeypatch)
     store = LocalStore(tmp_path)
     keys = empty_chunks(store, 3)
-    store.write_json(keys[1], ChunkManifest("c1", STAGE_SAMPLED, {}, store.url, "results", [unsampleable_task(0)]).to_json())
+    store.write_json(keys[1], ChunkManifest("c1", STAGE_SAMPLED, {}, store.url, "runs/r/results", [unsampleable_task(0)]).to_json())
     submits = record_calls(aws, "SubmitJob")
     sleeps = []
 
@@ -203,7 +218,7 @@ def test_an_array_job_runs_one_worker_per_chunk_and_every_workers_messages_are_r
     assert result.success
     assert [(o.manifest_key, o.returncode) for o in returned["outcomes"]] == [(k, 0) for k in keys]
     assert finished == [(1, 3), (2, 3), (3, 3)]
-    assert store.read_json("results/nolog__0000.json")["status"] == "failed"  # the record decides
+    assert store.read_json("runs/r/results/nolog__0000.json")["status"] == "failed"  # the record decides
 
     [request] = submits
     assert request["arrayProperties"] == {"size": 3}
@@ -237,7 +252,7 @@ def test_failed_and_timed_out_children_come_back_with_exit_codes_and_reasons_on_
     FakeComputeEnvironment(monkeypatch, behaviour)
     store = LocalStore(tmp_path)
     keys = empty_chunks(store, 3)
-    store.write_json(keys[1], ChunkManifest("c1", "no-such-stage", {}, store.url, "results", [unsampleable_task(0)]).to_json())
+    store.write_json(keys[1], ChunkManifest("c1", "no-such-stage", {}, store.url, "runs/r/results", [unsampleable_task(0)]).to_json())
     backend = BatchComputeBackend(
         job_queue="cpu", gpu_job_queue="gpu", job_definition="worker", gpu_job_definition="gpu-worker",
         region_name=REGION, poll_interval_s=0.05, max_poll_interval_s=0.1, worker_command=WORKER, attempt_duration_s=900)
@@ -327,16 +342,20 @@ def test_more_chunks_than_the_array_limit_go_in_several_jobs(aws, monkeypatch, t
     assert not any("did not receive" in m or "sent no messages" in m for m in messages)
 
 
-def test_a_submission_that_aws_batch_rejects_fails_the_step(aws, monkeypatch, tmp_path):
+@pytest.mark.parametrize("queue, definition, said", [
+    ("cpu", "no-such-definition", "AWS Batch did not accept the sampled job"),
+    ("no-such-queue", "worker", "AWS Batch did not list the jobs on queue no-such-queue"),
+])
+def test_a_submission_that_aws_batch_rejects_fails_the_step(aws, monkeypatch, tmp_path, queue, definition, said):
     FakeComputeEnvironment(monkeypatch)
     store = LocalStore(tmp_path)
     client = PipesBatchClient(aws, worker_command=WORKER)
     result, messages, returned = materialize_stage(lambda context: client.run(
-        context, store, empty_chunks(store, 2), stage="sampled", job_queue="no-such-queue", job_definition="worker", tags=COST_TAGS))
+        context, store, empty_chunks(store, 2), stage="sampled", job_queue=queue, job_definition=definition, tags=COST_TAGS))
     assert not result.success
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert "AWS Batch did not accept the sampled job" in failure.step_failure_data.error.message
-    assert "no-such-queue" in failure.step_failure_data.error.message
+    assert said in failure.step_failure_data.error.message
+    assert (definition if queue == "cpu" else queue) in failure.step_failure_data.error.message
 
 
 def test_when_a_later_submission_is_rejected_the_earlier_jobs_are_terminated(aws, monkeypatch, tmp_path):
@@ -368,3 +387,145 @@ def test_a_failed_job_outcome_names_every_reason_on_one_line():
     assert outcome.stderr_tail == ("AWS Batch job job-1:4 failed; Host EC2 (instance i-1) terminated.; "
                                    "container: OutOfMemoryError: Container killed due to memory usage; exit code 137")
     assert chunk_outcome("k", "job-2", None).returncode == -1
+
+
+def submitted_sizes(submits: list[dict]) -> list[int]:
+    return [(s.get("arrayProperties") or {}).get("size", 1) for s in submits]
+
+
+def test_never_more_children_in_flight_than_the_cap(aws, monkeypatch, tmp_path):
+    fake = FakeComputeEnvironment(monkeypatch)
+    store = LocalStore(tmp_path)
+    keys = empty_chunks(store, 12)
+    submits = record_calls(aws, "SubmitJob")
+    client = PipesBatchClient(aws, max_in_flight=5, poll_interval_s=0.05, max_poll_interval_s=0.1, worker_command=BRIEF_CHILD)
+    result, messages, returned = materialize_stage(lambda context: client.run(
+        context, store, keys, stage="sampled", job_queue="cpu", job_definition="worker", tags=COST_TAGS))
+    assert result.success
+    assert fake.most_in_flight == 5  # the cap was reached and never passed
+    assert [(o.manifest_key, o.returncode) for o in returned["outcomes"]] == [(k, 0) for k in keys]
+    assert fake.processes_started == 12
+    sizes = submitted_sizes(submits)
+    assert sizes[0] == 5 and sum(sizes) == 12 and len(sizes) > 2  # waves as room opened
+    lists = [store.read_json(s["containerOverrides"]["command"][-1])["manifests"] for s in submits]
+    assert [key for manifests in lists for key in manifests] == keys  # each chunk once, in order
+    assert any(m.startswith("sampled: 7 chunks wait for room on cpu: 5 children of jadd jobs in flight") for m in messages)
+    assert any(m.endswith("7 not submitted yet") for m in messages)
+
+
+def test_concurrent_stage_runs_share_the_cap(aws, monkeypatch, tmp_path):
+    fake = FakeComputeEnvironment(monkeypatch)
+    store = LocalStore(tmp_path)  # the deployment's store, where the submit lock lives
+    keys = {run: empty_chunks(store, 6, prefix=f"{run}/chunks") for run in ("a", "b")}
+
+    def stage_run(run: str):
+        client = PipesBatchClient(aws, max_in_flight=4, poll_interval_s=0.05, max_poll_interval_s=0.1, worker_command=BRIEF_CHILD)
+        return materialize_stage(lambda context: client.run(
+            context, store, keys[run], stage="sampled", job_queue="cpu", job_definition="worker", tags=COST_TAGS))
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(stage_run, ["a", "b"]))
+    for (result, messages, returned), run in zip(results, "ab"):
+        assert result.success
+        assert [(o.manifest_key, o.returncode) for o in returned["outcomes"]] == [(k, 0) for k in keys[run]]
+    assert fake.most_in_flight <= 4
+    assert fake.processes_started == 12
+    assert fake.most_names_at_once >= 2  # the runs did overlap: they shared the cap rather than took turns
+    assert store.list_children("locks/batch-submit/jadd-cpu")  # one lock for both
+
+
+def test_a_stage_past_the_array_limit_is_submitted_in_several_arrays(aws, monkeypatch, tmp_path):
+    monkeypatch.setattr(batch_module, "ARRAY_SIZE_LIMIT", 4)  # AWS's is 10,000
+    fake = FakeComputeEnvironment(monkeypatch)
+    store = LocalStore(tmp_path)
+    keys = empty_chunks(store, 10)
+    submits = record_calls(aws, "SubmitJob")
+    client = PipesBatchClient(aws, poll_interval_s=0.05, max_poll_interval_s=0.1, worker_command=BRIEF_CHILD)
+    result, messages, returned = materialize_stage(lambda context: client.run(
+        context, store, keys, stage="sampled", job_queue="cpu", job_definition="worker", tags=COST_TAGS))
+    assert result.success
+    assert submitted_sizes(submits) == [4, 4, 2]
+    lists = [store.read_json(s["containerOverrides"]["command"][-1])["manifests"] for s in submits]
+    assert lists == [keys[0:4], keys[4:8], keys[8:10]]
+    assert [(o.manifest_key, o.returncode) for o in returned["outcomes"]] == [(k, 0) for k in keys]
+    assert fake.processes_started == 10
+
+
+def test_in_flight_counts_the_unfinished_children_of_our_jobs_only(aws, monkeypatch, tmp_path):
+    FakeComputeEnvironment(monkeypatch, behaviour=lambda job_id, index: "hang")
+    client = PipesBatchClient(aws)
+
+    def submit(name, size=None):
+        request = {"jobName": name, "jobQueue": "cpu", "jobDefinition": "worker"}
+        if size:
+            request["arrayProperties"] = {"size": size}
+        return aws.submit_job(**request)["jobId"]
+
+    finished = submit("jadd-sampled-cccc-0000", 2)
+    aws.terminate_job(jobId=finished, reason="finished early")
+    deadline = time.monotonic() + 5
+    while aws.describe_jobs(jobs=[finished])["jobs"][0]["status"] != "FAILED" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    jobs = [submit("jadd-sampled-aaaa-0000", 2), submit("other-app-0000"), submit("jadd-sampled-bbbb-0000")]  # the fake runs 4 at a time
+    try:
+        assert client.in_flight("cpu") == 2 + 1  # the array's two children and the plain job; not other-app's, not finished ones
+        assert PipesBatchClient(aws, job_name_prefix="other").in_flight("cpu") == 1
+        assert client.in_flight("gpu") == 0
+    finally:
+        for job_id in jobs:
+            aws.terminate_job(jobId=job_id, reason="test over")
+
+
+def test_the_submit_lock_admits_one_holder_at_a_time(tmp_path):
+    store = LocalStore(tmp_path)
+    first = SubmitLock(store, "locks/q").__enter__()
+    first.submitted.append("job-1")
+    waits = []
+
+    def sleep(seconds):  # the second contender waits twice, then the first lets go
+        waits.append(seconds)
+        if len(waits) == 2:
+            first.__exit__(None, None, None)
+
+    second = SubmitLock(store, "locks/q", wait_s=0.5, sleep=sleep).__enter__()
+    assert waits == [0.5, 0.5]
+    assert (first.number, second.number) == (1, 2)
+    assert second.recent == ["job-1"]  # what the holder before it submitted counts even if ListJobs lags
+    second.__exit__(None, None, None)
+
+
+def test_a_dead_holders_lock_expires(tmp_path):
+    store = LocalStore(tmp_path)
+    SubmitLock(store, "locks/q", lease_s=0.0).__enter__()  # never released
+
+    def sleep(seconds):
+        raise AssertionError("an expired lock must not be waited for")
+
+    with SubmitLock(store, "locks/q", sleep=sleep) as lock:
+        assert lock.number == 2
+
+
+def test_the_submit_lock_works_on_s3(s3_store):
+    first = SubmitLock(s3_store, "locks/q").__enter__()
+    assert not first._create(first._key(1), b"{}")  # If-None-Match: the number is taken
+    first.__exit__(None, None, None)
+    with SubmitLock(s3_store, "locks/q") as second:
+        assert second.number == 2
+
+
+def test_sentry_settings_reach_the_children_and_secrets_are_refused(aws, monkeypatch, tmp_path):
+    FakeComputeEnvironment(monkeypatch)
+    monkeypatch.setenv("SENTRY_DSN", "http://public@127.0.0.1:9/1")
+    monkeypatch.delenv("SENTRY_RELEASE", raising=False)
+    store = LocalStore(tmp_path)
+    backend = BatchComputeBackend(job_queue="cpu", gpu_job_queue="gpu", job_definition="worker", gpu_job_definition="gpu-worker",
+                                  region_name=REGION, poll_interval_s=0.05, worker_command=BRIEF_CHILD)
+    result, messages, returned = materialize_stage(lambda context: backend.run_chunks(
+        context, store, empty_chunks(store, 1), stage="sampled", tags=COST_TAGS))
+    assert result.success
+    [job] = aws.list_jobs(jobQueue="cpu", jobStatus="SUCCEEDED")["jobSummaryList"]
+    environment = {e["name"]: e["value"] for e in aws.describe_jobs(jobs=[job["jobId"]])["jobs"][0]["container"]["environment"]}
+    assert environment["SENTRY_DSN"] == "http://public@127.0.0.1:9/1"
+    assert "SENTRY_RELEASE" not in environment  # unset here: not passed on
+    with pytest.raises(ValueError, match="AWS_SECRET_ACCESS_KEY"):
+        PipesBatchClient(aws, forward_env=["SENTRY_DSN", "AWS_SECRET_ACCESS_KEY"])

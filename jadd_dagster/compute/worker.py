@@ -276,6 +276,9 @@ def open_worker_pipes() -> Iterator[ChunkReporter]:
 def main(argv: list[str] | None = None) -> int:
     import cv2
 
+    from jadd_dagster import observability
+
+    observability.init_sentry("worker")  # nothing unless SENTRY_DSN is set
     # The backend runs one worker per core; OpenCV's own thread pool would oversubscribe them.
     cv2.setNumThreads(1)
     parser = argparse.ArgumentParser(prog="jadd worker", description="Process one chunk of scenes.")
@@ -288,10 +291,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     store = open_store(args.store)
-    with open_worker_pipes() as reporter:
+    with open_worker_pipes() as reporter, observability.ChunkMonitor(reporter.pipes.extras if reporter.pipes else None) as monitor:
         key = args.manifest or manifest_key_from_list(store, args.manifest_list)
         manifest = ChunkManifest.from_json(store.read_json(key))
-        counts = run_chunk(manifest, on_scene=lambda result: reporter.scene_done(manifest.chunk_id, result))
+        monitor.chunk(key, manifest)
+
+        def scene_done(result: dict) -> None:
+            reporter.scene_done(manifest.chunk_id, result)
+            monitor.scene_done(result)
+
+        counts = run_chunk(manifest, on_scene=scene_done)
         reporter.chunk_done(manifest.chunk_id, counts)
     print(json.dumps({"chunk": manifest.chunk_id, **counts}), flush=True)
     return 0
