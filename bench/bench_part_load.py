@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from jadd_dagster.build import expected_frames_per_channel
+from jadd_dagster.part_merge import expected_frames_per_channel
 from jadd_dagster.camera import CameraCalibration, camera_to_ego_rotation, pinhole_intrinsic, quaternion_from_matrix
 from jadd_dagster.logs.format import CAMERA_CHANNELS, LIDAR_CHANNELS, LidarCalibration
 from jadd_dagster.nuscenes.parts import BOX_TABLES, MEASURED, PartBudget, default_scenes_per_part, records_per_scene

@@ -1,50 +1,40 @@
-"""Dataset build steps between curation and the registry: tasks, sampling profile, merge, checks.
+"""The dataset build's steps between the plan and the registry: tasks, part merges, the index.
 
-Plain functions; the Dagster assets in defs/dataset_assets.py call them.
+Plain functions; the Dagster assets in defs/dataset_assets.py call them. Store keys: layout.py;
+the records passed between stages: records.py.
 """
 
 from __future__ import annotations
 
-import bisect
 import logging
-import shutil
 import tempfile
-import time
-from collections import Counter
-from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
-
 
 import pandas as pd
 
-from jadd_dagster.compute.chunks import SceneTask
-from jadd_dagster.compute.worker import STAGE_AUTOLABELED, STAGE_SAMPLED
+from jadd_dagster.compute.chunks import ChunkManifest, SceneTask
+from jadd_dagster.layout import (
+    PART_RECORD, STAGE_AUTOLABELED, STAGE_MERGED, STAGE_SAMPLED, index_key, part_key, plan_key, preview_key,
+    run_stage_key, sampled_root_key, scene_output_key, scene_table_key, stage_record_key,
+)
 from jadd_dagster.logs.format import LIDAR_CHANNELS
+from jadd_dagster.nuscenes.writer import VERSION_PREFIX
+from jadd_dagster.part_merge import part_version
+from jadd_dagster.planning import sampling_profile  # noqa: F401 - re-exported for the assets
+from jadd_dagster.records import (
+    DatasetIndex, DatasetPlan, IndexPart, PartRecord, StageRecord, read_record, write_record,
+)
 from jadd_dagster.registry import SceneOutput
-from jadd_dagster.sampling import SamplingProfile
-from jadd_dagster.scene_record import SCENE_CAN, SCENE_JSON, SCENE_POSE, SceneRecord, parse_scene_id
+from jadd_dagster.scene_record import SCENE_JSON, SceneRecord, parse_scene_id
 from jadd_dagster.spec import DatasetSpec
-from jadd_dagster.storage import DATASETS, SCENES, ObjectStore
+from jadd_dagster.storage import ObjectStore
 
 logger = logging.getLogger(__name__)
 
-
-def sampling_profile(spec: DatasetSpec) -> SamplingProfile:
-    return SamplingProfile(
-        keyframe_hz=spec.keyframe_hz,
-        sweep_hz=spec.sweep_hz,
-        undistort=spec.undistort,
-        image_size=spec.image_size,
-        jpeg_quality=spec.jpeg_quality,
-        channels=tuple(spec.channels),
-    )
-
-
-def scene_output_key(stage: str, cache_key: str, log_id: str, index: int) -> str:
-    """Where a stage's output of one scene lives, e.g. scenes/sampled/<profile>/<log_id>/0003."""
-    return f"{SCENES}/{stage}/{cache_key}/{log_id}/{index:04d}"
+__all__ = ["STAGE_AUTOLABELED", "STAGE_MERGED", "STAGE_SAMPLED", "sampling_profile", "scene_output_key"]
 
 
 def sampling_tasks(scenes: pd.DataFrame, profile_key: str) -> list[SceneTask]:
@@ -78,299 +68,148 @@ def autolabel_tasks(sampled: list[SceneOutput], tasks: list[SceneTask], model_ke
     ]
 
 
-def expected_frames_per_channel(scene_length_s: float, keyframe_hz: int, sweep_hz: int) -> int:
-    """Keyframes at keyframe_hz over the scene, plus the sweeps between consecutive keyframes."""
-    keyframes = int(round(scene_length_s * keyframe_hz))
-    return keyframes + (keyframes - 1) * (sweep_hz // keyframe_hz - 1)
+def read_optional(store: ObjectStore, key: str, cls):
+    """The record at key, or None when there is none yet."""
+    return read_record(store, key, cls) if store.exists(key) else None
 
 
-def frames_per_channel(record: SceneRecord) -> dict[str, int]:
-    """How many frames a sampled scene has of each of its channels."""
-    counts = Counter(f.channel for f in record.frames)
-    return {channel: counts.get(channel, 0) for channel in record.cameras}
+def ok_scene_ids(plan: DatasetPlan, stages: list[StageRecord]) -> set[str]:
+    """The plan's scenes that every enabled per-scene stage produced."""
+    failed = {scene_id for stage in stages if stage.enabled for scene_id in stage.failed}
+    return set(plan.scene_ids) - failed
 
 
-def frame_count_problems(counts: dict[str, dict[str, int]], expected: int, expected_lidar: int) -> list[str]:
-    """Scenes (scene id -> frames per channel) whose count differs from duration × rate (cameras)
-    or from the number of keyframes (lidar: one sweep per keyframe)."""
+def labels_key(labels: StageRecord, scene_id: str) -> str:
+    """Where a scene's labels.json is, for the label stage's cache key (model@profile)."""
+    model, profile = labels.cache_key.split("@", 1)
+    log_id, index = parse_scene_id(scene_id)
+    return f"{scene_output_key(STAGE_AUTOLABELED, f'{model}/{profile}', log_id, index)}/labels.json"
+
+
+def part_manifests(
+    plan: DatasetPlan, spec: DatasetSpec, ok: set[str], labels: StageRecord | None, store: ObjectStore,
+    run_id: str, scene_length_s: float,
+) -> tuple[list[ChunkManifest], list[str]]:
+    """One merge manifest per part whose content changed; and the versions of every part (the
+    unchanged ones are in the store already, their part.json proves it)."""
+    manifests, versions = [], []
+    results = f"{run_stage_key(run_id, STAGE_MERGED)}/results"
+    for part in plan.parts:
+        ids = [s for s in part.scene_ids if s in ok]
+        if not ids:
+            continue
+        forced = {s: plan.forced_splits[s] for s in ids if s in plan.forced_splits}
+        content = {"scenes": ids, "profile": plan.profile_key, "labels": labels.cache_key if labels else None,
+                   "val_fraction": spec.val_fraction, "forced": forced, "can_bus": spec.include_can_bus}
+        version = part_version(plan.name, part.part, content)
+        versions.append(version)
+        if store.exists(f"{part_key(plan.profile_key, version)}/{PART_RECORD}"):
+            continue
+        tasks = []
+        for scene_id in ids:
+            log_id, index = parse_scene_id(scene_id)
+            tasks.append(SceneTask(scene_id, log_id, index, 0, 0, input_key=scene_output_key(
+                STAGE_SAMPLED, plan.profile_key, log_id, index), output_key=labels_key(labels, scene_id) if labels else ""))
+        settings = {"name": plan.name, "part": part.part, "version": version, "profile_key": plan.profile_key,
+                    "val_fraction": spec.val_fraction, "forced_splits": forced, "include_can_bus": spec.include_can_bus,
+                    "scene_length_s": scene_length_s, "labelled": labels is not None, "preview": part.part == plan.parts[0].part}
+        manifests.append(ChunkManifest(f"{STAGE_MERGED}-{part.part:04d}", STAGE_MERGED, settings, store.url, results, tasks))
+    return manifests, versions
+
+
+def stale_versions(store: ObjectStore, plan: DatasetPlan, keep: set[str]) -> list[str]:
+    """The dataset's version folders in its dataroot that neither the new index nor the previous one
+    lists (readers of the previous index keep their parts until the next build)."""
+    prefix = f"{VERSION_PREFIX}{plan.name}-part"
     return [
-        f"{scene_id} {channel}: {got} frames, expected {want}"
-        for scene_id, per_channel in sorted(counts.items())
-        for channel, got in per_channel.items()
-        if got != (want := expected_lidar if channel in LIDAR_CHANNELS else expected)
+        name for name in store.list_children(sampled_root_key(plan.profile_key))
+        if name.startswith(prefix) and name[len(prefix):].split("-")[0].isdigit() and name not in keep
     ]
 
 
-def dataset_key(name: str) -> str:
-    return f"{DATASETS}/{name}"
+def publish_index(
+    store: ObjectStore, plan: DatasetPlan, parts: list[PartRecord], stages: list[StageRecord], run_id: str,
+    rewritten: int, merge_wall_s: float,
+) -> DatasetIndex:
+    """Write scenes.parquet, then index.json (readers switch to the new parts at that moment), then
+    delete the version folders that no index lists any more."""
+    previous = read_optional(store, index_key(plan.name), DatasetIndex)
+    rows = [(scene_id, p.part, p.version, name, p.splits[scene_id]) for p in parts for scene_id, name in p.scene_names.items()]
+    table = pd.DataFrame(rows, columns=["scene_id", "part", "version", "scene_name", "split"])
+    from jadd_dagster.storage import write_parquet
 
-
-def dataroot_key(name: str) -> str:
-    """Where a dataset's nuScenes dataroot is published in the store."""
-    return f"{dataset_key(name)}/nuscenes"
-
-
-@dataclass
-class BuildSummary:
-    """What one dataset build produced; written as build.json and summary.json."""
-
-    name: str
-    spec_hash: str
-    dataroot: str
-    versions: list[str]
-    scenes: int
-    samples: int
-    images: int
-    cached_scenes: int
-    computed_scenes: int
-    failed_scenes: dict[str, str] = field(default_factory=dict)
-    check_problems: dict[str, list[str]] = field(default_factory=dict)
-    sampling_wall_s: float = 0.0
-    merge_wall_s: float = 0.0
-    dagster_run_id: str = ""
-    autolabel: dict = field(default_factory=dict)  # model, cached, computed, seconds_per_scene, quality
-    preview: str = ""  # the store key of preview.jpg (a keyframe with its boxes), "" when none
-
-
-@dataclass
-class DatasetChecks:
-    """Problems found in a built dataset, per check (an empty list passes)."""
-
-    frame_counts: list[str]
-    nuscenes_invariants: list[str]
-    devkit: list[str]
-
-
-class SceneFolders:
-    """Local folders of scene outputs for the merge.
-
-    A local store lends its own folders. For a remote store only the small files (scene.json, CAN,
-    pose) are fetched into scratch space (≈100 kB a scene; a dataroot holds < 10,000 scenes); frames
-    stay in the store and are copied there. Frame counts are noted on the way for the checks.
-    """
-
-    SMALL_FILES = (SCENE_JSON, SCENE_CAN, SCENE_POSE)
-
-    def __init__(self, store: ObjectStore, scratch: Path):
-        self.store = store
-        self.scratch = scratch
-        self.key_of: dict[Path, str] = {}
-        self.frames_of: dict[Path, set[str]] = {}
-        self.frame_counts: dict[str, dict[str, int]] = {}
-        self.spans: dict[str, list[tuple[int, int]]] = {}  # log id -> (first, last) frame µs of each scene
-
-    def iterate(self, outputs: list[SceneOutput]) -> Iterator[Path]:
-        for i, output in enumerate(sorted(outputs, key=lambda o: o.scene_id)):
-            folder = self.store.local_path(output.path)
-            if folder is None:
-                folder = self.scratch / f"{i:07d}"
-                keys = {k[len(output.path) + 1 :] for k in self.store.list_keys(output.path)}
-                for name in self.SMALL_FILES:
-                    if name in keys:
-                        self.store.download_file(f"{output.path}/{name}", folder / name)
-                self.frames_of[folder] = keys
-            self.key_of[folder] = output.path
-            yield folder
-
-    def note(self, record: SceneRecord) -> None:
-        """Count a merged scene's frames per channel (merge_scenes' on_record: scene.json is
-        parsed once)."""
-        self.frame_counts[record.scene_id] = frames_per_channel(record)
-        if record.frames:
-            stamps = [f.timestamp_us for f in record.frames]
-            self.spans.setdefault(record.log_id, []).append((min(stamps), max(stamps)))
-
-    def link_image(self, target_prefix: str):
-        def link(folder: Path, source: str, filename: str) -> bool:
-            self.store.copy(f"{self.key_of[folder]}/{source}", f"{target_prefix}/{filename}")
-            return True
-
-        return link
-
-    def frame_exists(self, folder: Path, source: str) -> bool:
-        return source in self.frames_of[folder]
-
-
-def assemble_dataset(
-    spec: DatasetSpec,
-    outputs: list[SceneOutput],
-    store: ObjectStore,
-    run_id: str,
-    scene_length_s: float,
-    scenes_per_part: int = 5000,
-    labels: dict[str, str] | None = None,
-) -> tuple[BuildSummary, DatasetChecks]:
-    """Merge scene outputs into a staged dataroot, check it, then publish it in place of the old one.
-
-    labels maps scene ids to the store key of their auto-labels (labels.json), which become the
-    sample_annotation and instance tables.
-
-    Local store: the staging folder sits beside the dataroot (frames hard-linked) and one rename
-    publishes it. Remote store: frames are copied inside the store, tables are written locally,
-    checked, then uploaded, version folders last.
-    """
-    from jadd_dagster.merge import merge_scenes
-
-    key = dataroot_key(spec.name)
-    local_root = store.local_path(key)
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="jadd-merge-") as scratch:
-        folders = SceneFolders(store, Path(scratch) / "scenes")
-        if local_root is not None:
-            staging = local_root.with_name(f".staging-{run_id[:8]}")
-            shutil.rmtree(staging, ignore_errors=True)
-            hooks: dict = {}
-        else:
-            staging = Path(scratch) / "dataroot"
-            hooks = {"link_image": folders.link_image(key), "frame_exists": folders.frame_exists}
-        if labels is not None:
-            hooks["annotations"] = lambda record, _: store.read_json(labels[record.scene_id])["annotations"]
-        try:
-            merged = merge_scenes(
-                folders.iterate(outputs), staging, spec.name, val_fraction=spec.val_fraction,
-                scenes_per_part=scenes_per_part, include_can_bus=spec.include_can_bus, on_record=folders.note, **hooks,
-            )
-            checks = check_dataset(spec, merged, folders.frame_counts, staging, store, key, scene_length_s)
-            preview = dataset_preview(staging, merged.versions, checks, store, spec.name, local=local_root is not None)
-            uploaded = publish_dataset(staging, store, key, merged.versions)
-            if local_root is None:  # a local publish replaces the whole folder
-                store.delete_keys(stale_dataroot_keys(store.list_keys(key), key, uploaded, folders.spans))
-        finally:
-            if local_root is not None:
-                shutil.rmtree(staging, ignore_errors=True)
-    summary = BuildSummary(
-        name=spec.name,
-        spec_hash=spec.spec_hash(),
-        dataroot=store.describe(key),
-        versions=list(merged.versions),
-        scenes=merged.scenes,
-        samples=merged.samples,
-        images=merged.images,
-        cached_scenes=0,
-        computed_scenes=0,
-        failed_scenes={str(k): str(v) for k, v in merged.failed},
-        check_problems={name: problems[:50] for name, problems in checks.__dict__.items()},
-        merge_wall_s=round(time.monotonic() - started, 3),
-        dagster_run_id=run_id,
-        preview=preview,
+    write_parquet(store, scene_table_key(plan.name), table)
+    failed = {k: v for stage in stages if stage.enabled for k, v in stage.failed.items()}
+    for p in parts:
+        failed.update(p.failed)
+    checks: dict[str, list[str]] = {}
+    for p in parts:
+        for name, problems in p.checks.items():
+            checks.setdefault(name, []).extend(problems)
+    splits = table["split"].value_counts().to_dict() if len(table) else {}
+    index = DatasetIndex(
+        name=plan.name, spec_hash=plan.spec_hash, dataroot=store.describe(sampled_root_key(plan.profile_key)),
+        dataroot_key=sampled_root_key(plan.profile_key),
+        parts=[IndexPart(p.part, p.version, p.scenes, p.samples, p.images,
+                         {s: sum(1 for v in p.splits.values() if v == s) for s in sorted(set(p.splits.values()))})
+               for p in parts],
+        scenes=sum(p.scenes for p in parts), samples=sum(p.samples for p in parts), images=sum(p.images for p in parts),
+        splits={str(k): int(v) for k, v in splits.items()}, scene_table=scene_table_key(plan.name), run_id=run_id,
+        built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), failed=failed, checks=checks,
+        rewritten_parts=rewritten, merge_wall_s=round(merge_wall_s, 3),
+        preview=preview_key(plan.name) if store.exists(preview_key(plan.name)) else "",
+        autolabel_quality=next((s.quality for s in stages if s.stage == STAGE_AUTOLABELED and s.enabled), None),
     )
-    return summary, checks
+    write_record(store, index_key(plan.name), index)
+    keep = set(index.versions) | set(previous.versions if previous else [])
+    for version in stale_versions(store, plan, keep):
+        store.delete_prefix(part_key(plan.profile_key, version))
+    return index
 
 
-def check_dataset(
-    spec: DatasetSpec, merged, frame_counts: dict[str, dict[str, int]], staging: Path, store: ObjectStore,
-    key: str, scene_length_s: float,
-) -> DatasetChecks:
-    from jadd_dagster.nuscenes.validate import validate_dataset
-
-    merged_ids = set(merged.scene_names)
-    expected = expected_frames_per_channel(scene_length_s, spec.keyframe_hz, spec.sweep_hz)
-    file_exists = None
-    if store.local_path(key) is None:
-        published = {k[len(key) + 1 :] for k in store.list_keys(key)}
-        file_exists = lambda name: name in published or (staging / name).is_file()  # noqa: E731
-    return DatasetChecks(
-        frame_counts=frame_count_problems(
-            {k: v for k, v in frame_counts.items() if k in merged_ids}, expected,
-            int(round(scene_length_s * spec.keyframe_hz)),
-        ),
-        nuscenes_invariants=[p for v in merged.versions for p in validate_dataset(staging, v, file_exists)],
-        devkit=devkit_problems(staging, merged.versions),
-    )
+def read_parts(store: ObjectStore, plan: DatasetPlan, versions: list[str]) -> list[PartRecord]:
+    return [read_record(store, f"{part_key(plan.profile_key, v)}/{PART_RECORD}", PartRecord) for v in versions]
 
 
-def preview_key(name: str) -> str:
-    return f"{dataset_key(name)}/preview.jpg"
+def build_summary(store: ObjectStore, name: str) -> dict:
+    """What a finished build produced, from its plan, stage records and index (summary.json)."""
+    plan = read_record(store, plan_key(name), DatasetPlan)
+    index = read_record(store, index_key(name), DatasetIndex)
+    sampled = read_record(store, stage_record_key(name, STAGE_SAMPLED), StageRecord)
+    labels = read_optional(store, stage_record_key(name, STAGE_AUTOLABELED), StageRecord)
+    autolabel = {}
+    if labels is not None and labels.enabled:
+        autolabel = {"model": plan.spec["autolabel_model"], "cached": labels.cached, "computed": labels.computed,
+                     "seconds_per_scene": labels.seconds_per_scene, "quality": labels.quality}
+    return {
+        "name": name, "spec_hash": plan.spec_hash, "dataroot": index.dataroot, "versions": index.versions,
+        "parts": [{"part": p.part, "version": p.version, "scenes": p.scenes,
+                   "can_bus_dataroot": store.describe(part_key(plan.profile_key, p.version))} for p in index.parts],
+        "index": store.describe(index_key(name)), "scenes": index.scenes, "samples": index.samples,
+        "images": index.images, "splits": index.splits, "cached_scenes": sampled.cached,
+        "computed_scenes": sampled.computed, "failed_scenes": index.failed, "check_problems": index.checks,
+        "rewritten_parts": index.rewritten_parts, "sampling_wall_s": sampled.wall_s,
+        "merge_wall_s": index.merge_wall_s, "dagster_run_id": index.run_id, "autolabel": autolabel,
+        "preview": index.preview, "estimate": plan.estimate, "missing_includes": plan.missing_includes,
+    }
 
 
-def dataset_preview(
-    staging: Path, versions: list[str], checks: DatasetChecks, store: ObjectStore, name: str, local: bool
-) -> str:
-    """Write preview.jpg (jadd_dagster.preview) of the staged dataset beside its dataroot; returns
-    its key, or "" when the devkit could not load the dataset or the preview failed (a preview
-    never fails a build). local: the staged dataroot holds the frames; else they are in the store."""
-    from jadd_dagster.nuscenes.writer import link_or_copy
+def render_preview(dataroot: Path, version: str, store: ObjectStore, profile_key: str) -> bytes | None:
+    """preview.jpg of a part (jadd_dagster.preview): dataroot holds the version folder; the
+    keyframe image is fetched from the profile's dataroot in the store. None when it cannot be drawn
+    (a preview never fails a build)."""
     from jadd_dagster.preview import preview_jpeg
 
-    if not versions or checks.devkit:
-        return ""
-    key = dataroot_key(name)
+    root = sampled_root_key(profile_key)
 
     def fetch(filename: str, target: Path) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if local:
-            link_or_copy(staging / filename, target)
-        else:
-            store.download_file(f"{key}/{filename}", target)
+        store.download_file(f"{root}/{filename}", target)
 
     try:
-        image = preview_jpeg(staging, versions[0], fetch)
+        return preview_jpeg(dataroot, version, fetch)
     except Exception as error:  # noqa: BLE001 - the dataset is fine without its preview
-        logger.warning("%s: no preview: %s: %s", name, type(error).__name__, error)
-        return ""
-    if image is None:
-        return ""
-    store.put_bytes(preview_key(name), image)
-    return preview_key(name)
-
-
-def publish_dataset(staging: Path, store: ObjectStore, key: str, versions: list[str]) -> set[str]:
-    """Make the staged dataroot the published one; readers see the old tables or the new ones.
-    Returns the keys uploaded (none for a local store, where one rename publishes)."""
-    if store.local_path(key) is not None:
-        store.publish_folder(staging, key)
-        return set()
-    files = sorted(p for p in staging.rglob("*") if p.is_file())
-    tables = [p for p in files if p.relative_to(staging).parts[0] in versions]
-    uploaded = set()
-    for path in [p for p in files if p not in tables] + tables:
-        uploaded.add(f"{key}/{path.relative_to(staging).as_posix()}")
-        store.upload_file(path, f"{key}/{path.relative_to(staging).as_posix()}")
-    return uploaded
-
-
-FRAME_FOLDERS = ("samples", "sweeps")
-FRAME_SPAN_SLACK_US = 50_000  # a scene's frames lie in its span; lidar keyframes may be 25 ms off
-
-
-def frame_log_and_time(relative: str) -> tuple[str, int] | None:
-    """(log id, µs) of a frame named as nuscenes.tables.sample_data_filename names it
-    (samples/<channel>/<log>__<channel>__<µs>.<ext>), None for anything else."""
-    parts = relative.split("/")
-    if len(parts) != 3 or parts[0] not in FRAME_FOLDERS:
+        logger.warning("%s: no preview: %s: %s", version, type(error).__name__, error)
         return None
-    marker = f"__{parts[1]}__"
-    cut = parts[2].rfind(marker)
-    stamp = parts[2][cut + len(marker):].split(".", 1)[0] if cut > 0 else ""
-    return (parts[2][:cut], int(stamp)) if stamp.isdigit() else None
-
-
-def stale_dataroot_keys(
-    keys: Iterable[str], key: str, uploaded: set[str], spans: dict[str, list[tuple[int, int]]]
-) -> list[str]:
-    """The keys under a republished dataroot that its new build does not use: files outside
-    samples/ and sweeps/ it did not upload (an earlier build's extra parts, CAN files, maps), and
-    frames outside the spans (µs, by log id) of its scenes. A frame whose name does not parse is
-    kept: only what is surely stale goes."""
-    ordered = {log_id: sorted(log_spans) for log_id, log_spans in spans.items()}
-    starts = {log_id: [first for first, _ in log_spans] for log_id, log_spans in ordered.items()}
-
-    def in_a_scene(log_id: str, stamp: int) -> bool:
-        # Scenes do not overlap: only the last span starting before the frame can hold it.
-        i = bisect.bisect_right(starts.get(log_id, []), stamp + FRAME_SPAN_SLACK_US) - 1
-        return i >= 0 and stamp <= ordered[log_id][i][1] + FRAME_SPAN_SLACK_US
-
-    stale = []
-    for name in keys:
-        relative = name[len(key) + 1:]
-        if relative.split("/", 1)[0] not in FRAME_FOLDERS:
-            if name not in uploaded:
-                stale.append(name)
-            continue
-        frame = frame_log_and_time(relative)
-        if frame is not None and not in_a_scene(*frame):
-            stale.append(name)
-    return stale
 
 
 def autolabel_quality(
@@ -382,6 +221,7 @@ def autolabel_quality(
     from jadd_dagster.autolabel.quality import scenes_to_score, score_autolabels
     from jadd_dagster.logs.format import OBJECTS
     from jadd_dagster.logs.stored import log_key, open_stored_log
+    from jadd_dagster.scene_outputs import frames_root
 
     chosen = set(scenes_to_score([o.scene_id for o in outputs], spec.val_fraction))
     picked = [o for o in outputs if o.scene_id in chosen]
@@ -389,12 +229,13 @@ def autolabel_quality(
     if not all(store.exists(f"{log_key(log_id)}/{OBJECTS}") for log_id in log_ids):
         return None  # real logs carry no ground truth: nothing to fetch or score
 
-    def scoring_file(name: str) -> bool:
-        return name == SCENE_JSON or name.split("/")[0] in LIDAR_CHANNELS
-
     with tempfile.TemporaryDirectory(prefix="jadd-quality-") as tmp, ExitStack() as stack:
         scratch = Path(tmp)
-        dirs = [stack.enter_context(store.local_folder(o.path, scratch=scratch, include=scoring_file)) for o in picked]
+        dirs = [stack.enter_context(store.local_folder(o.path, scratch=scratch, include=lambda n: n == SCENE_JSON))
+                for o in picked]
+        records = [SceneRecord.load(d) for d in dirs]
+        lidar = lambda frame: frame.channel in LIDAR_CHANNELS and frame.is_key_frame  # noqa: E731
+        frames = stack.enter_context(frames_root(store, records[0].profile, records, scratch, include=lidar)) if records else scratch
         logs: dict[str, object] = {}
 
         def open_log(log_id: str):
@@ -403,7 +244,7 @@ def autolabel_quality(
             return logs[log_id]
 
         annotations = {o.scene_id: store.read_json(labels[o.scene_id])["annotations"] for o in picked}
-        return score_autolabels(dirs, open_log, annotations, spec.name)
+        return score_autolabels(dirs, open_log, annotations, spec.name, frames)
 
 
 def devkit_problems(dataroot: Path, versions: list[str]) -> list[str]:
@@ -419,3 +260,8 @@ def devkit_problems(dataroot: Path, versions: list[str]) -> list[str]:
         except Exception as error:  # the devkit raises anything from AssertionError to KeyError
             problems.append(f"{version}: {type(error).__name__}: {error}")
     return problems
+
+
+def read_stage(store: ObjectStore, name: str, stage: str) -> StageRecord:
+    return read_record(store, stage_record_key(name, stage), StageRecord)
+

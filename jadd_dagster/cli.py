@@ -122,6 +122,42 @@ def cmd_datasets_list(args) -> int:
     return 0
 
 
+def cmd_datasets_show(args) -> int:
+    from jadd_dagster import headless
+    from jadd_dagster.layout import index_key, scene_table_key
+    from jadd_dagster.records import DatasetIndex, read_record
+    from jadd_dagster.storage import read_parquet
+
+    if args.workdir:
+        headless.use_workdir(Path(args.workdir))
+    store = headless.current_store()
+    if not store.exists(index_key(args.name)):
+        print(f"error: dataset {args.name!r} has no index in {store.describe(index_key(args.name))}: it was never built",
+              file=sys.stderr)
+        return 1
+    index = read_record(store, index_key(args.name), DatasetIndex)
+    scenes = read_parquet(store, scene_table_key(args.name)) if args.scenes else None
+    if args.json:
+        from jadd_dagster.records import to_json
+
+        data = to_json(index)
+        if scenes is not None:
+            data["scene_map"] = scenes.to_dict(orient="records")
+        print(json.dumps(data, indent=2))
+        return 0
+    print(f"dataset  {index.name}  (spec {index.spec_hash}, built {index.built_at}, run {index.run_id})")
+    print(f"dataroot {index.dataroot}")
+    print(f"scenes   {index.scenes}  samples {index.samples}  images {index.images}  splits {index.splits}")
+    print(f"\n{'part':>5}  {'scenes':>6}  {'samples':>7}  version")
+    for part in index.parts:
+        print(f"{part.part:>5}  {part.scenes:>6}  {part.samples:>7}  {part.version}   {part.splits}")
+    if scenes is not None:
+        print(f"\n{'scene id':<32} {'part':>5}  {'scene':<10} split")
+        for row in scenes.itertuples(index=False):
+            print(f"{row.scene_id:<32} {row.part:>5}  {row.scene_name:<10} {row.split}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jadd", description="JADD Creator: drive logs to nuScenes datasets.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -158,6 +194,12 @@ def parser() -> argparse.ArgumentParser:
     dl.add_argument("--name")
     dl.add_argument("--json", action="store_true")
     dl.set_defaults(func=cmd_datasets_list)
+    dsh = ds_sub.add_parser("show", help="show a built dataset's index: its parts, versions, dataroot and splits")
+    dsh.add_argument("name")
+    dsh.add_argument("--workdir", help="the work folder of a demo or build (default: the profile's)")
+    dsh.add_argument("--scenes", action="store_true", help="also list each scene id's part, scene name and split")
+    dsh.add_argument("--json", action="store_true")
+    dsh.set_defaults(func=cmd_datasets_show)
 
     # `jadd worker ...` is handed to the worker's own parser whole (see main).
     sub.add_parser("worker", help="process one chunk (the compute backends run this); see `jadd worker -h`")

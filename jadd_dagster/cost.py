@@ -19,3 +19,8 @@ def estimate_sampling_cost(
     frames = int(round(scene_seconds * sweep_hz)) * channels
     cpu_hours = frames * cpu_seconds_per_frame / 3600
     return CostEstimate(frames, cpu_hours, cpu_hours * usd_per_cpu_hour)
+
+
+def format_usd(amount: float) -> str:
+    """An amount for people: cents above a dollar, three significant digits below ($0.00123)."""
+    return f"${amount:,.2f}" if abs(amount) >= 1 else f"${amount:.3g}"

@@ -83,12 +83,13 @@ def build_dataset(spec: DatasetSpec, spec_data: dict, workdir: Path, progress=pr
     """Ingest every log in WORKDIR/store/logs, then build one dataset; returns its summary."""
     import dagster as dg
 
-    from jadd_dagster.defs.automation import dataset_run_config
+    from jadd_dagster.build import build_summary
+    from jadd_dagster.defs.automation import DATASET_ASSETS, dataset_run_config
     from jadd_dagster.defs.partitions import dataset_partitions, log_partitions
     from jadd_dagster.defs.resources import resources_for
     from jadd_dagster.definitions import defs
     from jadd_dagster.profile import load_profile
-    from jadd_dagster.storage import LOGS
+    from jadd_dagster.logs.stored import list_log_ids
 
     started = time.monotonic()
     instance = dg.DagsterInstance.get()
@@ -105,7 +106,9 @@ def build_dataset(spec: DatasetSpec, spec_data: dict, workdir: Path, progress=pr
             partition_key=partition_key, run_config=config, raise_on_error=False,
         )
 
-    log_ids = store.list_children(LOGS)
+    # A log is ingested once: logs whose scene_index is materialized are not read again.
+    ingested = instance.get_materialized_partitions(dg.AssetKey("scene_index"))
+    log_ids = [log_id for log_id in list_log_ids(store) if log_id not in ingested]
     instance.add_dynamic_partitions(log_partitions.name, log_ids)
     failed_logs: dict[str, str] = {}
     for i, log_id in enumerate(log_ids, 1):
@@ -114,17 +117,33 @@ def build_dataset(spec: DatasetSpec, spec_data: dict, workdir: Path, progress=pr
         if not result.success:
             failed_logs[log_id] = _failure_message(result)
             progress(f"  log {log_id} failed: {failed_logs[log_id]}")
-    progress("building the scene catalog")
-    _require(run(["scene_catalog"]), "scene_catalog")
+    if len(failed_logs) < len(log_ids) or not instance.get_latest_materialization_event(dg.AssetKey("scene_catalog")):
+        progress("building the scene catalog")
+        _require(run(["scene_catalog"]), "scene_catalog")
     instance.add_dynamic_partitions(dataset_partitions.name, [spec.name])
-    progress(f"building dataset {spec.name!r}")
-    result = run(["curated_scenes", "jadd_dataset", "dataset_registry"], spec.name, dataset_run_config(spec_data))
+    progress(f"planning dataset {spec.name!r}")
+    plan_asset, *stages = [key.to_user_string() for key in DATASET_ASSETS]
+    config = dataset_run_config(spec_data)
+    _require(run([plan_asset], spec.name, config), f"dataset {spec.name}")
+    progress(plan_line(store, spec.name))
+    result = run(stages, spec.name)
     _require(result, f"dataset {spec.name}")
-    summary = store.read_json(f"datasets/{spec.name}/build.json")
-    summary["failed_logs"] = failed_logs
-    summary["wall_s"] = round(time.monotonic() - started, 2)
-    summary["dagster_home"] = os.environ.get("DAGSTER_HOME", "")
+    summary = {
+        **build_summary(store, spec.name), "failed_logs": failed_logs,
+        "wall_s": round(time.monotonic() - started, 2), "dagster_home": os.environ.get("DAGSTER_HOME", ""),
+    }
     return HeadlessResult(summary, failed_logs)
+
+
+def plan_line(store, name: str) -> str:
+    """The plan in one line, shown before any scene is sampled."""
+    from jadd_dagster.cost import format_usd
+    from jadd_dagster.layout import plan_key
+    from jadd_dagster.records import DatasetPlan, read_record
+
+    plan = read_record(store, plan_key(name), DatasetPlan)
+    return (f"plan: {len(plan.scene_ids)} scenes ({plan.hours:.2f} h) in {len(plan.parts)} parts of up to "
+            f"{plan.scenes_per_part}; estimated {plan.estimate['frames']} frames, {format_usd(plan.estimate['usd'])}")
 
 
 class BuildFailed(RuntimeError):

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.e2e
 
 def label_metadata(workdir):
     instance = dg.DagsterInstance.from_config(str(workdir / "dagster_home"))
-    records = instance.fetch_materializations(dg.AssetKey("jadd_dataset"), limit=10, ascending=True).records
+    records = instance.fetch_materializations(dg.AssetKey("dataset_labels"), limit=10, ascending=True).records
     return [{k: r.asset_materialization.metadata[k].value for k in ("labels_cached", "labels_computed")} for r in records]
 
 
@@ -50,12 +50,13 @@ def test_autolabelled_dataset_has_boxes_and_a_rebuild_reuses_the_labels(tmp_path
     assert summary["autolabel"]["quality"]["scenes"] == 1  # the val scene of two (val_fraction 0.2)
 
     # The labels were scored against the generator's ground truth by the devkit.
-    first = instance.fetch_materializations(dg.AssetKey("jadd_dataset"), limit=1).records[0].asset_materialization
+    first = instance.fetch_materializations(dg.AssetKey("dataset_labels"), limit=1).records[0].asset_materialization
     assert 0.0 < first.metadata["autolabel_mAP_classes_present"].value <= 1.0
     assert "| car |" in first.metadata["autolabel_AP_per_class"].value
     assert 0.0 < first.metadata["autolabel_mATE"].value < 2.0  # metres, over the matched boxes
     assert first.metadata["label_s_per_scene"].value > 0  # the measured cost of labelling a scene
-    assert first.metadata["preview"].value.startswith("![a keyframe with its boxes](data:image/jpeg;base64,")
+    merged = instance.fetch_materializations(dg.AssetKey("jadd_dataset"), limit=1).records[0].asset_materialization
+    assert merged.metadata["preview"].value.startswith("![a keyframe with its boxes](data:image/jpeg;base64,")
 
     nusc.render_sample_data(sample["data"]["CAM_FRONT"], out_path=str(tmp_path / "boxes.png"))
     assert (tmp_path / "boxes.png").stat().st_size > 1000
@@ -63,8 +64,12 @@ def test_autolabelled_dataset_has_boxes_and_a_rebuild_reuses_the_labels(tmp_path
     assert jadd(args) == 0  # the same spec again: frames and labels come from the cache
     assert label_metadata(tmp_path / "work") == [
         {"labels_cached": 0, "labels_computed": 2}, {"labels_cached": 2, "labels_computed": 0}]
-    rebuilt = instance.fetch_materializations(dg.AssetKey("jadd_dataset"), limit=1).records[0].asset_materialization
+    rebuilt = instance.fetch_materializations(dg.AssetKey("dataset_labels"), limit=1).records[0].asset_materialization
     assert "label_s_per_scene" not in rebuilt.metadata  # nothing was labelled
+    # Nothing changed: the score is the stored one and no part was merged again.
+    assert rebuilt.metadata["autolabel_mAP"].value == first.metadata["autolabel_mAP"].value
+    remerged = instance.fetch_materializations(dg.AssetKey("jadd_dataset"), limit=1).records[0].asset_materialization
+    assert remerged.metadata["rewritten_parts"].value == 0 and merged.metadata["rewritten_parts"].value == 1
 
     # A UI backfill of the per-scene asset with the same model and inputs finds the labels cached.
     from jadd_dagster.defs.resources import resources_for

@@ -1,8 +1,10 @@
-"""The merge step of a build on its own: scene outputs in a local store to a checked dataroot."""
+"""The build's domain steps on their own: frames placed once, stable parts, part merges that write
+tables only, checks per part, the preview and the label score."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import cv2
 import numpy as np
@@ -10,10 +12,15 @@ import pytest
 
 from jadd_dagster import build
 from jadd_dagster.camera import matrix_from_quaternion
+from jadd_dagster.compute.chunks import ChunkManifest
+from jadd_dagster.compute.worker import result_key, run_chunk
+from jadd_dagster.layout import PART_RECORD, STAGE_SAMPLED, part_key, preview_key, sampled_root_key
 from jadd_dagster.logs.generator import make_logs
 from jadd_dagster.logs.reader import read_log
+from jadd_dagster.part_merge import merge_stored_part, part_version
+from jadd_dagster.planning import assign_parts, forced_splits, sampling_profile
+from jadd_dagster.records import PartPlan
 from jadd_dagster.registry import SceneOutput
-from jadd_dagster.sampling import sample_scene
 from jadd_dagster.scene_record import SceneRecord
 from jadd_dagster.scenes import cut_scenes
 from jadd_dagster.spec import DatasetSpec
@@ -22,41 +29,110 @@ from jadd_dagster.storage import LocalStore
 
 @pytest.fixture(scope="module")
 def sampled(tmp_path_factory):
-    """Both scenes of a 45 s log (in the store, as ingest leaves it) sampled into the store."""
+    """Both scenes of a 45 s log (in the store, as ingest leaves it) sampled by the real worker."""
     root = tmp_path_factory.mktemp("build")
     (path,) = make_logs(root / "store" / "logs", 1, 0.75, seed=8, channels=("CAM_FRONT",), image_size=(96, 54))
     log = read_log(path)
     spec = DatasetSpec(name="merged", channels=["CAM_FRONT"], keyframe_hz=2, sweep_hz=10)
-    profile = build.sampling_profile(spec)
+    profile = sampling_profile(spec)
     store = LocalStore(root / "store")
-    outputs = []
-    for window in cut_scenes(log.manifest)[0]:
-        key = build.scene_output_key(build.STAGE_SAMPLED, profile.key(), window.log_id, window.index)
-        record = sample_scene(log, window.index, window.start_time_us, window.end_time_us, profile,
-                              store.local_path(key), window.scene_id)
-        outputs.append(SceneOutput(window.scene_id, build.STAGE_SAMPLED, profile.key(), key, len(record.frames), 1.0))
+    windows = cut_scenes(log.manifest)[0]
+    import pandas as pd
+
+    rows = pd.DataFrame([{"scene_id": w.scene_id, "log_id": w.log_id, "scene_index": w.index,
+                          "start_time_us": w.start_time_us, "end_time_us": w.end_time_us} for w in windows])
+    tasks = build.sampling_tasks(rows, profile.key())
+    manifest = ChunkManifest("c0", STAGE_SAMPLED, profile.to_json(), store.url, "runs/r/results", tasks)
+    assert run_chunk(manifest, store) == {"ok": 2, "failed": 0}
+    outputs = [SceneOutput(t.scene_id, STAGE_SAMPLED, profile.key(), t.output_key,
+                           store.read_json(result_key("runs/r/results", t.scene_id))["frames"], 1.0) for t in tasks]
     return spec, store, outputs
 
 
-def test_a_complete_build_passes_every_check(sampled):
+def merge_settings(spec, store, outputs, part=1, labels=None) -> tuple[dict, list]:
+    plan_like = {"scenes": [o.scene_id for o in outputs], "labels": labels}
+    version = part_version(spec.name, part, plan_like)
+    settings = {"name": spec.name, "part": part, "version": version, "profile_key": outputs[0].profile,
+                "val_fraction": 0.5, "forced_splits": {}, "include_can_bus": True, "scene_length_s": 20.0,
+                "labelled": labels is not None, "preview": True}
+    from jadd_dagster.compute.chunks import SceneTask
+    from jadd_dagster.scene_record import parse_scene_id
+
+    tasks = [SceneTask(o.scene_id, *parse_scene_id(o.scene_id), 0, 0, input_key=o.path,
+                       output_key=(labels or {}).get(o.scene_id, "")) for o in outputs]
+    return settings, tasks
+
+
+def test_frames_are_written_once_under_their_nuscenes_names_in_the_profiles_dataroot(sampled):
     spec, store, outputs = sampled
-    summary, checks = build.assemble_dataset(spec, outputs, store, "run-ok", scene_length_s=20.0)
-    assert summary.scenes == 2 and summary.failed_scenes == {}
-    assert checks.frame_counts == [] and checks.nuscenes_invariants == [] and checks.devkit == []
+    root = store.local_path(sampled_root_key(outputs[0].profile))
+    record = SceneRecord.load(store.local_path(outputs[0].path))
+    assert {f.path.split("/")[0] for f in record.frames} == {"samples", "sweeps"}
+    assert all((root / f.path).is_file() for f in record.frames)
+    # The scene folder keeps only its record, CAN and pose: no frame lies there.
+    assert sorted(p.name for p in store.local_path(outputs[0].path).iterdir()) == ["can.parquet", "pose.parquet", "scene.json"]
 
 
-def test_a_scene_missing_a_frame_fails_the_frame_count_check(sampled):
+def test_a_part_merge_writes_tables_only_and_passes_every_check(sampled, tmp_path):
+    spec, store, outputs = sampled
+    settings, tasks = merge_settings(spec, store, outputs)
+    root = store.local_path(sampled_root_key(outputs[0].profile))
+    frames = sorted(root.glob("s*/CAM_FRONT/*.jpg"))
+    before = {p: (p.stat().st_ino, p.stat().st_nlink) for p in frames}
+    record = merge_stored_part(store, settings, tasks, tmp_path)
+    assert record.scenes == 2 and record.failed == {}
+    assert record.checks == {"frame_counts": [], "nuscenes_invariants": [], "devkit": []}
+    # No frame was copied, linked or rewritten: same inodes, same link counts.
+    assert {p: (p.stat().st_ino, p.stat().st_nlink) for p in frames} == before
+    folder = store.local_path(part_key(outputs[0].profile, settings["version"]))
+    assert (folder / PART_RECORD).is_file() and (folder / "can_bus").is_dir() and (folder / "maps").is_dir()
+    from nuscenes.nuscenes import NuScenes
+
+    nusc = NuScenes(version=settings["version"], dataroot=str(root), verbose=False)
+    sd = nusc.get("sample_data", nusc.sample[0]["data"]["CAM_FRONT"])
+    assert os.path.samefile(nusc.get_sample_data_path(sd["token"]), root / sd["filename"])
+    assert sd["filename"].startswith("samples/CAM_FRONT/")
+
+
+def test_a_scene_missing_a_frame_fails_the_frame_count_check(sampled, tmp_path):
     spec, store, outputs = sampled
     folder = store.local_path(outputs[1].path)
     record = SceneRecord.load(folder)
     sweep = next(f for f in record.frames if not f.is_key_frame)
     dataclasses.replace(record, frames=[f for f in record.frames if f is not sweep]).save(folder)
     try:
-        _, checks = build.assemble_dataset(spec, outputs, store, "run-short", scene_length_s=20.0)
+        settings, tasks = merge_settings(spec, store, outputs, part=2)
+        checks = merge_stored_part(store, settings, tasks, tmp_path).checks
     finally:
         record.save(folder)
     # 20 s at 2 Hz: 40 keyframes, and 4 sweeps in each of the 39 gaps at 10 Hz.
-    assert checks.frame_counts == [f"{outputs[1].scene_id} CAM_FRONT: 195 frames, expected 196"]
+    assert checks["frame_counts"] == [f"{outputs[1].scene_id} CAM_FRONT: 195 frames, expected 196"]
+
+
+def test_parts_keep_their_scenes_when_scenes_are_added_or_dropped():
+    first = assign_parts([f"s{i:02d}" for i in range(7)], 3)
+    assert [p.scene_ids for p in first] == [["s00", "s01", "s02"], ["s03", "s04", "s05"], ["s06"]]
+    grown = assign_parts([f"s{i:02d}" for i in range(10)] + ["a-new"], 3, first)
+    # Old scenes stay where they were, new ones (sorted) fill the last part and then new parts.
+    assert [(p.part, p.scene_ids) for p in grown] == [
+        (1, ["s00", "s01", "s02"]), (2, ["s03", "s04", "s05"]), (3, ["s06", "a-new", "s07"]), (4, ["s08", "s09"])]
+    shrunk = assign_parts(["s00", "s02", "s06", "s07", "s09"], 3, grown)
+    assert [(p.part, p.scene_ids) for p in shrunk] == [(1, ["s00", "s02"]), (3, ["s06", "s07"]), (4, ["s09"])]
+    assert assign_parts(["x"], 3, [PartPlan(1, ["x", "y", "z", "w"])]) == [PartPlan(1, ["x"])]
+
+
+def test_a_part_keeps_its_version_until_its_content_changes():
+    content = {"scenes": ["a/0000", "a/0001"], "labels": None}
+    assert part_version("d", 1, content) == part_version("d", 1, dict(content))
+    assert part_version("d", 1, content) != part_version("d", 1, {**content, "scenes": ["a/0000"]})
+    assert part_version("d", 1, content) != part_version("d", 1, {**content, "labels": "m@p"})
+    assert part_version("d", 3, content).startswith("v1.0-d-part0003-")
+
+
+def test_only_the_scenes_that_keep_both_splits_non_empty_are_forced():
+    assert forced_splits([f"s{i}" for i in range(2000)], 0.2) == {}
+    forced = forced_splits(["only-one", "and-two"], 0.0001)  # hashing puts both in train
+    assert list(forced.values()) == ["val"]
 
 
 def _write_labels(store, outputs, boxes: dict[str, list[dict]]) -> dict[str, str]:
@@ -69,16 +145,18 @@ def _write_labels(store, outputs, boxes: dict[str, list[dict]]) -> dict[str, str
     return labels
 
 
-def _preview(store, summary) -> np.ndarray:
-    assert summary.preview == "datasets/merged/preview.jpg"
-    image = cv2.imdecode(np.frombuffer(store.get_bytes(summary.preview), np.uint8), cv2.IMREAD_COLOR)
+def _preview(store, spec, outputs, tmp_path, labels=None) -> np.ndarray:
+    settings, tasks = merge_settings(spec, store, outputs, part=5, labels=labels)
+    store.delete_prefix(preview_key(spec.name))
+    merge_stored_part(store, settings, tasks, tmp_path)
+    image = cv2.imdecode(np.frombuffer(store.get_bytes(preview_key(spec.name)), np.uint8), cv2.IMREAD_COLOR)
     assert image is not None
     return image.astype(np.int16)
 
 
-def test_the_preview_shows_a_keyframe_with_the_boxes_the_devkit_projects(sampled):
+def test_the_preview_shows_a_keyframe_with_the_boxes_the_devkit_projects(sampled, tmp_path):
     spec, store, outputs = sampled
-    plain = _preview(store, build.assemble_dataset(spec, outputs, store, "run-plain", scene_length_s=20.0)[0])
+    plain = _preview(store, spec, outputs, tmp_path)
     # One car 12 m straight ahead of the camera at the keyframe the preview shows (the middle one).
     record = SceneRecord.load(store.local_path(outputs[0].path))
     frame = next(f for f in record.frames if f.channel == "CAM_FRONT" and f.keyframe_index == 20)
@@ -87,7 +165,7 @@ def test_the_preview_shows_a_keyframe_with_the_boxes_the_devkit_projects(sampled
     box = {"instance_id": "car-1", "keyframe_index": 20, "category": "vehicle.car", "translation": list(centre[:2]) + [0.87],
            "size": [1.95, 4.62, 1.73], "rotation": list(frame.ego_pose.rotation), "attributes": ["vehicle.parked"]}
     labels = _write_labels(store, outputs, {outputs[0].scene_id: [box]})
-    boxed = _preview(store, build.assemble_dataset(spec, outputs, store, "run-boxed", scene_length_s=20.0, labels=labels)[0])
+    boxed = _preview(store, spec, outputs, tmp_path, labels)
     rows, cols = np.nonzero(np.abs(boxed - plain).max(axis=2) > 60)
     assert len(rows) > 50  # the box's edges
     height, width = plain.shape[:2]
@@ -106,22 +184,3 @@ def test_labels_are_scored_only_when_the_logs_carry_ground_truth(sampled, tmp_pa
         assert build.autolabel_quality(spec, outputs, labels, store) is None
     finally:
         (tmp_path / "objects.parquet").rename(objects)
-
-
-def test_a_republished_dataroot_loses_exactly_what_the_new_build_does_not_use():
-    root = "datasets/d/nuscenes"
-    keys = [f"{root}/{name}" for name in (
-        "v1.0-d-part001/sample.json",  # uploaded again
-        "v1.0-d-part002/sample.json",  # the old build had two parts
-        "can_bus/scene-0002_meta.json",  # a scene the new build has no more
-        "samples/CAM_FRONT/log-1__CAM_FRONT__1000000.jpg",  # in scene 1's span
-        "sweeps/CAM_FRONT/log-1__CAM_FRONT__1020000.jpg",  # 20 ms past it (lidar-like slack)
-        "samples/CAM_FRONT/log-1__CAM_FRONT__30000000.jpg",  # in a dropped scene of the same log
-        "samples/CAM_FRONT/log-2__CAM_FRONT__1000000.jpg",  # a log the new build does not use
-        "samples/CAM_FRONT/not-our-name.jpg",  # not a name we write: kept
-    )]
-    uploaded = {f"{root}/v1.0-d-part001/sample.json"}
-    spans = {"log-1": [(40_000_000, 60_000_000), (0, 1_000_000)]}
-    assert build.stale_dataroot_keys(keys, root, uploaded, spans) == [f"{root}/{name}" for name in (
-        "v1.0-d-part002/sample.json", "can_bus/scene-0002_meta.json",
-        "samples/CAM_FRONT/log-1__CAM_FRONT__30000000.jpg", "samples/CAM_FRONT/log-2__CAM_FRONT__1000000.jpg")]

@@ -1,3 +1,4 @@
+import dataclasses
 import sys
 
 import pytest
@@ -18,7 +19,7 @@ from jadd_dagster.storage import LocalStore
 
 def task(log_id: str, index: int, seconds: float = 20.0) -> SceneTask:
     start = 1_000_000_000 + int(index * seconds * 1e6)
-    return SceneTask(f"{log_id}/{index:04d}", log_id, index, start, start + int(seconds * 1e6), f"out/{log_id}/{index}")
+    return SceneTask(f"{log_id}/{index:04d}", log_id, index, start, start + int(seconds * 1e6), f"scenes/test/{log_id}/{index}")
 
 
 def test_chunks_keep_one_log_in_time_order_up_to_the_target_duration():
@@ -35,10 +36,10 @@ def test_a_failing_scene_does_not_stop_its_chunk(tmp_path, monkeypatch):
         return 7
 
     monkeypatch.setitem(STAGES, "test", fake_stage)
-    manifest = ChunkManifest("c0", "test", {}, str(tmp_path), "results", [task("a", 0), task("a", 1), task("a", 2)])
-    assert run_chunk(manifest) == {"ok": 2, "failed": 1}
+    manifest = ChunkManifest("c0", "test", {}, str(tmp_path), "runs/r/results", [task("a", 0), task("a", 1), task("a", 2)])
+    assert run_chunk(manifest, LocalStore(tmp_path)) == {"ok": 2, "failed": 1}
     store = LocalStore(tmp_path)
-    records = [store.read_json(result_key("results", f"a/{i:04d}")) for i in range(3)]
+    records = [store.read_json(result_key("runs/r/results", f"a/{i:04d}")) for i in range(3)]
     assert [r["status"] for r in records] == ["ok", "failed", "ok"]
     assert records[1]["error"] == "ValueError: broken video" and records[0]["frames"] == 7
 
@@ -46,8 +47,8 @@ def test_a_failing_scene_does_not_stop_its_chunk(tmp_path, monkeypatch):
 def test_local_backend_runs_every_manifest_and_reports_exit_codes(tmp_path):
     # An unknown stage makes the worker exit non-zero: the backend must report it, not hang.
     store = LocalStore(tmp_path)
-    store.write_json("good.json", ChunkManifest("g", STAGE_SAMPLED, {}, store.url, "r", []).to_json())
-    store.write_json("bad.json", ChunkManifest("b", "no-such-stage", {}, store.url, "r", [task("a", 0)]).to_json())
+    store.write_json("good.json", ChunkManifest("g", STAGE_SAMPLED, {}, store.url, "runs/r", []).to_json())
+    store.write_json("bad.json", ChunkManifest("b", "no-such-stage", {}, store.url, "runs/r", [task("a", 0)]).to_json())
     seen = []
     outcomes = run_local_chunks(store.url, ["good.json", "bad.json"], max_workers=2,
                                 on_done=lambda o, done, total: seen.append((done, total)))
@@ -60,7 +61,7 @@ def test_local_backend_runs_every_manifest_and_reports_exit_codes(tmp_path):
 
 def test_local_backend_gives_each_worker_its_own_environment(tmp_path):
     store = LocalStore(tmp_path / "store")
-    store.write_json("m.json", ChunkManifest("m", STAGE_SAMPLED, {}, store.url, "r", []).to_json())
+    store.write_json("m.json", ChunkManifest("m", STAGE_SAMPLED, {}, store.url, "runs/r", []).to_json())
     hooks = tmp_path / "hooks"  # sitecustomize runs at interpreter start: it records the worker's variable
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(
@@ -86,9 +87,66 @@ def test_an_array_child_takes_the_manifest_at_its_index(tmp_path, monkeypatch):
 
 def test_the_worker_runs_a_chunk_from_a_manifest_list_without_pipes(tmp_path, monkeypatch):
     store = LocalStore(tmp_path)
-    store.write_json("c1.json", ChunkManifest("c1", STAGE_SAMPLED, {}, store.url, "results", [task("missing", 0)]).to_json())
+    missing = dataclasses.replace(task("missing", 0), output_key="scenes/sampled/p/missing/0000")
+    store.write_json("c1.json", ChunkManifest("c1", STAGE_SAMPLED, {}, store.url, "runs/r/results", [missing]).to_json())
     store.write_json("list.json", {"manifests": ["c0.json", "c1.json"]})
     monkeypatch.setenv(ARRAY_INDEX_ENV, "1")
     assert worker_main(["--store", store.url, "--manifest-list", "list.json"]) == 0
-    record = store.read_json(result_key("results", "missing/0000"))
+    record = store.read_json(result_key("runs/r/results", "missing/0000"))
     assert record["status"] == "failed" and record["frames"] == 0
+
+
+def test_the_worker_writes_only_to_the_store_of_its_own_flags(tmp_path, monkeypatch):
+    def fake_stage(store, t, settings, logs):
+        store.put_bytes(f"{t.output_key}/out.txt", b"x")
+        return 1
+
+    monkeypatch.setitem(STAGES, "test", fake_stage)
+    mine, theirs = LocalStore(tmp_path / "mine"), LocalStore(tmp_path / "theirs")
+    # The manifest names another store: the worker ignores it.
+    mine.write_json("m.json", ChunkManifest("m", "test", {}, theirs.url, "runs/r/results", [task("a", 0)]).to_json())
+    assert worker_main(["--store", mine.url, "--manifest", "m.json"]) == 0
+    assert mine.exists("scenes/test/a/0/out.txt") and mine.exists(result_key("runs/r/results", "a/0000"))
+    assert not (tmp_path / "theirs").exists()
+
+
+@pytest.mark.parametrize("field, key", [
+    ("output_key", "datasets/other/nuscenes"),  # another dataset's published folder
+    ("output_key", "scenes/test/../../datasets/x"),
+    ("input_key", "logs/secret"),
+    ("results_key", "datasets/other"),
+])
+def test_a_manifest_that_writes_outside_its_stage_is_refused_before_any_write(tmp_path, monkeypatch, field, key):
+    writes = []
+    monkeypatch.setitem(STAGES, "test", lambda store, t, settings, logs: writes.append(t) or 1)
+    good = task("a", 0)
+    scene = dataclasses.replace(good, **{field: key}) if field != "results_key" else good
+    manifest = ChunkManifest("m", "test", {}, str(tmp_path), key if field == "results_key" else "runs/r/results", [scene])
+    with pytest.raises(ValueError, match="refused manifest"):
+        run_chunk(manifest, LocalStore(tmp_path))
+    assert writes == [] and list(tmp_path.iterdir()) == []
+
+
+def test_a_merge_manifest_may_write_only_a_part_of_its_own_dataset():
+    from jadd_dagster.compute.worker import manifest_problems
+
+    settings = {"name": "city", "version": "v1.0-city-part0001-0123abcd", "profile_key": "0123456789ab"}
+    ok = ChunkManifest("p", "merged", settings, "", "runs/r/merged", [
+        dataclasses.replace(task("a", 0), input_key="scenes/sampled/0123456789ab/a/0000", output_key="")])
+    assert manifest_problems(ok) == []
+    for bad in ({"version": "v1.0-other-part0001-0123abcd"}, {"version": "../../datasets"}, {"profile_key": "../x"}):
+        assert manifest_problems(dataclasses.replace(ok, settings={**settings, **bad}))
+
+
+def test_manifests_are_written_a_thousand_to_an_object_and_read_back_by_index(tmp_path):
+    from jadd_dagster.compute.dispatch import write_manifests
+    from jadd_dagster.compute.worker import read_manifest
+
+    store = LocalStore(tmp_path)
+    manifests = [ChunkManifest(f"c{i}", "test", {}, store.url, "runs/r/results", [task("a", i)]) for i in range(2500)]
+    keys = write_manifests(store, "runs/r/test/chunks", manifests)
+    assert len(keys) == 2500 and len(list((tmp_path / "runs/r/test/chunks").iterdir())) == 3
+    assert keys[1001] == "runs/r/test/chunks/00001.json#1"
+    assert read_manifest(store, keys[1001]) == manifests[1001]
+    with pytest.raises(IndexError):
+        read_manifest(store, "runs/r/test/chunks/00002.json#500")

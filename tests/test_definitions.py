@@ -16,8 +16,8 @@ def test_the_definitions_load_with_every_asset_check_sensor_and_schedule():
     dg.Definitions.validate_loadable(defs)
     repo = defs.get_repository_def()
     assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} == {
-        "drive_logs", "scene_index", "scene_catalog", "curated_scenes", "sampled_frames", "autolabels",
-        "jadd_dataset", "dataset_registry"}
+        "drive_logs", "scene_index", "scene_catalog", "dataset_plan", "sampled_frames", "autolabels",
+        "dataset_frames", "dataset_labels", "jadd_dataset", "dataset_registry"}
     checks = {k.name for k in repo.asset_graph.asset_check_keys}
     assert {"calibration_is_sane", "timestamps_are_monotonic", "frame_counts_match_rates",
             "nuscenes_invariants_hold", "devkit_loads_every_version"} <= checks
@@ -38,7 +38,7 @@ def test_launchpad_defaults_give_the_default_spec():
 
 def test_a_standard_dataset_yaml_round_trips_through_run_config():
     path = STANDARD_DATASETS_DIR / "demo.yaml"
-    config = dataset_run_config(yaml.safe_load(path.read_text()))["ops"]["curated_scenes"]["config"]
+    config = dataset_run_config(yaml.safe_load(path.read_text()))["ops"]["dataset_plan"]["config"]
     assert spec_from_config("demo", DatasetConfig(**config)) == load_spec(path)
 
 
@@ -93,6 +93,18 @@ def test_a_sensor_tick_on_a_new_log_registers_and_ingests_it(tmp_path: Path, mon
         again = sensor.evaluate_tick(dg.build_sensor_context(
             instance=instance, instance_ref=instance.get_ref(), repository_def=repo, resources=resources))
         assert again.run_requests == [] and again.dynamic_partitions_requests == []
+
+
+def test_one_odd_log_folder_never_stops_the_sensor_registering_the_others(tmp_path: Path):
+    for name in ("log-a", "m\\bad", "a|b", "log-b"):
+        (tmp_path / "logs" / name).mkdir(parents=True)
+        (tmp_path / "logs" / name / "manifest.json").write_text("{}")
+    repo = defs.get_repository_def()
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), repository_def=repo,
+                                          resources={"store": StoreResource(url=str(tmp_path))})
+        tick = repo.get_sensor_def("drive_log_sensor").evaluate_tick(context)
+    assert [r.partition_key for r in tick.run_requests] == ["log-a", "log-b"]
 
 
 def test_the_aws_profile_gives_s3_batch_and_a_registry_url_from_the_environment(monkeypatch):

@@ -124,7 +124,7 @@ def test_render_scene_channel_writes_a_video(nusc, tmp_path, monkeypatch):
 
 
 def test_can_bus_api_reads_every_scene(merged, scene_dirs):
-    can_bus = NuScenesCanBus(dataroot=str(merged.dataroot))
+    can_bus = NuScenesCanBus(dataroot=str(merged.dataroot / merged.versions[0]))
     assert SCENE_NUMBER_BLACKLIST >= set(can_bus.can_blacklist) | set(can_bus.route_blacklist)
     for scene_dir in scene_dirs:
         record = SceneRecord.load(scene_dir)
@@ -224,9 +224,10 @@ def test_assign_splits_keeps_both_splits_non_empty():
 def test_merging_twice_gives_identical_files(merged, scene_dirs, tmp_path):
     again = merge_scenes(scene_dirs, tmp_path / "again", "jadd-test", val_fraction=0.25)
     assert again.scene_names == merged.scene_names
-    for folder in (merged.versions[0], "can_bus", "maps"):
-        names = sorted(p.name for p in (merged.dataroot / folder).iterdir())
-        assert names == sorted(p.name for p in (again.dataroot / folder).iterdir())
+    version = merged.versions[0]
+    for folder in (version, f"{version}/can_bus", f"{version}/maps"):
+        names = sorted(p.name for p in (merged.dataroot / folder).iterdir() if p.is_file())
+        assert names == sorted(p.name for p in (again.dataroot / folder).iterdir() if p.is_file())
         match, mismatch, errors = filecmp.cmpfiles(
             merged.dataroot / folder, again.dataroot / folder, names, shallow=False
         )
@@ -250,10 +251,12 @@ def test_each_part_is_a_loadable_version_with_unique_scene_names(scene_dirs, tmp
         names += [s["name"] for s in nusc.scene]
         assert validate_dataset(result.dataroot, version) == []
         splits = json.loads((result.dataroot / version / "splits.json").read_text())
-        assert sorted(splits["train"] + splits["val"]) == [nusc.scene[0]["name"]]
-    assert len(set(names)) == N_SCENES
-    can_bus = NuScenesCanBus(dataroot=str(result.dataroot))
-    assert all(can_bus.get_messages(name, "vehicle_monitor") for name in names)
+        assert sum(splits.values(), []) == [nusc.scene[0]["name"]]
+        # Each part has its own CAN bus files and map masks: any number of parts fit one dataroot.
+        can_bus = NuScenesCanBus(dataroot=str(result.dataroot / version))
+        assert can_bus.get_messages(nusc.scene[0]["name"], "vehicle_monitor")
+        assert nusc.map[0]["filename"].startswith(f"{version}/maps/")
+    assert names == ["scene-0001"] * N_SCENES
 
 
 def test_bad_scene_folders_are_reported_and_the_rest_merges(scene_dirs, tmp_path):
@@ -311,9 +314,9 @@ def test_map_mask_drawn_in_strips_matches_one_piece(tmp_path, monkeypatch):
     assert abs(int((one == 255).sum()) - int((strips == 255).sum())) < 0.01 * (one == 255).sum()
 
 
-def test_more_scenes_than_scene_names_is_a_value_error(tmp_path):
-    with pytest.raises(ValueError, match="4 digits"):
-        merge_scenes([tmp_path / f"s{i}" for i in range(MAX_SCENES + 1)], tmp_path / "root", "big")
+def test_a_part_larger_than_the_scene_names_is_a_value_error(tmp_path):
+    with pytest.raises(ValueError, match="4-digit scene names"):
+        merge_scenes([], tmp_path / "root", "big", scenes_per_part=MAX_SCENES + 1)
     assert not (tmp_path / "root").exists()
 
 

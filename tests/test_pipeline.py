@@ -66,7 +66,8 @@ def test_the_good_scenes_become_a_dataset_the_devkit_opens(built):
     from nuscenes.nuscenes import NuScenes
 
     summary = built["summary"]
-    assert summary["scenes"] == 6 and summary["versions"] == ["v1.0-e2e"]
+    assert summary["scenes"] == 6 and len(summary["versions"]) == 1
+    assert summary["versions"][0].startswith("v1.0-e2e-part0001-")
     nusc = NuScenes(version=summary["versions"][0], dataroot=summary["dataroot"], verbose=False)
     assert len(nusc.scene) == 6
     # 20 s at 2 Hz keyframes; every sample has both cameras.
@@ -126,7 +127,7 @@ def test_the_devkit_renders_and_reads_can_bus_of_the_built_dataset(built, tmp_pa
     monkeypatch.setattr(cv2, "waitKey", lambda *a, **k: -1)
     nusc.render_scene_channel(nusc.scene[0]["token"], "CAM_FRONT", out_path=str(tmp_path / "scene.avi"))
     assert (tmp_path / "scene.avi").stat().st_size > 1000
-    can = NuScenesCanBus(dataroot=summary["dataroot"])
+    can = NuScenesCanBus(dataroot=summary["parts"][0]["can_bus_dataroot"])
     for scene in nusc.scene:
         monitor = can.get_messages(scene["name"], "vehicle_monitor")
         pose = can.get_messages(scene["name"], "pose")
@@ -158,7 +159,7 @@ def test_sampled_frames_can_be_materialized_directly_for_chosen_scenes(built):
 def test_the_split_plan_is_in_the_run_metadata(built):
     instance = dg.DagsterInstance.from_config(str(built["workdir"] / "dagster_home"))
     # The first build computed every scene: 7 scenes (one fails later) of 3 logs, 20 s each.
-    events = instance.fetch_materializations(dg.AssetKey("jadd_dataset"), limit=10, ascending=True).records
+    events = instance.fetch_materializations(dg.AssetKey("dataset_frames"), limit=10, ascending=True).records
     metadata = events[0].asset_materialization.metadata
     assert metadata["scenes_computed_in_chunks"].value == 7 and metadata["chunks"].value == 3
     # 7 scenes × 20 s × 10 Hz × 2 channels × 0.02 CPU s per frame (resources/local.yaml).

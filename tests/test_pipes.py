@@ -26,7 +26,7 @@ def missing_log_task(index: int) -> SceneTask:
     """A scene that cannot be sampled (no log, no sampling settings): the worker records it as
     failed and goes on."""
     start = 1_000_000_000 + index * 20_000_000
-    return SceneTask(f"nolog/{index:04d}", "nolog", index, start, start + 20_000_000, f"out/nolog/{index}")
+    return SceneTask(f"nolog/{index:04d}", "nolog", index, start, start + 20_000_000, f"scenes/sampled/p/nolog/{index}")
 
 
 def run_messages(result: dg.ExecuteInProcessResult, instance: dg.DagsterInstance) -> list[str]:
@@ -36,9 +36,9 @@ def run_messages(result: dg.ExecuteInProcessResult, instance: dg.DagsterInstance
 def test_local_backend_forwards_every_workers_messages_into_the_run_log(tmp_path):
     store = LocalStore(tmp_path)
     manifests = {
-        "chunks/empty.json": ChunkManifest("c-empty", STAGE_SAMPLED, {}, store.url, "results", []),
-        "chunks/nolog.json": ChunkManifest("c-nolog", STAGE_SAMPLED, {}, store.url, "results", [missing_log_task(0), missing_log_task(1)]),
-        "chunks/broken.json": ChunkManifest("c-broken", "no-such-stage", {}, store.url, "results", [missing_log_task(2)]),
+        "chunks/empty.json": ChunkManifest("c-empty", STAGE_SAMPLED, {}, store.url, "runs/r/results", []),
+        "chunks/nolog.json": ChunkManifest("c-nolog", STAGE_SAMPLED, {}, store.url, "runs/r/results", [missing_log_task(0), missing_log_task(1)]),
+        "chunks/broken.json": ChunkManifest("c-broken", "no-such-stage", {}, store.url, "runs/r/results", [missing_log_task(2)]),
     }
     for key, manifest in manifests.items():
         store.write_json(key, manifest.to_json())
@@ -56,7 +56,7 @@ def test_local_backend_forwards_every_workers_messages_into_the_run_log(tmp_path
     assert codes["chunks/empty.json"] == 0 and codes["chunks/nolog.json"] == 0 and codes["chunks/broken.json"] != 0
     assert sorted(finished) == [(1, 3), (2, 3), (3, 3)]
     # The result records stay the source of truth.
-    assert store.read_json(result_key("results", "nolog/0001"))["status"] == "failed"
+    assert store.read_json(result_key("runs/r/results", "nolog/0001"))["status"] == "failed"
 
     messages = run_messages(result, instance)
     # Pipes log messages of the workers.

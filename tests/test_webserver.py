@@ -64,8 +64,9 @@ def webserver(tmp_path_factory):
 
 def test_the_ui_shows_every_asset_with_its_partitions_and_checks(webserver):
     nodes = {tuple(n["assetKey"]["path"]): n for n in graphql(webserver, QUERY)["data"]["assetNodes"]}
-    assert set(nodes) == {("drive_logs",), ("scene_index",), ("scene_catalog",), ("curated_scenes",),
-                          ("sampled_frames",), ("autolabels",), ("jadd_dataset",), ("dataset_registry",)}
+    assert set(nodes) == {("drive_logs",), ("scene_index",), ("scene_catalog",), ("dataset_plan",),
+                          ("sampled_frames",), ("autolabels",), ("dataset_frames",), ("dataset_labels",),
+                          ("jadd_dataset",), ("dataset_registry",)}
     dims = {k[0]: [(d["name"], d["dynamicPartitionsDefinitionName"]) for d in n["partitionDefinition"]["dimensionTypes"]]
             for k, n in nodes.items() if n["isPartitioned"]}
     assert dims["sampled_frames"] == [("log", "logs"), ("scene", None)]

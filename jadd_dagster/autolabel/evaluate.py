@@ -142,15 +142,15 @@ def split_scenes(dataroot: Path, version: str, split: str) -> list[str]:
 
 
 def evaluation_view(dataroot: Path, version: str, split: str, view_root: Path) -> str:
-    """Make view_root a dataroot whose version folder links to dataroot/version's tables and whose
+    """Make view_root a dataroot whose version folder links to dataroot/version's files and whose
     splits.json has the split as the custom split SPLIT_PREFIX + split; returns that split name."""
     dataroot, view_root = Path(dataroot).resolve(), Path(view_root)
     name = SPLIT_PREFIX + split
     folder = view_root / version
     folder.mkdir(parents=True, exist_ok=True)
-    for table in (dataroot / version).glob("*.json"):
-        if table.name != "splits.json":
-            os.symlink(table, folder / table.name)
+    for child in (dataroot / version).iterdir():  # the tables, and the part's maps/ and can_bus/
+        if child.name != "splits.json":
+            os.symlink(child, folder / child.name)
     for child in dataroot.iterdir():
         if child.is_dir() and child.name != version and not child.name.startswith("."):
             os.symlink(child, view_root / child.name)

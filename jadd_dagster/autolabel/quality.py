@@ -42,10 +42,12 @@ def score_autolabels(
     open_log: Callable[[str], object],
     labels: Mapping[str, list[dict]],
     name: str,
+    frames_root: Path | None = None,
 ) -> dict | None:
     """DetectionEval metrics of labels (scene id -> annotation dicts) on the given sampled scene
     folders (scene.json, and the lidar keyframes if sampled), all evaluated as one split; None when
-    there are no scenes or a scene's log has no ground truth. open_log(log_id) gives a DriveLog.
+    there are no scenes or a scene's log has no ground truth. open_log(log_id) gives a DriveLog;
+    frames_root is where the frame paths of the records lead (each scene folder when None).
     The metrics are evaluate_detections' plus scenes, the number scored."""
     from jadd_dagster.merge import merge_scenes
 
@@ -61,7 +63,7 @@ def score_autolabels(
         merged = merge_scenes(
             list(records), root, name, val_fraction=1.0, include_can_bus=False,
             annotations=lambda record, scene_dir: ground_truth_annotations(
-                logs[record.log_id], record, cameras=cameras[record.log_id], scene_dir=scene_dir),
+                logs[record.log_id], record, cameras=cameras[record.log_id], scene_dir=frames_root or scene_dir),
             link_image=lambda *_: True, frame_exists=lambda *_: True,
         )
         predictions: dict[str, list[dict]] = {}

@@ -184,28 +184,31 @@ def estimate_visibility(box: Box3D, calibration: CameraCalibration, ego_rotation
     return visibility_level(min(1.0, seen / whole))
 
 
-def label_scene(scene_dir: Path, detector: Detector2D | None = None) -> list[dict]:
+def label_scene(scene_dir: Path, detector: Detector2D | None = None, frames_root: Path | None = None) -> list[dict]:
     """Annotation dicts (Box3D.annotation()) of a sampled scene folder (scene_record layout): every
     camera's keyframes detected, lifted with the output calibration, the frame's ego pose and the
     keyframe's lidar sweep when the scene has LIDAR_TOP, then tracked; each box gets its lidar
     point count and estimated visibility. The scene must be sampled undistorted; detector defaults
-    to the BaselineDetector."""
+    to the BaselineDetector. frames_root is where the record's frame paths lead: the profile's
+    dataroot for a scene in the store (scene_outputs.py), the folder itself (default) for one that
+    sample_scene just wrote."""
     if detector is None:
         from jadd_dagster.autolabel.baseline import BaselineDetector
 
         detector = BaselineDetector()
     scene_dir = Path(scene_dir)
+    frames = Path(frames_root) if frames_root is not None else scene_dir
     record = SceneRecord.load(scene_dir)
     # Cameras only: a LIDAR_TOP entry has no intrinsics and its frames are point clouds.
     calibrations = {c: CameraCalibration.from_json(data) for c, data in record.cameras.items() if "intrinsic" in data}
-    sweeps = _keyframe_sweeps(scene_dir, record)
+    sweeps = _keyframe_sweeps(frames, record)
     per_keyframe: list[list[LiftedBox]] = [[] for _ in record.keyframe_times_us]
     keyframes = [f for f in record.frames if f.is_key_frame and f.keyframe_index is not None and f.channel in calibrations]
     poses = {(f.channel, f.keyframe_index): f.ego_pose for f in keyframes}
     for frame in keyframes:
-        bgr = cv2.imread(str(scene_dir / frame.path), cv2.IMREAD_COLOR)
+        bgr = cv2.imread(str(frames / frame.path), cv2.IMREAD_COLOR)
         if bgr is None:
-            raise FileNotFoundError(f"{scene_dir / frame.path}: missing or unreadable keyframe image")
+            raise FileNotFoundError(f"{frames / frame.path}: missing or unreadable keyframe image")
         detections = detector.detect([cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)])[0]
         per_keyframe[frame.keyframe_index].extend(lift_to_3d(
             detections, calibrations[frame.channel], frame.ego_pose.translation, frame.ego_pose.rotation,
@@ -223,7 +226,7 @@ def label_scene(scene_dir: Path, detector: Detector2D | None = None) -> list[dic
     return boxes
 
 
-def _keyframe_sweeps(scene_dir: Path, record: SceneRecord) -> dict[int, np.ndarray]:
+def _keyframe_sweeps(frames: Path, record: SceneRecord) -> dict[int, np.ndarray]:
     """The scene's LIDAR_TOP keyframe sweeps as global-frame points (N, 3), by keyframe index;
     empty when the scene has no lidar."""
     if CHANNEL not in record.cameras:
@@ -232,7 +235,7 @@ def _keyframe_sweeps(scene_dir: Path, record: SceneRecord) -> dict[int, np.ndarr
     sweeps = {}
     for frame in record.frames:
         if frame.channel == CHANNEL and frame.is_key_frame and frame.keyframe_index is not None:
-            ego = sweep_to_ego(read_sweep(scene_dir / frame.path), mount)
+            ego = sweep_to_ego(read_sweep(frames / frame.path), mount)
             pose = frame.ego_pose
             sweeps[frame.keyframe_index] = ego @ matrix_from_quaternion(pose.rotation).T + np.asarray(pose.translation)
     return sweeps

@@ -5,6 +5,7 @@ Plain Python: the Dagster layer calls `run_stage` and turns its result into mate
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from jadd_dagster.compute.local import ChunkOutcome
 from jadd_dagster.compute.worker import result_key
 from jadd_dagster.registry import Registry, SceneOutput
 from jadd_dagster.storage import RUNS, ObjectStore
+
+MANIFESTS_PER_FILE = 1000  # chunk manifests per object in the store (write_manifests)
 
 # run_chunks(store, manifest_keys, on_done) -> outcomes: what a compute backend provides.
 RunChunks = Callable[[ObjectStore, list[str], Callable[[ChunkOutcome, int, int], None]], list[ChunkOutcome]]
@@ -41,6 +44,34 @@ class StageResult:
         return sum(o.seconds for o in self.computed) / len(self.computed) if self.computed else None
 
 
+def write_manifests(store: ObjectStore, prefix: str, manifests: list[ChunkManifest]) -> list[str]:
+    """Write chunk manifests MANIFESTS_PER_FILE to an object (one object per chunk made the Split
+    of a million scenes 166,667 writes); returns one key per manifest, '<object>#<index>', which
+    the worker reads with read_manifest."""
+    keys = []
+    for start in range(0, len(manifests), MANIFESTS_PER_FILE):
+        key = f"{prefix}/{start // MANIFESTS_PER_FILE:05d}.json"
+        group = manifests[start : start + MANIFESTS_PER_FILE]
+        store.put_bytes(key, json.dumps({"chunks": [m.to_json() for m in group]}, separators=(",", ":")).encode())
+        keys.extend(f"{key}#{i}" for i in range(len(group)))
+    return keys
+
+
+def present_outputs(store: ObjectStore, paths: list[str]) -> set[str]:
+    """The output folders among paths that are still in the store, found with one listing per
+    parent folder (one log's scenes) instead of a request per scene: a rebuild of a million cached
+    scenes on S3 lists a few thousand prefixes rather than asking a million times."""
+    by_parent: dict[str, list[str]] = {}
+    for path in paths:
+        parent, _, _ = path.rpartition("/")
+        by_parent.setdefault(parent, []).append(path)
+    present = set()
+    for parent, children in by_parent.items():
+        names = set(store.list_children(parent))
+        present.update(p for p in children if p.rpartition("/")[2] in names)
+    return present
+
+
 def run_stage(
     tasks: list[SceneTask],
     stage: str,
@@ -51,20 +82,21 @@ def run_stage(
     run_chunks: RunChunks,
     run_id: str,
     target_chunk_s: float,
-    done_marker: str,
     on_progress: Callable[[str], None] = lambda message: None,
 ) -> StageResult:
     """Run a stage for the tasks whose output is not cached; record new outputs in the registry.
 
-    done_marker is the file inside an output folder that proves it complete (e.g. scene.json).
+    A cached output counts when the registry has it and its folder is still in the store
+    (present_outputs); workers publish a folder with its completion marker last.
     """
     started = time.monotonic()
     result = StageResult()
     cached = registry.cached_scene_outputs(stage, profile_key, [t.scene_id for t in tasks])
+    present = present_outputs(store, [hit.path for hit in cached.values()])
     todo = []
     for task in tasks:
         hit = cached.get(task.scene_id)
-        if hit and store.exists(f"{hit.path}/{done_marker}"):
+        if hit and hit.path in present:
             result.cached.append(hit)
         else:
             todo.append(task)
@@ -78,11 +110,9 @@ def run_stage(
     on_progress(f"{stage}: {len(result.cached)} scenes cached, {len(todo)} to compute in {len(chunks)} chunks")
     if chunks:
         results_key = f"{RUNS}/{run_id}/{stage}/results"
-        manifests = []
-        for i, chunk in enumerate(chunks):
-            key = f"{RUNS}/{run_id}/{stage}/chunks/{i:05d}.json"
-            store.write_json(key, ChunkManifest(f"{stage}-{i:05d}", stage, settings, store.url, results_key, chunk).to_json())
-            manifests.append(key)
+        manifests = write_manifests(store, f"{RUNS}/{run_id}/{stage}/chunks", [
+            ChunkManifest(f"{stage}-{i:05d}", stage, settings, store.url, results_key, chunk) for i, chunk in enumerate(chunks)
+        ])
 
         def report(outcome: ChunkOutcome, done: int, total: int) -> None:
             status = "ok" if outcome.returncode == 0 else f"exit code {outcome.returncode}"
@@ -109,3 +139,31 @@ def run_stage(
         registry.record_scene_outputs(result.computed)
     result.wall_s = time.monotonic() - started
     return result
+
+
+def run_whole_chunks(
+    manifests: list[ChunkManifest], store: ObjectStore, run_chunks: RunChunks, run_id: str,
+    on_progress: Callable[[str], None] = lambda message: None,
+) -> dict[str, dict]:
+    """Run chunk-level tasks (one dataset part each); their result records by chunk id. A chunk
+    whose worker ended without a record gets a failed record naming its exit code."""
+    if not manifests:
+        return {}
+    stage = manifests[0].stage
+    keys = write_manifests(store, f"{RUNS}/{run_id}/{stage}/chunks", manifests)
+
+    def report(outcome: ChunkOutcome, done: int, total: int) -> None:
+        status = "ok" if outcome.returncode == 0 else f"exit code {outcome.returncode}"
+        on_progress(f"{stage}: {done}/{total} finished ({status}, {outcome.seconds:.1f} s)")
+
+    outcomes = {o.manifest_key: o for o in run_chunks(store, keys, report)}
+    results = {}
+    for key, manifest in zip(keys, manifests):
+        record_key = result_key(manifest.results_key, manifest.chunk_id)
+        if store.exists(record_key):
+            results[manifest.chunk_id] = store.read_json(record_key)
+        else:
+            outcome = outcomes.get(key)
+            tail = outcome.stderr_tail.strip().splitlines()[-1] if outcome and outcome.stderr_tail.strip() else ""
+            results[manifest.chunk_id] = {"status": "failed", "error": f"worker ended without a result {tail}".strip()}
+    return results

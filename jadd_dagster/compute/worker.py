@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 import tempfile
@@ -41,8 +42,9 @@ from jadd_dagster.compute.chunks import ChunkManifest, SceneTask
 from jadd_dagster.scene_record import SCENE_JSON
 from jadd_dagster.storage import ObjectStore, open_store
 
-STAGE_SAMPLED = "sampled"
-STAGE_AUTOLABELED = "autolabeled"
+from jadd_dagster.layout import RUNS, SCENES, STAGE_AUTOLABELED, STAGE_MERGED, STAGE_SAMPLED
+from jadd_dagster.nuscenes.writer import VERSION_PREFIX
+from jadd_dagster.spec import NAME_PATTERN
 
 ARRAY_INDEX_ENV = "AWS_BATCH_JOB_ARRAY_INDEX"
 # Parameters of the object-store message writer (set by the Dagster side, compute/pipes.py).
@@ -62,6 +64,7 @@ def _sample(store: ObjectStore, task: SceneTask, settings: dict, logs: "OpenLogs
     from jadd_dagster.sampling import SamplingProfile, sample_scene
     from jadd_dagster.logs.format import LIDAR_CHANNELS
     from jadd_dagster.sampling.lidar import add_lidar_frames
+    from jadd_dagster.scene_outputs import place_frames
 
     profile = SamplingProfile.from_json(settings)
     cameras = replace(profile, channels=tuple(c for c in profile.channels if c not in LIDAR_CHANNELS))
@@ -70,8 +73,8 @@ def _sample(store: ObjectStore, task: SceneTask, settings: dict, logs: "OpenLogs
         record = sample_scene(log, task.scene_index, task.start_time_us, task.end_time_us, cameras, out, task.scene_id)
         for lidar in (c for c in profile.channels if c in LIDAR_CHANNELS):
             record = add_lidar_frames(log, record, out, lidar)
-            record.profile = profile.key()
-            record.save(out)
+        record = place_frames(store, out, replace(record, profile=profile.key()))
+        record.save(out)
     return len(record.frames)
 
 
@@ -103,26 +106,76 @@ class OpenLogs:
 def _autolabel(store: ObjectStore, task: SceneTask, settings: dict, logs: "OpenLogs") -> int:
     from jadd_dagster.autolabel.models import LABELS_JSON, make_detector
     from jadd_dagster.autolabel.tracking import label_scene
+    from jadd_dagster.scene_outputs import frames_root
+    from jadd_dagster.scene_record import SceneRecord
 
     detector = make_detector(settings["model_name"], settings["model"])
     with store.local_folder(task.input_key, scratch=logs.scratch) as scene_dir:
-        annotations = label_scene(scene_dir, detector)
+        record = SceneRecord.load(scene_dir)
+        with frames_root(store, record.profile, [record], logs.scratch, include=lambda f: f.is_key_frame) as frames:
+            annotations = label_scene(scene_dir, detector, frames)
     store.write_json(f"{task.output_key}/{LABELS_JSON}", {"model": settings["model_key"], "annotations": annotations})
     return len(annotations)
 
 
+def _merge(store: ObjectStore, manifest: ChunkManifest, scratch: Path) -> dict:
+    from jadd_dagster.part_merge import merge_stored_part
+    from jadd_dagster.records import to_json
+
+    return to_json(merge_stored_part(store, manifest.settings, manifest.scenes, scratch))
+
+
 STAGES = {STAGE_SAMPLED: _sample, STAGE_AUTOLABELED: _autolabel}
+# Stages whose task is the whole chunk (one dataset part), not each of its scenes.
+CHUNK_STAGES = {STAGE_MERGED: _merge}
 
 
 SceneCallback = Callable[[dict], None]
 
 
-def run_chunk(manifest: ChunkManifest, scratch: Path | None = None, on_scene: SceneCallback | None = None) -> dict[str, int]:
-    """Process every scene of a chunk; returns counts of ok and failed scenes.
+def manifest_problems(manifest: ChunkManifest) -> list[str]:
+    """Why a manifest asks for writes outside its stage's place (empty: it does not).
+
+    Manifests sit in a bucket that many jobs can write, so the worker trusts none of its keys: it
+    writes result records only under runs/, a scene stage's outputs only under scenes/<stage>/
+    (and reads inputs only under scenes/), and a merge only into a version folder of its dataset
+    in a profile's dataroot."""
+    problems = []
+    if not manifest.results_key.startswith(f"{RUNS}/"):
+        problems.append(f"results_key {manifest.results_key!r} is not under {RUNS}/")
+    if manifest.stage in CHUNK_STAGES:
+        settings = manifest.settings
+        name, version, profile = settings.get("name", ""), settings.get("version", ""), settings.get("profile_key", "")
+        if not (re.fullmatch(NAME_PATTERN, str(name)) and re.fullmatch(r"[0-9a-f]{12}", str(profile))
+                and re.fullmatch(rf"{re.escape(VERSION_PREFIX)}{re.escape(str(name))}-part\d{{4}}-[0-9a-f]{{8}}", str(version))):
+            problems.append(f"merge settings name={name!r} version={version!r} profile_key={profile!r} are not a dataset part")
+        allowed_inputs, allowed_outputs = (f"{SCENES}/{STAGE_SAMPLED}/{profile}/",), (f"{SCENES}/{STAGE_AUTOLABELED}/",)
+    else:
+        allowed_inputs, allowed_outputs = (f"{SCENES}/",), (f"{SCENES}/{manifest.stage}/",)
+    for task in manifest.scenes:
+        if task.output_key and not (task.output_key.startswith(allowed_outputs) and ".." not in task.output_key.split("/")):
+            problems.append(f"{task.scene_id}: output_key {task.output_key!r} is outside {allowed_outputs[0]}")
+        if task.input_key and not (task.input_key.startswith(allowed_inputs) and ".." not in task.input_key.split("/")):
+            problems.append(f"{task.scene_id}: input_key {task.input_key!r} is outside {allowed_inputs[0]}")
+    return problems
+
+
+def run_chunk(
+    manifest: ChunkManifest, store: ObjectStore, scratch: Path | None = None, on_scene: SceneCallback | None = None
+) -> dict[str, int]:
+    """Process every scene of a chunk in store (the worker's own --store, never the manifest's
+    store_url); returns counts of ok and failed scenes. Raises ValueError, before any write, for a
+    manifest that asks for writes outside its stage's place (manifest_problems).
 
     on_scene(result record) is called after each scene's record is written.
     """
-    store = open_store(manifest.store_url)
+    if manifest.stage not in STAGES and manifest.stage not in CHUNK_STAGES:
+        raise KeyError(f"unknown stage {manifest.stage!r}; the worker runs {sorted([*STAGES, *CHUNK_STAGES])}")
+    problems = manifest_problems(manifest)
+    if problems:
+        raise ValueError(f"refused manifest {manifest.chunk_id!r}:\n" + "\n".join(problems[:20]))
+    if manifest.stage in CHUNK_STAGES:
+        return _run_whole_chunk(manifest, store, CHUNK_STAGES[manifest.stage], scratch, on_scene)
     stage = STAGES[manifest.stage]
     with tempfile.TemporaryDirectory(dir=scratch, prefix="jadd-chunk-") as tmp:
         open_logs = OpenLogs(Path(tmp))
@@ -153,6 +206,25 @@ def _run_tasks(
     return counts
 
 
+def _run_whole_chunk(
+    manifest: ChunkManifest, store: ObjectStore, stage, scratch: Path | None, on_scene: SceneCallback | None
+) -> dict[str, int]:
+    """Run a chunk-level stage once; its result record is keyed by the chunk id."""
+    started = time.monotonic()
+    result: dict[str, Any] = {"scene_id": manifest.chunk_id, "stage": manifest.stage}
+    with tempfile.TemporaryDirectory(dir=scratch, prefix="jadd-chunk-") as tmp:
+        try:
+            result.update(status="ok", output=stage(store, manifest, Path(tmp)))
+        except Exception as error:  # the orchestrator reads the reason from the record
+            result.update(status="failed", error=f"{type(error).__name__}: {error}")
+            print(f"[{manifest.chunk_id}] failed:\n{traceback.format_exc()}", file=sys.stderr)
+    result["seconds"] = round(time.monotonic() - started, 3)
+    store.write_json(result_key(manifest.results_key, manifest.chunk_id), result)
+    if on_scene:
+        on_scene(result)
+    return {"ok": int(result["status"] == "ok"), "failed": int(result["status"] != "ok")}
+
+
 def array_index() -> int:
     """This worker's index in an AWS Batch array job (0 for a plain job or a local process)."""
     return int(os.environ.get(ARRAY_INDEX_ENV) or 0)
@@ -165,6 +237,19 @@ def manifest_key_from_list(store: ObjectStore, list_key: str, index: int | None 
     if not 0 <= index < len(keys):
         raise IndexError(f"array index {index} is outside the manifest list {list_key!r} of {len(keys)} chunks")
     return keys[index]
+
+
+def read_manifest(store: ObjectStore, key: str) -> ChunkManifest:
+    """The manifest at key: a JSON object, or '<object>#<index>' for the index-th of the chunks an
+    object holds (compute.dispatch.write_manifests)."""
+    path, _, index = key.partition("#")
+    data = store.read_json(path)
+    if index:
+        chunks = data["chunks"]
+        if not index.isdigit() or int(index) >= len(chunks):
+            raise IndexError(f"{key!r}: the object holds {len(chunks)} chunks")
+        data = chunks[int(index)]
+    return ChunkManifest.from_json(data)
 
 
 def child_messages_prefix(key_prefix: str, child: int) -> str:
@@ -293,14 +378,14 @@ def main(argv: list[str] | None = None) -> int:
     store = open_store(args.store)
     with open_worker_pipes() as reporter, observability.ChunkMonitor(reporter.pipes.extras if reporter.pipes else None) as monitor:
         key = args.manifest or manifest_key_from_list(store, args.manifest_list)
-        manifest = ChunkManifest.from_json(store.read_json(key))
+        manifest = read_manifest(store, key)
         monitor.chunk(key, manifest)
 
         def scene_done(result: dict) -> None:
             reporter.scene_done(manifest.chunk_id, result)
             monitor.scene_done(result)
 
-        counts = run_chunk(manifest, on_scene=scene_done)
+        counts = run_chunk(manifest, store, on_scene=scene_done)
         reporter.chunk_done(manifest.chunk_id, counts)
     print(json.dumps({"chunk": manifest.chunk_id, **counts}), flush=True)
     return 0

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from jadd_dagster import build
-from jadd_dagster.autolabel.models import LABELS_JSON, model_key, needs_gpu
+from jadd_dagster.autolabel.models import model_key, needs_gpu, pinned_model
 from jadd_dagster.compute.dispatch import StageResult
 from jadd_dagster.defs.compute_resources import ComputeBackend
 from jadd_dagster.defs.config import AutolabelConfig, spec_from_config
@@ -14,18 +14,26 @@ from jadd_dagster.defs.stages import record_scene_materializations, run_on_backe
 from jadd_dagster.registry import SceneOutput
 from jadd_dagster.spec import DatasetSpec
 
+def label_cache(spec: DatasetSpec, models: AutolabelModels) -> tuple[dict, str, str]:
+    """The spec's model configuration with its file's sha256 pinned (workers refuse a file replaced
+    since), its model key, and the labels' cache key (model key @ sampling profile)."""
+    config = pinned_model(models.get(spec.autolabel_model))
+    mkey = model_key(spec.autolabel_model, config)
+    return config, mkey, build.label_key(mkey, build.sampling_profile(spec).key())
+
+
 def label_scenes(
     context: dg.AssetExecutionContext, spec: DatasetSpec, sampled: list[SceneOutput], tasks, store: StoreResource,
     registry: RegistryResource, compute: ComputeBackend, models: AutolabelModels, record: bool = True,
 ) -> StageResult:
     """Auto-label the sampled scenes whose labels for this model version are not cached."""
     name = spec.autolabel_model
-    config = models.get(name)
-    mkey, profile_key = model_key(name, config), build.sampling_profile(spec).key()
+    config, mkey, cache_key = label_cache(spec, models)
+    profile_key = build.sampling_profile(spec).key()
     result = run_on_backend(
         context, build.STAGE_AUTOLABELED, build.autolabel_tasks(sampled, tasks, mkey, profile_key),
-        build.label_key(mkey, profile_key), {"model_name": name, "model": config, "model_key": mkey},
-        store, registry, compute, spec.name, LABELS_JSON, needs_gpu=needs_gpu(config),
+        cache_key, {"model_name": name, "model": config, "model_key": mkey},
+        store, registry, compute, spec.name, needs_gpu=needs_gpu(config),
     )
     if record:
         record_scene_materializations(context, autolabels.key, result, "boxes")

@@ -5,21 +5,26 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from jadd_dagster.defs.dataset_assets import curated_scenes, dataset_registry, jadd_dataset
+from jadd_dagster.defs.dataset_assets import dataset_frames, dataset_labels, dataset_plan, dataset_registry, jadd_dataset
 from jadd_dagster.defs.log_assets import drive_logs, scene_index
 from jadd_dagster.defs.partitions import dataset_partitions, log_partitions
 from jadd_dagster.defs.resources import StoreResource
 from jadd_dagster.logs.format import MANIFEST
+from jadd_dagster.logs.stored import list_log_ids
+from jadd_dagster.observability import report_run_failure
 from jadd_dagster.spec import load_spec
 from jadd_dagster.storage import LOGS
 
 STANDARD_DATASETS_DIR = Path(__file__).resolve().parents[2] / "assets" / "datasets"
-DATASET_ASSETS = [curated_scenes.key, jadd_dataset.key, dataset_registry.key]
+# The build's stages of one dataset, in order: what a dataset run materializes.
+DATASET_ASSETS = [a.key for a in (dataset_plan, dataset_frames, dataset_labels, jadd_dataset, dataset_registry)]
 
 
 def new_log_ids(store: StoreResource, known: set[str]) -> list[str]:
+    """Log folders not registered yet that have their manifest (written last by an upload); a
+    folder whose name cannot be a log id is skipped and reported (logs.stored.list_log_ids)."""
     s = store.store()
-    return [n for n in s.list_children(LOGS) if n not in known and s.exists(f"{LOGS}/{n}/{MANIFEST}")]
+    return [n for n in list_log_ids(s) if n not in known and s.exists(f"{LOGS}/{n}/{MANIFEST}")]
 
 
 @dg.sensor(
@@ -37,7 +42,7 @@ def drive_log_sensor(context: dg.SensorEvaluationContext, store: StoreResource) 
 
 def dataset_run_config(spec_data: dict) -> dict:
     config = {k: v for k, v in spec_data.items() if k != "name"}
-    return {"ops": {curated_scenes.op.name: {"config": config}}}
+    return {"ops": {dataset_plan.op.name: {"config": config}}}
 
 
 @dg.schedule(cron_schedule="0 2 * * *", target=DATASET_ASSETS, default_status=dg.DefaultScheduleStatus.STOPPED)
@@ -52,3 +57,10 @@ def standard_datasets_schedule(context: dg.ScheduleEvaluationContext):
             partition_key=spec.name,
             run_config=dataset_run_config(yaml.safe_load(path.read_text())),
         )
+
+
+@dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING)
+def sentry_run_failure_sensor(context: dg.RunFailureSensorContext):
+    """Reports each failed run to Sentry, one event per failed step with the run, partition, stage
+    and dataset as tags (nothing without SENTRY_DSN)."""
+    report_run_failure(context)

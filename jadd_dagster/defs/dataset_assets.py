@@ -1,4 +1,12 @@
-"""Assets of a dataset build: curation, per-scene sampling, the nuScenes dataset and its registration."""
+"""The build's stages of one dataset, each its own asset (partitioned by `datasets`):
+
+    dataset_plan (Curation + Split, cost) -> dataset_frames (Sampling) -> dataset_labels (Autolabel)
+    -> jadd_dataset (Merge into parts, on the compute backend) -> dataset_registry (DB update)
+
+Each stage reads the typed record of the one before (records.py, layout.py) and writes its own.
+The per-scene assets `sampled_frames` and `autolabels` get one materialization per scene a dataset
+build computes; they are not inputs of these assets, and can be backfilled on their own.
+"""
 
 import base64
 import math
@@ -6,65 +14,71 @@ import math
 import dagster as dg
 
 from jadd_dagster import build
-from jadd_dagster.cost import estimate_sampling_cost
-from jadd_dagster.curation import FilterError, select_scenes
-from jadd_dagster.defs.log_assets import catalog_rows_for_partitions, read_catalog, scene_catalog
 from jadd_dagster.autolabel.models import LABELS_JSON
-from jadd_dagster.defs.autolabel_assets import autolabels, label_scenes
-from jadd_dagster.compute.dispatch import StageResult
+from jadd_dagster.compute.dispatch import run_whole_chunks
+from jadd_dagster.cost import format_usd
+from jadd_dagster.curation import FilterError
+from jadd_dagster.defs.autolabel_assets import label_cache, label_scenes
 from jadd_dagster.defs.compute_resources import ComputeBackend
 from jadd_dagster.defs.config import DatasetConfig, SamplingConfig, spec_from_config
+from jadd_dagster.defs.log_assets import catalog_rows, catalog_rows_for_partitions, read_catalog, scene_catalog
 from jadd_dagster.defs.partitions import dataset_partitions, scene_partitions
 from jadd_dagster.defs.resources import AutolabelModels, PipelineSettings, RegistryResource, StoreResource
 from jadd_dagster.defs.stages import plan_metadata, record_scene_materializations, run_on_backend, seconds_metadata
-from jadd_dagster.scene_record import SCENE_JSON
-from jadd_dagster.spec import parse_spec
+from jadd_dagster.layout import STAGE_AUTOLABELED, STAGE_MERGED, STAGE_SAMPLED, plan_key, stage_record_key
+from jadd_dagster.planning import make_plan, sampling_profile
+from jadd_dagster.records import DatasetPlan, StageRecord, write_record
+from jadd_dagster.spec import SpecError, check_model_name, parse_spec
 
 CHECK_FRAME_COUNTS = "frame_counts_match_rates"
 CHECK_NUSCENES = "nuscenes_invariants_hold"
 CHECK_DEVKIT = "devkit_loads_every_version"
+CHECKS = {CHECK_FRAME_COUNTS: "frame_counts", CHECK_NUSCENES: "nuscenes_invariants", CHECK_DEVKIT: "devkit"}
 
 
-def curation_key(name: str) -> str:
-    return f"{build.dataset_key(name)}/curation.json"
+def read_plan(store: StoreResource, name: str) -> DatasetPlan:
+    s = store.store()
+    if not s.exists(plan_key(name)):
+        raise dg.Failure(f"dataset {name!r} has no plan: materialize dataset_plan first")
+    return build.read_record(s, plan_key(name), DatasetPlan)
 
 
 @dg.asset(
     partitions_def=dataset_partitions,
     deps=[scene_catalog],
     group_name="dataset",
-    description="Pre-process and curation: the scenes a dataset spec selects, with the cost estimate.",
+    description="Curation and Split: the scenes a dataset spec selects, their parts and the cost "
+    "estimate, made before any scene is sampled; a build over its budget stops here.",
 )
-def curated_scenes(
-    context: dg.AssetExecutionContext, config: DatasetConfig, store: StoreResource, settings: PipelineSettings
+def dataset_plan(
+    context: dg.AssetExecutionContext, config: DatasetConfig, store: StoreResource, settings: PipelineSettings,
+    models: AutolabelModels,
 ) -> dg.MaterializeResult:
     spec = spec_from_config(context.partition_key, config)
     try:
-        curation = select_scenes(read_catalog(store), spec)
+        check_model_name(spec, models.models)
+    except SpecError as error:
+        raise dg.Failure(f"dataset spec {spec.name!r} is invalid:\n{error}") from None
+    s = store.store()
+    previous = build.read_optional(s, plan_key(spec.name), DatasetPlan)
+    try:
+        plan = make_plan(spec, read_catalog(store), settings, previous, context.run.run_id)
     except FilterError as error:
         raise dg.Failure(str(error)) from None
-    scenes = curation.scenes
-    cost = estimate_sampling_cost(
-        float(scenes["duration_s"].sum()), len(spec.channels), spec.sweep_hz,
-        settings.cpu_seconds_per_frame, settings.usd_per_cpu_hour,
-    )
-    if spec.budget_usd is not None and cost.usd > spec.budget_usd:
-        raise dg.Failure(f"estimated cost ${cost.usd:.2f} exceeds the budget ${spec.budget_usd:.2f}; "
-                         "narrow the filter, lower max_scenes or raise budget_usd")
-    if scenes.empty:
+    if not plan.parts:
         raise dg.Failure(f"the filter selects no scenes: {spec.scene_filter!r}")
-    store.store().write_json(curation_key(spec.name), {
-        "spec": spec.model_dump(), "spec_hash": spec.spec_hash(), "scene_ids": scenes["scene_id"].tolist(),
-    })
+    usd = plan.estimate["usd"]
+    if spec.budget_usd is not None and usd > spec.budget_usd:
+        raise dg.Failure(f"estimated cost {format_usd(usd)} exceeds the budget {format_usd(spec.budget_usd)}; "
+                         "narrow the filter, lower max_scenes or raise budget_usd")
+    write_record(s, plan_key(spec.name), plan)
+    parts = "\n".join(f"| {p.part} | {len(p.scene_ids)} | {p.scene_ids[0]} | {p.scene_ids[-1]} |" for p in plan.parts[:50])
     return dg.MaterializeResult(metadata={
-        "scenes": len(scenes),
-        "hours": round(float(scenes["duration_s"].sum()) / 3600, 3),
-        "estimated_frames": cost.frames,
-        "estimated_cost_usd": round(cost.usd, 4),
-        "spec_hash": spec.spec_hash(),
-        "missing_includes": ", ".join(curation.missing_includes),
-        "dropped_by_max_scenes": curation.dropped_by_limit,
-        "preview": dg.MetadataValue.md(scenes.head(20).round(2).to_markdown(index=False)),
+        "scenes": len(plan.scene_ids), "parts": len(plan.parts), "scenes_per_part": plan.scenes_per_part,
+        "hours": plan.hours, "estimated_frames": plan.estimate["frames"],
+        "estimated_cost_usd": round(usd, 4), "spec_hash": plan.spec_hash,
+        "missing_includes": ", ".join(plan.missing_includes), "dropped_by_max_scenes": plan.dropped_by_limit,
+        "part_plan": dg.MetadataValue.md("| part | scenes | first | last |\n|---:|---:|---|---|\n" + parts),
     })
 
 
@@ -79,11 +93,11 @@ def sampled_frames(
     registry: RegistryResource, compute: ComputeBackend, settings: PipelineSettings,
 ) -> dg.MaterializeResult:
     spec = spec_from_config("backfill", config)
-    profile = build.sampling_profile(spec)
+    profile = sampling_profile(spec)
     rows = catalog_rows_for_partitions(store, context.partition_keys)
     tasks = build.sampling_tasks(rows, profile.key())
-    result = run_on_backend(context, build.STAGE_SAMPLED, tasks, profile.key(), profile.to_json(), store, registry,
-                            compute, "backfill", SCENE_JSON)
+    result = run_on_backend(context, STAGE_SAMPLED, tasks, profile.key(), profile.to_json(), store, registry,
+                            compute, "backfill")
     missing = len(context.partition_keys) - len(rows)
     if result.failed or missing:
         raise dg.Failure(f"{len(result.failed)} scenes failed, {missing} are not in the catalog",
@@ -94,25 +108,91 @@ def sampled_frames(
     })
 
 
-def label_dataset(
-    context: dg.AssetExecutionContext, spec, sampled: StageResult, tasks, store: StoreResource,
-    registry: RegistryResource, compute: ComputeBackend, models: AutolabelModels,
-) -> tuple[StageResult, dict[str, str], dict, dict]:
-    """Auto-label the sampled scenes and score the labels: the stage's result, the labels' keys by
-    scene id, the run metadata and the build summary's 'autolabel' section."""
-    labelled = label_scenes(context, spec, sampled.ok, tasks, store, registry, compute, models)
+def stage_record(stage: str, cache_key: str, result, run_id: str, quality: dict | None = None) -> StageRecord:
+    return StageRecord(
+        stage=stage, cache_key=cache_key, cached=len(result.cached), computed=len(result.computed),
+        failed=dict(result.failed), chunks=result.chunks, wall_s=round(result.wall_s, 3),
+        seconds_per_scene=result.seconds_per_scene, run_id=run_id, quality=quality,
+    )
+
+
+@dg.asset(
+    partitions_def=dataset_partitions,
+    deps=[dataset_plan],
+    group_name="dataset",
+    description="Sampling: every planned scene not cached for the dataset's sampling profile, in "
+    "chunks on the compute backend; one sampled_frames materialization per newly computed scene.",
+)
+def dataset_frames(
+    context: dg.AssetExecutionContext, store: StoreResource, registry: RegistryResource,
+    compute: ComputeBackend, settings: PipelineSettings,
+) -> dg.MaterializeResult:
+    plan = read_plan(store, context.partition_key)
+    profile = sampling_profile(parse_spec(plan.spec))
+    tasks = build.sampling_tasks(catalog_rows(store, plan.scene_ids), profile.key())
+    result = run_on_backend(context, STAGE_SAMPLED, tasks, profile.key(), profile.to_json(), store, registry,
+                            compute, plan.name)
+    record_scene_materializations(context, sampled_frames.key, result, "frames")
+    write_record(store.store(), stage_record_key(plan.name, STAGE_SAMPLED),
+                 stage_record(STAGE_SAMPLED, profile.key(), result, context.run.run_id))
+    if not result.ok:
+        reasons = "\n".join(f"{k}: {v}" for k, v in sorted(result.failed.items())[:10])
+        raise dg.Failure(f"no scene could be sampled:\n{reasons}", metadata={"failed": dg.MetadataValue.json(result.failed)})
+    return dg.MaterializeResult(metadata={
+        "profile": profile.key(), "cached_scenes": len(result.cached), "computed_scenes": len(result.computed),
+        "failed_scenes": dg.MetadataValue.json(result.failed), "sampling_wall_s": round(result.wall_s, 3),
+        **seconds_metadata("sampling_s_per_scene", result),
+        **plan_metadata(result, profile.sweep_hz * len(profile.channels), settings),
+    })
+
+
+@dg.asset(
+    partitions_def=dataset_partitions,
+    deps=[dataset_frames],
+    group_name="dataset",
+    description="Autolabel: 3D boxes for every sampled scene not cached for the model version, on the "
+    "compute backend (a GPU for CUDA models), scored against ground truth where the logs have it; "
+    "does nothing when the spec does not auto-label.",
+)
+def dataset_labels(
+    context: dg.AssetExecutionContext, store: StoreResource, registry: RegistryResource,
+    compute: ComputeBackend, models: AutolabelModels,
+) -> dg.MaterializeResult:
+    s = store.store()
+    plan = read_plan(store, context.partition_key)
+    spec = parse_spec(plan.spec)
+    key = stage_record_key(plan.name, STAGE_AUTOLABELED)
+    if not spec.autolabel:
+        write_record(s, key, StageRecord(STAGE_AUTOLABELED, "", 0, 0, {}, 0, 0.0, None, context.run.run_id, enabled=False))
+        return dg.MaterializeResult(metadata={"autolabel": "off (the spec does not auto-label)"})
+    sampled_record = build.read_stage(s, plan.name, STAGE_SAMPLED)
+    ok = sorted(build.ok_scene_ids(plan, [sampled_record]))
+    sampled = registry.registry().cached_scene_outputs(STAGE_SAMPLED, plan.profile_key, ok)
+    tasks = build.sampling_tasks(catalog_rows(store, ok), plan.profile_key)
+    labelled = label_scenes(context, spec, list(sampled.values()), tasks, store, registry, compute, models)
+    _, _, cache_key = label_cache(spec, models)
+    previous = build.read_optional(s, key, StageRecord)
+    unchanged = (previous is not None and previous.enabled and previous.cache_key == cache_key and not labelled.computed
+                 and previous.cached + previous.computed == len(labelled.ok))
+    quality = previous.quality if unchanged else score_labels(context, spec, labelled, sampled, store)
+    write_record(s, key, stage_record(STAGE_AUTOLABELED, cache_key, labelled, context.run.run_id, quality))
+    return dg.MaterializeResult(metadata={
+        "labels_cached": len(labelled.cached), "labels_computed": len(labelled.computed),
+        "failed_scenes": dg.MetadataValue.json(labelled.failed),
+        **seconds_metadata("label_s_per_scene", labelled), **quality_metadata(quality),
+    })
+
+
+def score_labels(context: dg.AssetExecutionContext, spec, labelled, sampled: dict, store: StoreResource) -> dict | None:
+    """DetectionEval of the labels on a sample of the val scenes (None without ground truth);
+    an error is a warning, never a failed build. sampled: the scenes' SceneOutputs by id."""
     labels = {o.scene_id: f"{o.path}/{LABELS_JSON}" for o in labelled.ok}
-    outputs = [o for o in sampled.ok if o.scene_id in labels]
+    outputs = [sampled[scene_id] for scene_id in sorted(labels) if scene_id in sampled]
     try:
-        quality = build.autolabel_quality(spec, outputs, labels, store.store())
+        return build.autolabel_quality(spec, outputs, labels, store.store())
     except Exception as error:  # noqa: BLE001 - the labels are good without their score
         context.log.warning(f"auto-labels not scored: {type(error).__name__}: {error}")
-        quality = None
-    metadata = {"labels_cached": len(labelled.cached), "labels_computed": len(labelled.computed),
-                **seconds_metadata("label_s_per_scene", labelled), **quality_metadata(quality)}
-    summary = {"model": spec.autolabel_model, "cached": len(labelled.cached), "computed": len(labelled.computed),
-               "seconds_per_scene": labelled.seconds_per_scene, "quality": quality}
-    return labelled, labels, metadata, summary
+        return None
 
 
 def preview_metadata(store, key: str) -> dict:
@@ -140,82 +220,79 @@ def quality_metadata(metrics: dict | None) -> dict:
 
 @dg.asset(
     partitions_def=dataset_partitions,
-    deps=[
-        curated_scenes,
-        dg.AssetDep(sampled_frames, partition_mapping=dg.AllPartitionMapping()),
-        dg.AssetDep(autolabels, partition_mapping=dg.AllPartitionMapping()),
-    ],
+    deps=[dataset_labels],
     group_name="dataset",
-    check_specs=[dg.AssetCheckSpec(name, asset="jadd_dataset") for name in (CHECK_FRAME_COUNTS, CHECK_NUSCENES, CHECK_DEVKIT)],
-    description="Split, sampling and auto-labelling of uncached scenes on the compute backend, Merge into nuScenes parts.",
+    check_specs=[dg.AssetCheckSpec(name, asset="jadd_dataset") for name in CHECKS],
+    description="Merge: every part whose scenes, labels or settings changed is merged as its own task on "
+    "the compute backend (tables only: frames stay where sampling wrote them), checked, and published "
+    "with the dataset's index.",
 )
 def jadd_dataset(
-    context: dg.AssetExecutionContext, store: StoreResource, registry: RegistryResource,
-    compute: ComputeBackend, settings: PipelineSettings, models: AutolabelModels,
+    context: dg.AssetExecutionContext, store: StoreResource, compute: ComputeBackend, settings: PipelineSettings,
 ) -> dg.MaterializeResult:
+    index = merge_dataset(context, store, compute, settings)
     s = store.store()
-    curation = s.read_json(curation_key(context.partition_key))
-    spec = parse_spec(curation["spec"])
-    profile = build.sampling_profile(spec)
-    catalog = read_catalog(store)
-    tasks = build.sampling_tasks(catalog[catalog["scene_id"].isin(curation["scene_ids"])], profile.key())
-    result = run_on_backend(context, build.STAGE_SAMPLED, tasks, profile.key(), profile.to_json(), store, registry,
-                            compute, spec.name, SCENE_JSON)
-    record_scene_materializations(context, sampled_frames.key, result, "frames")
-    failed, outputs, labels, label_metadata, label_summary = dict(result.failed), result.ok, None, {}, {}
-    if spec.autolabel:
-        labelled, labels, label_metadata, label_summary = label_dataset(
-            context, spec, result, tasks, store, registry, compute, models)
-        failed.update(labelled.failed)
-        outputs = [o for o in result.ok if o.scene_id in labels]
-    if not outputs:
-        reasons = "\n".join(f"{k}: {v}" for k, v in sorted(failed.items())[:10])
-        raise dg.Failure(f"no scene could be built:\n{reasons}", metadata={"failed": dg.MetadataValue.json(failed)})
-    summary, checks = build.assemble_dataset(spec, outputs, s, context.run.run_id, settings.scene_length_s, labels=labels)
-    summary.failed_scenes.update(failed)
-    summary.cached_scenes, summary.computed_scenes = len(result.cached), len(result.computed)
-    summary.sampling_wall_s = round(result.wall_s, 3)
-    summary.autolabel = label_summary
-    s.write_json(f"{build.dataset_key(spec.name)}/build.json", summary.__dict__)
     return dg.MaterializeResult(
         metadata={
-            "dataroot": dg.MetadataValue.path(summary.dataroot),
-            "versions": ", ".join(summary.versions),
-            "scenes": summary.scenes, "samples": summary.samples, "images": summary.images,
-            "cached_scenes": summary.cached_scenes, "computed_scenes": summary.computed_scenes,
-            **seconds_metadata("sampling_s_per_scene", result), **label_metadata,
-            **plan_metadata(result, profile.sweep_hz * len(profile.channels), settings),
-            **preview_metadata(s, summary.preview),
-            "failed_scenes": dg.MetadataValue.json(summary.failed_scenes),
-            "sampling_wall_s": summary.sampling_wall_s, "merge_wall_s": summary.merge_wall_s,
+            "dataroot": dg.MetadataValue.path(index.dataroot), "versions": ", ".join(index.versions),
+            "parts": len(index.parts), "rewritten_parts": index.rewritten_parts,
+            "scenes": index.scenes, "samples": index.samples, "images": index.images,
+            "splits": dg.MetadataValue.json(index.splits), "failed_scenes": dg.MetadataValue.json(index.failed),
+            "merge_wall_s": index.merge_wall_s, **preview_metadata(s, index.preview),
         },
         check_results=[
-            dg.AssetCheckResult(check_name=name, passed=not problems, metadata={"problems": "\n".join(problems[:50])})
-            for name, problems in ((CHECK_FRAME_COUNTS, checks.frame_counts),
-                                   (CHECK_NUSCENES, checks.nuscenes_invariants), (CHECK_DEVKIT, checks.devkit))
+            dg.AssetCheckResult(check_name=name, passed=not index.checks.get(field),
+                                metadata={"problems": "\n".join(index.checks.get(field, [])[:50])})
+            for name, field in CHECKS.items()
         ],
     )
+
+
+def merge_dataset(context, store: StoreResource, compute: ComputeBackend, settings: PipelineSettings):
+    """Merge the changed parts on the backend, then publish the index (build.publish_index)."""
+    import time
+
+    started = time.monotonic()
+    s = store.store()
+    plan = read_plan(store, context.partition_key)
+    spec = parse_spec(plan.spec)
+    stages = [build.read_stage(s, plan.name, STAGE_SAMPLED), build.read_stage(s, plan.name, STAGE_AUTOLABELED)]
+    labels = stages[1] if stages[1].enabled else None
+    manifests, versions = build.part_manifests(plan, spec, build.ok_scene_ids(plan, stages), labels, s,
+                                               context.run.run_id, settings.scene_length_s)
+    context.log.info(f"merge: {len(versions)} parts, {len(manifests)} changed")
+    tags = {"jadd:dataset": plan.name, "jadd:dagster_run_id": context.run.run_id, "jadd:stage": STAGE_MERGED}
+    results = run_whole_chunks(
+        manifests, s, lambda st, keys, on_done: compute.run_chunks(context, st, keys, stage=STAGE_MERGED, tags=tags, on_done=on_done),
+        context.run.run_id, context.log.info,
+    )
+    failed = {chunk: r["error"] for chunk, r in results.items() if r["status"] != "ok"}
+    if failed:
+        raise dg.Failure("parts failed to merge:\n" + "\n".join(f"{k}: {v}" for k, v in failed.items()))
+    parts = [p for p in build.read_parts(s, plan, versions) if p.scenes]
+    if not parts:
+        raise dg.Failure("no scene could be merged")
+    return build.publish_index(s, plan, parts, stages, context.run.run_id, len(manifests), time.monotonic() - started)
 
 
 @dg.asset(
     partitions_def=dataset_partitions,
     deps=[jadd_dataset],
     group_name="dataset",
-    description="DB update: the dataset build recorded in the registry.",
+    description="DB update: the published dataset recorded in the registry.",
 )
 def dataset_registry(context: dg.AssetExecutionContext, store: StoreResource, registry: RegistryResource) -> dg.MaterializeResult:
     from jadd_dagster.registry import DatasetEntry, safe_url, utcnow
 
     s = store.store()
-    summary = s.read_json(f"{build.dataset_key(context.partition_key)}/build.json")
-    curation = s.read_json(curation_key(context.partition_key))
+    summary = build.build_summary(s, context.partition_key)
+    plan = read_plan(store, context.partition_key)
+    status = "partial" if summary["failed_scenes"] else "complete"
     registry.registry().record_dataset(DatasetEntry(
-        name=summary["name"], spec_hash=summary["spec_hash"], spec=curation["spec"],
-        status="partial" if summary["failed_scenes"] else "complete", dataroot=summary["dataroot"],
-        versions=summary["versions"], scenes=summary["scenes"], samples=summary["samples"],
-        images=summary["images"], failed_scenes=len(summary["failed_scenes"]),
-        dagster_run_id=context.run.run_id,
-        wall_s=summary["sampling_wall_s"] + summary["merge_wall_s"], created_at=utcnow(),
+        name=summary["name"], spec_hash=summary["spec_hash"], spec=plan.spec, status=status,
+        dataroot=summary["dataroot"], versions=summary["versions"], scenes=summary["scenes"],
+        samples=summary["samples"], images=summary["images"], failed_scenes=len(summary["failed_scenes"]),
+        dagster_run_id=context.run.run_id, wall_s=summary["sampling_wall_s"] + summary["merge_wall_s"],
+        created_at=utcnow(),
     ))
-    return dg.MaterializeResult(metadata={"status": "partial" if summary["failed_scenes"] else "complete",
-                                          "registry": safe_url(registry.url)})
+    return dg.MaterializeResult(metadata={"status": status, "registry": safe_url(registry.url)})

@@ -7,16 +7,12 @@ from jadd_dagster.defs.partitions import log_partitions, scene_of_partition_key
 from jadd_dagster.defs.resources import PipelineSettings, StoreResource
 from jadd_dagster.logs.checks import calibration_problems, timing_problems
 from jadd_dagster.logs.stored import log_key, open_stored_log
+from jadd_dagster.layout import CATALOG, CATALOG_KEY, scene_index_key
 from jadd_dagster.scenes import cut_scenes, empty_catalog, scene_statistics
-from jadd_dagster.storage import CATALOG, read_parquet, write_parquet
+from jadd_dagster.storage import read_parquet, write_parquet
 
 CHECK_CALIBRATION = "calibration_is_sane"
 CHECK_TIMESTAMPS = "timestamps_are_monotonic"
-CATALOG_KEY = f"{CATALOG}/scene_catalog.parquet"
-
-
-def scene_index_key(log_id: str) -> str:
-    return f"{CATALOG}/scenes/{log_id}.parquet"
 
 
 @dg.asset(
@@ -112,3 +108,9 @@ def catalog_rows_for_partitions(store: StoreResource, partition_keys) -> pd.Data
     wanted = {scene_of_partition_key(k) for k in partition_keys}
     catalog = read_catalog(store)
     return catalog[[(r.log_id, int(r.scene_index)) in wanted for r in catalog.itertuples()]]
+
+
+def catalog_rows(store: StoreResource, scene_ids) -> pd.DataFrame:
+    """The catalog rows of these scene ids (ids not in the catalog have no row)."""
+    catalog = read_catalog(store)
+    return catalog[catalog["scene_id"].isin(set(scene_ids))]

@@ -14,7 +14,7 @@ from jadd_dagster.scene_record import parse_scene_id
 def run_on_backend(
     context: dg.AssetExecutionContext, stage: str, tasks: list[SceneTask], cache_key: str, settings: dict,
     store: StoreResource, registry: RegistryResource, compute: ComputeBackend, dataset: str,
-    done_marker: str, needs_gpu: bool = False,
+    needs_gpu: bool = False,
 ) -> StageResult:
     """Run a stage for the tasks not cached under cache_key, on the compute backend, logging progress."""
     run_id = context.run.run_id
@@ -25,7 +25,7 @@ def run_on_backend(
 
     return run_stage(
         tasks, stage, cache_key, settings, store.store(), registry.registry(), run_chunks,
-        run_id, compute.target_chunk_s, done_marker, on_progress=context.log.info,
+        run_id, compute.target_chunk_s, on_progress=context.log.info,
     )
 
 

@@ -6,12 +6,12 @@ The merge entry point is jadd_dagster.merge.merge_scenes.
 from jadd_dagster.nuscenes.tables import MAX_SCENES, TABLE_NAMES, annotation_tables, build_scene_tables
 from jadd_dagster.nuscenes.tokens import make_token
 from jadd_dagster.nuscenes.validate import validate_dataset
-from jadd_dagster.nuscenes.writer import DatasetWriter, PreparedScene, prepare_scene, version_name
+from jadd_dagster.nuscenes.writer import PartWriter, PreparedScene, prepare_scene, version_name
 
 __all__ = [
     "MAX_SCENES",
     "TABLE_NAMES",
-    "DatasetWriter",
+    "PartWriter",
     "PreparedScene",
     "annotation_tables",
     "build_scene_tables",

@@ -86,7 +86,7 @@ def records_per_scene(
     ego_pose; each tracked box is an instance with one sample_annotation per keyframe.
     """
     # Imported here: build orchestrates the nuscenes package and may import this module.
-    from jadd_dagster.build import expected_frames_per_channel
+    from jadd_dagster.part_merge import expected_frames_per_channel
 
     keyframes = int(round(scene_length_s * keyframe_hz))
     frames = cameras * expected_frames_per_channel(scene_length_s, keyframe_hz, sweep_hz) + lidars * keyframes

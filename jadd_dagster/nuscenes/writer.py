@@ -1,16 +1,17 @@
-"""Streaming nuScenes writer: scene by scene into version folders ("parts") of one dataroot.
+"""Streaming nuScenes writer: scene by scene into one version folder ("part") of a dataroot.
 
 Layout written under the dataroot:
-    v1.0-<name>/ or v1.0-<name>-partNNN/   the 13 tables (JSON arrays) and splits.json
-    samples/<CHANNEL>/<log>__<CHANNEL>__<µs>.jpg, sweeps/...   hard links to the scenes' JPEGs
-    samples/LIDAR_TOP/<log>__LIDAR_TOP__<µs>.pcd.bin           and point clouds (when sampled)
-    can_bus/scene-NNNN_<message>.json      shared by all parts (scene names are unique per dataroot)
-    maps/<map token>.png                   one semantic-prior mask per log, shared by all parts
+    <version>/                         the 13 tables (JSON arrays) and splits.json
+    <version>/can_bus/scene-NNNN_<message>.json   the part's CAN bus files
+    <version>/maps/<map token>.png     one semantic-prior mask per log of the part
+    samples/<CHANNEL>/<log>__<CHANNEL>__<µs>.jpg, sweeps/...   the frames, shared by every part
+    samples/LIDAR_TOP/<log>__LIDAR_TOP__<µs>.pcd.bin           (placed there by the sampling
+                                                               workers, or hard-linked)
 
 Memory stays flat in the number of scenes: the tables that grow with scenes are appended to their
-JSON file record by record; only the current part's small tables (log, map, sensor,
-calibrated_sensor), the scene names and per-log pose extents stay in memory, and the poses for the
-map masks wait in a temporary file per log.
+JSON file record by record; only the part's small tables (log, map, sensor, calibrated_sensor),
+the scene names and per-log pose extents stay in memory, and the poses for the map masks wait in a
+temporary file per log.
 """
 
 from __future__ import annotations
@@ -167,8 +168,9 @@ class MapPaths:
         old = self.extent.get(map_filename, (-math.inf, -math.inf))
         self.extent[map_filename] = (max(old[0], float(xy[:, 0].max())), max(old[1], float(xy[:, 1].max())))
 
-    def draw(self, dataroot: Path) -> None:
-        """Write every log's mask: origin bottom-left at map (0, 0), 0.1 m per pixel (MapMask)."""
+    def draw(self, folder: Path) -> None:
+        """Write every log's mask into folder (by its file name): origin bottom-left at map
+        (0, 0), 0.1 m per pixel (MapMask)."""
         for map_filename, (max_x, max_y) in sorted(self.extent.items()):
             width = max(1, math.ceil((max_x + MAP_MARGIN_M) / MAP_RESOLUTION_M))
             height = max(1, math.ceil((max_y + MAP_MARGIN_M) / MAP_RESOLUTION_M))
@@ -181,7 +183,7 @@ class MapPaths:
                     pixels[:, 1] = height - pixels[:, 1]  # MapMask: row = height - y / resolution
                     paths.extend(pixels[i : i + 256] for i in range(0, max(1, len(pixels) - 1), 255))
                 start = end + 1
-            target = dataroot / map_filename
+            target = folder / Path(map_filename).name
             target.parent.mkdir(parents=True, exist_ok=True)
             write_mask_png(target, width, height, paths, round(MAP_CORRIDOR_M / MAP_RESOLUTION_M))
 
@@ -223,17 +225,69 @@ def prepare_scene(
     return PreparedScene(record, scene_dir, tables, messages)
 
 
-class _Part:
-    """One version folder being written."""
+@dataclass(frozen=True)
+class WrittenScene:
+    name: str
+    scene_id: str
 
-    def __init__(self, folder: Path):
-        folder.mkdir(parents=True, exist_ok=True)
-        self.folder = folder
-        self.streams = {table: JsonArrayWriter(folder / f"{table}.json") for table in STREAMED_TABLES}
+
+class PartWriter:
+    """Writes one part: a self-contained version folder <dataroot>/<version>/ holding the 13 tables,
+    splits.json, can_bus/ and maps/; add() each PreparedScene, then close() once.
+
+    Scene names scene-NNNN are given in the order of add(), skipping numbers the devkit's CAN bus API
+    blacklists, so a part holds at most MAX_SCENES scenes. The part's CAN bus files live in its own
+    folder (NuScenesCanBus(dataroot=<dataroot>/<version>)) and its map masks too (the map records
+    name <version>/maps/<token>.png), so parts never share a file and any number of them can sit in
+    one dataroot. A version folder of the same name left by an earlier merge is replaced.
+    """
+
+    def __init__(
+        self,
+        dataroot: Path,
+        version: str,
+        include_can_bus: bool = True,
+        link_image: Callable[[Path, str, str], bool] | None = None,
+        folder: Path | None = None,
+    ):
+        """link_image(scene_dir, frame path, filename in the dataroot) puts a frame into the
+        dataset without re-encoding it and says whether that avoided a copy; by default frames are
+        hard-linked into dataroot (a caller whose frames are already in the dataroot passes a
+        no-op). folder is where the version folder's content is written, dataroot/version by
+        default (a staging folder that is published as dataroot/version later)."""
+        if not NAME_PATTERN.match(version):
+            raise ValueError(f"version name {version!r}: use letters, digits, '.', '_' and '-'")
+        self.dataroot = Path(dataroot)
+        self.version = version
+        self.folder = Path(folder) if folder is not None else self.dataroot / version
+        self.include_can_bus = include_can_bus
+        self.link_image = link_image or (lambda folder, source, filename: link_or_copy(folder / source, self.dataroot / filename))
+        if self.folder.exists():
+            shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True)
+        self._tmp = Path(tempfile.mkdtemp(prefix=".merge-", dir=self.folder.parent))
+        self._maps = MapPaths(self._tmp)
+        self._numbers = scene_numbers()
+        self.streams = {table: JsonArrayWriter(self.folder / f"{table}.json") for table in STREAMED_TABLES}
         self.small: dict[str, dict[str, dict]] = {"sensor": {}, "calibrated_sensor": {}, "log": {}, "map": {}}
-        self.scenes = 0
+        self.scenes: list[WrittenScene] = []
+        self.counts = {"samples": 0, "sample_data": 0, "images": 0, "copied_images": 0, "sample_annotations": 0}
 
-    def add(self, tables: SceneTables) -> None:
+    def add(self, prepared: PreparedScene) -> str:
+        """Write one scene (images, CAN bus files, records); returns its scene name."""
+        number = next(self._numbers, None)
+        if number is None:
+            raise ValueError(f"no 4-digit scene name left in part {self.version}: start another part")
+        name = scene_name(number)
+        tables = prepared.tables
+        tables.scene["name"] = name
+        tables.map["filename"] = f"{self.version}/{tables.map['filename']}"
+        for source, filename in tables.links:
+            linked = self.link_image(prepared.scene_dir, source, filename)
+            self.counts["images"] += 1
+            self.counts["copied_images"] += 0 if linked else 1
+        if self.include_can_bus and prepared.can_bus is not None:
+            canbus.write_can_bus(self.folder / "can_bus", name, prepared.can_bus)
         for table, records in (
             ("scene", [tables.scene]),
             ("sample", tables.samples),
@@ -252,122 +306,33 @@ class _Part:
         ):
             for record in records:
                 self.small[table].setdefault(record["token"], record)
-        self.scenes += 1
-
-    def close(self) -> None:
-        for table, records in {**static_tables(), **{t: list(r.values()) for t, r in self.small.items()}}.items():
-            write_json(self.folder / f"{table}.json", records)
-        for stream in self.streams.values():
-            stream.close()
-        assert all((self.folder / f"{t}.json").exists() for t in TABLE_NAMES)
-
-
-@dataclass(frozen=True)
-class WrittenScene:
-    part: int
-    name: str
-    scene_id: str
-
-
-class DatasetWriter:
-    """Writes scenes into the dataroot: add() each PreparedScene, then close() once.
-
-    Scene names scene-NNNN are given in the order of add(), skipping numbers the devkit's CAN bus API
-    blacklists. A new part (version folder) starts after scenes_per_part scenes. Version folders of
-    the same name left by an earlier merge are removed first.
-    """
-
-    def __init__(
-        self,
-        dataroot: Path,
-        name: str,
-        scenes_per_part: int = 5000,
-        include_can_bus: bool = True,
-        link_image: Callable[[Path, str, str], bool] | None = None,
-    ):
-        """link_image(scene_dir, frame path, filename in the dataroot) puts a frame into the
-        dataset without re-encoding it and says whether that avoided a copy; by default frames are
-        hard-linked into dataroot."""
-        if not NAME_PATTERN.match(name):
-            raise ValueError(f"dataset name {name!r}: use letters, digits, '.', '_' and '-'")
-        if scenes_per_part < 1:
-            raise ValueError("scenes_per_part must be at least 1")
-        self.dataroot = Path(dataroot)
-        self.name = name
-        self.scenes_per_part = scenes_per_part
-        self.include_can_bus = include_can_bus
-        self.link_image = link_image or (lambda folder, source, filename: link_or_copy(folder / source, self.dataroot / filename))
-        self.dataroot.mkdir(parents=True, exist_ok=True)
-        stale = re.compile(rf"^{re.escape(version_name(name))}(-part\d{{3,}})?$")
-        for child in self.dataroot.iterdir():
-            if child.is_dir() and stale.match(child.name):
-                shutil.rmtree(child)
-        self._tmp = Path(tempfile.mkdtemp(prefix=".merge-", dir=self.dataroot))
-        self._maps = MapPaths(self._tmp)
-        self._numbers = scene_numbers()
-        self._part: _Part | None = None
-        self.part_folders: list[Path] = []
-        self.scenes: list[WrittenScene] = []
-        self.counts = {"samples": 0, "sample_data": 0, "images": 0, "copied_images": 0, "sample_annotations": 0}
-
-    def add(self, prepared: PreparedScene) -> str:
-        """Write one scene (images, CAN bus files, records); returns its scene name."""
-        number = next(self._numbers, None)
-        if number is None:
-            raise ValueError("no 4-digit scene name left in this dataroot: shard the scenes across dataroots")
-        name = scene_name(number)
-        tables = prepared.tables
-        tables.scene["name"] = name
-        for source, filename in tables.links:
-            linked = self.link_image(prepared.scene_dir, source, filename)
-            self.counts["images"] += 1
-            self.counts["copied_images"] += 0 if linked else 1
-        if self.include_can_bus and prepared.can_bus is not None:
-            canbus.write_can_bus(self.dataroot / "can_bus", name, prepared.can_bus)
-        if self._part is None or self._part.scenes >= self.scenes_per_part:
-            self._close_part()
-            folder = self.dataroot / version_name(self.name, len(self.part_folders))
-            self._part = _Part(folder)
-            self.part_folders.append(folder)
-        self._part.add(tables)
         self._maps.add(tables.map["filename"], tables.trajectory_xy)
-        self.scenes.append(WrittenScene(len(self.part_folders) - 1, name, prepared.record.scene_id))
+        self.scenes.append(WrittenScene(name, prepared.record.scene_id))
         self.counts["samples"] += len(tables.samples)
         self.counts["sample_data"] += len(tables.sample_data)
         self.counts["sample_annotations"] += len(tables.sample_annotations)
         return name
 
-    def _close_part(self) -> None:
-        if self._part is not None:
-            self._part.close()
-            self._part = None
+    def close(self, splits: Mapping[str, str]) -> None:
+        """Finish the tables, draw the map masks and write splits.json.
 
-    def close(self, splits: Mapping[str, str]) -> list[str]:
-        """Finish every part, draw the map masks and write splits.json; returns the version names.
-
-        splits maps each written scene's scene_id to 'train' or 'val'. With a single part its folder
-        is named v1.0-<name>; with several, v1.0-<name>-partNNN.
-        """
+        splits maps each written scene's scene_id to its split name."""
         try:
-            self._close_part()
-            self._maps.draw(self.dataroot)
-            if len(self.part_folders) == 1:
-                final = self.dataroot / version_name(self.name)
-                self.part_folders[0].rename(final)
-                self.part_folders[0] = final
-            for index, folder in enumerate(self.part_folders):
-                part_splits: dict[str, list[str]] = {"train": [], "val": []}
-                for scene in self.scenes:
-                    if scene.part == index:
-                        part_splits[splits[scene.scene_id]].append(scene.name)
-                write_json(folder / SPLITS_FILE, part_splits)
-            return [folder.name for folder in self.part_folders]
+            for table, records in {**static_tables(), **{t: list(r.values()) for t, r in self.small.items()}}.items():
+                write_json(self.folder / f"{table}.json", records)
+            for stream in self.streams.values():
+                stream.close()
+            assert all((self.folder / f"{t}.json").exists() for t in TABLE_NAMES)
+            self._maps.draw(self.folder / "maps")
+            part_splits: dict[str, list[str]] = {}
+            for scene in self.scenes:
+                part_splits.setdefault(splits[scene.scene_id], []).append(scene.name)
+            write_json(self.folder / SPLITS_FILE, part_splits)
         finally:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
     def abort(self) -> None:
         """Drop the temporary files after a failure (the partly written output stays)."""
-        if self._part is not None:
-            for stream in self._part.streams.values():
-                stream._file.close()
+        for stream in self.streams.values():
+            stream._file.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
