@@ -184,3 +184,25 @@ def test_labels_are_scored_only_when_the_logs_carry_ground_truth(sampled, tmp_pa
         assert build.autolabel_quality(spec, outputs, labels, store) is None
     finally:
         (tmp_path / "objects.parquet").rename(objects)
+
+
+def test_publishing_keeps_the_previous_index_parts_and_deletes_older_ones(tmp_path):
+    from jadd_dagster.layout import index_key
+    from jadd_dagster.records import DatasetIndex, DatasetPlan, IndexPart, PartRecord, write_record
+
+    store = LocalStore(tmp_path)
+    plan = DatasetPlan("d", {}, "h", "0123456789ab", [PartPlan(1, ["a/0000"])], 10, 0.0, {})
+    root = tmp_path / sampled_root_key(plan.profile_key)
+    for version in ("v1.0-d-part0001-aaaaaaaa", "v1.0-d-part0001-bbbbbbbb", "v1.0-d-part0001-cccccccc",
+                    "v1.0-dx-part0001-dddddddd"):  # the last is another dataset's
+        (root / version).mkdir(parents=True)
+    previous = DatasetIndex("d", "h", "", "", [IndexPart(1, "v1.0-d-part0001-bbbbbbbb", 1, 1, 1, {})], 1, 1, 1, {},
+                            "", "r0", "")
+    write_record(store, index_key("d"), previous)
+    part = PartRecord(1, "v1.0-d-part0001-cccccccc", 1, 40, 40, 40, 0, {"a/0000": "scene-0001"}, {"a/0000": "val"}, {},
+                      {"frame_counts": [], "nuscenes_invariants": [], "devkit": []}, 1.0)
+    index = build.publish_index(store, plan, [part], [], "r1", 1, 1.0)
+    assert index.versions == ["v1.0-d-part0001-cccccccc"] and index.splits == {"val": 1}
+    # Readers of the previous index keep its parts until the next build; older ones go.
+    assert sorted(p.name for p in root.iterdir()) == [
+        "v1.0-d-part0001-bbbbbbbb", "v1.0-d-part0001-cccccccc", "v1.0-dx-part0001-dddddddd"]

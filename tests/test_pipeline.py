@@ -45,7 +45,8 @@ def built(tmp_path_factory):
     env = {k: os.environ.get(k) for k in ("JADD_HOME", "DAGSTER_HOME")}
     code = jadd(["build", "--spec", str(spec), "--logs", str(logs), "--workdir", str(workdir)])
     summary = json.loads((workdir / "summary.json").read_text())
-    yield {"code": code, "summary": summary, "workdir": workdir, "spec": spec, "logs": logs, "bad_scene": f"{good[2].name}/0002"}
+    yield {"code": code, "summary": summary, "workdir": workdir, "spec": spec, "logs": logs, "bad_scene": f"{good[2].name}/0002",
+           "good_scenes": [(g.name, i) for g in good for i in (0, 1)]}
     for key, value in env.items():
         if value is None:
             os.environ.pop(key, None)
@@ -98,6 +99,31 @@ def test_a_rebuild_takes_every_good_scene_from_the_cache(built):
     assert code == 1
     assert summary["cached_scenes"] == 6 and summary["computed_scenes"] == 0
     assert list(summary["failed_scenes"]) == [built["bad_scene"]]
+    # Nothing changed: no part is merged again, and the published parts are the first build's.
+    assert summary["rewritten_parts"] == 0 and summary["versions"] == built["summary"]["versions"]
+
+
+def test_the_dataset_index_lists_its_parts_and_every_scene(built, capsys):
+    from jadd_dagster.datasets import iter_parts, part_can_bus
+
+    capsys.readouterr()
+    assert jadd(["datasets", "show", "e2e", "--workdir", str(built["workdir"]), "--scenes", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    summary = built["summary"]
+    assert [p["version"] for p in shown["parts"]] == summary["versions"]
+    assert shown["dataroot"] == summary["dataroot"] and shown["scenes"] == 6
+    assert sorted(row["scene_id"] for row in shown["scene_map"]) == sorted(
+        f"{log}/{i:04d}" for log, i in built["good_scenes"])
+    index = built["workdir"] / "store" / "datasets" / "e2e" / "index.json"
+    parts = list(iter_parts(index))
+    assert [part.version for part, _ in parts] == summary["versions"]
+    part, nusc = parts[0]
+    assert len(nusc.scene) == part.scenes == 6
+    row = shown["scene_map"][0]
+    scene = next(s for s in nusc.scene if s["name"] == row["scene_name"])
+    assert scene["description"].startswith(row["scene_id"])
+    assert part_can_bus(nusc.dataroot, part.version).get_messages(scene["name"], "pose")
+    assert jadd(["datasets", "show", "nope", "--workdir", str(built["workdir"])]) == 1
 
 
 def test_a_bad_spec_is_refused_before_any_work(tmp_path, capsys):
