@@ -187,6 +187,7 @@ def build_summary(store: ObjectStore, name: str) -> dict:
                    "can_bus_dataroot": store.describe(part_key(plan.profile_key, p.version))} for p in index.parts],
         "index": store.describe(index_key(name)), "scenes": index.scenes, "samples": index.samples,
         "images": index.images, "splits": index.splits, "cached_scenes": sampled.cached,
+        "recovered_scenes": sampled.recovered,
         "computed_scenes": sampled.computed, "failed_scenes": index.failed, "check_problems": index.checks,
         "rewritten_parts": index.rewritten_parts, "sampling_wall_s": sampled.wall_s,
         "merge_wall_s": index.merge_wall_s, "dagster_run_id": index.run_id, "autolabel": autolabel,

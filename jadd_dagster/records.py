@@ -62,6 +62,7 @@ class StageRecord:
     run_id: str
     enabled: bool = True
     quality: dict | None = None  # auto-labels only: DetectionEval against the logs' ground truth
+    recovered: int = 0  # finished by an earlier run that died, found in the store (not computed again)
 
 
 @dataclass(frozen=True)

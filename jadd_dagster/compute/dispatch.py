@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from jadd_dagster.compute.chunks import ChunkManifest, SceneTask, split_into_chunks
 from jadd_dagster.compute.local import ChunkOutcome
-from jadd_dagster.compute.worker import result_key
+from jadd_dagster.compute.worker import finished_output_count, result_key
 from jadd_dagster.registry import Registry, SceneOutput
 from jadd_dagster.storage import RUNS, ObjectStore
 
@@ -32,10 +32,16 @@ class StageResult:
     chunks: int = 0
     plan: list[dict] = field(default_factory=list)
     wall_s: float = 0.0
+    recovered: list[SceneOutput] = field(default_factory=list)  # finished by a run that died; see run_stage
 
     @property
     def ok(self) -> list[SceneOutput]:
-        return sorted(self.cached + self.computed, key=lambda o: o.scene_id)
+        return sorted(self.cached + self.recovered + self.computed, key=lambda o: o.scene_id)
+
+    @property
+    def newly_recorded(self) -> list[SceneOutput]:
+        """Outputs this run put into the registry: computed now, or recovered from the store."""
+        return self.recovered + self.computed
 
     @property
     def seconds_per_scene(self) -> float | None:
@@ -72,6 +78,21 @@ def present_outputs(store: ObjectStore, paths: list[str]) -> set[str]:
     return present
 
 
+def recover_outputs(store: ObjectStore, stage: str, cache_key: str, tasks: list[SceneTask], run_id: str) -> list[SceneOutput]:
+    """Outputs of tasks that are complete in the store but not in the registry: a run that was
+    killed, cancelled or failed after its workers published them (workers publish a scene's
+    output whole, its completion marker last, locally or on Batch). One listing per log finds the
+    candidates; each one's marker is read to confirm it and count its frames or boxes."""
+    candidates = present_outputs(store, [t.output_key for t in tasks])
+    recovered = []
+    for task in tasks:
+        if task.output_key in candidates:
+            count = finished_output_count(store, stage, task.output_key)
+            if count is not None:
+                recovered.append(SceneOutput(task.scene_id, stage, cache_key, task.output_key, count, 0.0, run_id))
+    return recovered
+
+
 def run_stage(
     tasks: list[SceneTask],
     stage: str,
@@ -100,6 +121,10 @@ def run_stage(
             result.cached.append(hit)
         else:
             todo.append(task)
+    result.recovered = recover_outputs(store, stage, profile_key, todo, run_id)
+    registry.record_scene_outputs(result.recovered)
+    done = {o.scene_id for o in result.recovered}
+    todo = [t for t in todo if t.scene_id not in done]
     chunks = split_into_chunks(todo, target_chunk_s)
     result.chunks = len(chunks)
     result.plan = [
@@ -107,7 +132,8 @@ def run_stage(
          "scene_s": sum(t.end_time_us - t.start_time_us for t in c) / 1e6}
         for i, c in enumerate(chunks)
     ]
-    on_progress(f"{stage}: {len(result.cached)} scenes cached, {len(todo)} to compute in {len(chunks)} chunks")
+    on_progress(f"{stage}: {len(result.cached)} scenes cached, {len(result.recovered)} recovered from an earlier run, "
+                f"{len(todo)} to compute in {len(chunks)} chunks")
     if chunks:
         results_key = f"{RUNS}/{run_id}/{stage}/results"
         manifests = write_manifests(store, f"{RUNS}/{run_id}/{stage}/chunks", [

@@ -126,6 +126,21 @@ def _merge(store: ObjectStore, manifest: ChunkManifest, scratch: Path) -> dict:
 
 
 STAGES = {STAGE_SAMPLED: _sample, STAGE_AUTOLABELED: _autolabel}
+def finished_output_count(store: ObjectStore, stage: str, output_key: str) -> int | None:
+    """The frames (sampling) or boxes (auto-labels) of a scene output that is complete in the store
+    (its completion marker is there and reads), None when it is not."""
+    from jadd_dagster.autolabel.models import LABELS_JSON
+
+    marker = {STAGE_SAMPLED: SCENE_JSON, STAGE_AUTOLABELED: LABELS_JSON}.get(stage)
+    if marker is None or not store.exists(f"{output_key}/{marker}"):
+        return None
+    try:
+        data = store.read_json(f"{output_key}/{marker}")
+        return len(data["frames"] if stage == STAGE_SAMPLED else data["annotations"])
+    except (ValueError, KeyError, TypeError, FileNotFoundError):
+        return None
+
+
 # Stages whose task is the whole chunk (one dataset part), not each of its scenes.
 CHUNK_STAGES = {STAGE_MERGED: _merge}
 

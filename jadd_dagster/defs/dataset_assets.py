@@ -112,7 +112,7 @@ def stage_record(stage: str, cache_key: str, result, run_id: str, quality: dict 
     return StageRecord(
         stage=stage, cache_key=cache_key, cached=len(result.cached), computed=len(result.computed),
         failed=dict(result.failed), chunks=result.chunks, wall_s=round(result.wall_s, 3),
-        seconds_per_scene=result.seconds_per_scene, run_id=run_id, quality=quality,
+        seconds_per_scene=result.seconds_per_scene, run_id=run_id, quality=quality, recovered=len(result.recovered),
     )
 
 
@@ -140,6 +140,7 @@ def dataset_frames(
         raise dg.Failure(f"no scene could be sampled:\n{reasons}", metadata={"failed": dg.MetadataValue.json(result.failed)})
     return dg.MaterializeResult(metadata={
         "profile": profile.key(), "cached_scenes": len(result.cached), "computed_scenes": len(result.computed),
+        "recovered_scenes": len(result.recovered),
         "failed_scenes": dg.MetadataValue.json(result.failed), "sampling_wall_s": round(result.wall_s, 3),
         **seconds_metadata("sampling_s_per_scene", result),
         **plan_metadata(result, profile.sweep_hz * len(profile.channels), settings),

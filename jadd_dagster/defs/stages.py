@@ -32,11 +32,11 @@ def run_on_backend(
 def record_scene_materializations(
     context: dg.AssetExecutionContext, asset_key: dg.AssetKey, result: StageResult, count_name: str
 ) -> int:
-    """One materialization of a per-scene asset per newly computed scene, so the UI shows it as
-    done; written in batches (≈0.6 ms a scene on PostgreSQL, see bench/RESULTS.md)."""
+    """One materialization of a per-scene asset per newly computed (or recovered) scene, so the UI
+    shows it as done; written in batches (≈0.6 ms a scene on PostgreSQL, see bench/RESULTS.md)."""
 
     def items():
-        for output in result.computed:
+        for output in result.newly_recorded:
             log_id, index = parse_scene_id(output.scene_id)
             metadata = {"cache_key": output.profile, count_name: output.frames, "seconds": output.seconds,
                         "path": output.path}
