@@ -80,6 +80,19 @@ class SceneOutput:
     dagster_run_id: str | None = None
 
 
+def create_tables(engine: sa.Engine, attempts: int = 5) -> None:
+    """Create the tables that do not exist yet. Two builds starting at once both see a table
+    missing and both create it; the loser's "already exists" error means the table is there, so
+    it looks again instead of failing."""
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine)
+            return
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError) as error:
+            if "already exists" not in str(error).lower() and "duplicate" not in str(error).lower() or attempt == attempts - 1:
+                raise
+
+
 class Registry:
     """Reads and writes the registry tables; creates them on first use."""
 
@@ -92,7 +105,7 @@ class Registry:
         if url.startswith("sqlite"):
             # Several worker processes may write at once; wait for the lock rather than fail.
             sa.event.listen(self.engine, "connect", lambda conn, _: conn.execute("PRAGMA busy_timeout=30000"))
-        metadata.create_all(self.engine)
+        create_tables(self.engine)
 
     def record_dataset(self, entry: DatasetEntry) -> None:
         with self.engine.begin() as conn:

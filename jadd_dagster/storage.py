@@ -125,8 +125,9 @@ class ObjectStore(ABC):
         """The object's content; FileNotFoundError naming the key if there is none."""
 
     @abstractmethod
-    def put_bytes(self, key: str, data: bytes) -> None:
-        """Write an object atomically."""
+    def put_bytes(self, key: str, data: bytes, if_absent: bool = False) -> None:
+        """Write an object atomically. With `if_absent`, only if there is none yet:
+        FileExistsError otherwise, so of two writers exactly one wins (locks are built on it)."""
 
     @abstractmethod
     def download_file(self, key: str, path: Path) -> None: ...
@@ -285,7 +286,7 @@ class LocalStore(ObjectStore):
         except FileNotFoundError:
             raise FileNotFoundError(f"no object {key!r} in {self.root}") from None
 
-    def put_bytes(self, key: str, data: bytes) -> None:
+    def put_bytes(self, key: str, data: bytes, if_absent: bool = False) -> None:
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
@@ -293,7 +294,15 @@ class LocalStore(ObjectStore):
             os.fchmod(fd, self.file_mode)  # mkstemp makes 0600
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
-            os.replace(tmp, target)
+            if if_absent:
+                try:
+                    os.link(tmp, target)  # fails if the name exists: an atomic create-if-absent
+                except FileExistsError:
+                    raise FileExistsError(f"object {key!r} already exists in {self.root}") from None
+                finally:
+                    Path(tmp).unlink(missing_ok=True)
+            else:
+                os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

@@ -146,20 +146,8 @@ class SubmitLock:
             return None
 
     def _create(self, key: str, data: bytes) -> bool:
-        path = self.store.local_path(key)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_name(f".{path.name}.{self.owner}.tmp")
-            temporary.write_bytes(data)
-            try:
-                os.link(temporary, path)  # fails if the name exists: an atomic create-if-absent
-                return True
-            except FileExistsError:
-                return False
-            finally:
-                temporary.unlink(missing_ok=True)
         try:
-            self.store.put_bytes(key, data, if_absent=True)  # S3: If-None-Match
+            self.store.put_bytes(key, data, if_absent=True)  # a hard link locally, If-None-Match on S3
             return True
         except FileExistsError:
             return False

@@ -13,7 +13,7 @@ import math
 
 import dagster as dg
 
-from jadd_dagster import build
+from jadd_dagster import build, dataset_lock
 from jadd_dagster.autolabel.models import LABELS_JSON
 from jadd_dagster.compute.dispatch import run_whole_chunks
 from jadd_dagster.cost import format_usd
@@ -24,7 +24,9 @@ from jadd_dagster.defs.config import DatasetConfig, SamplingConfig, spec_from_co
 from jadd_dagster.defs.log_assets import catalog_rows, catalog_rows_for_partitions, read_catalog, scene_catalog
 from jadd_dagster.defs.partitions import dataset_partitions, scene_partitions
 from jadd_dagster.defs.resources import AutolabelModels, PipelineSettings, RegistryResource, StoreResource
-from jadd_dagster.defs.stages import plan_metadata, record_scene_materializations, run_on_backend, seconds_metadata
+from jadd_dagster.defs.stages import (
+    hold_dataset, plan_metadata, record_scene_materializations, run_on_backend, seconds_metadata,
+)
 from jadd_dagster.layout import STAGE_AUTOLABELED, STAGE_MERGED, STAGE_SAMPLED, plan_key, stage_record_key
 from jadd_dagster.planning import make_plan, sampling_profile
 from jadd_dagster.records import DatasetPlan, StageRecord, write_record
@@ -59,6 +61,7 @@ def dataset_plan(
         check_model_name(spec, models.models)
     except SpecError as error:
         raise dg.Failure(f"dataset spec {spec.name!r} is invalid:\n{error}") from None
+    hold_dataset(context, store, spec.name)
     s = store.store()
     previous = build.read_optional(s, plan_key(spec.name), DatasetPlan)
     try:
@@ -127,6 +130,7 @@ def dataset_frames(
     context: dg.AssetExecutionContext, store: StoreResource, registry: RegistryResource,
     compute: ComputeBackend, settings: PipelineSettings,
 ) -> dg.MaterializeResult:
+    hold_dataset(context, store, context.partition_key)
     plan = read_plan(store, context.partition_key)
     profile = sampling_profile(parse_spec(plan.spec))
     tasks = build.sampling_tasks(catalog_rows(store, plan.scene_ids), profile.key())
@@ -159,6 +163,7 @@ def dataset_labels(
     context: dg.AssetExecutionContext, store: StoreResource, registry: RegistryResource,
     compute: ComputeBackend, models: AutolabelModels,
 ) -> dg.MaterializeResult:
+    hold_dataset(context, store, context.partition_key)
     s = store.store()
     plan = read_plan(store, context.partition_key)
     spec = parse_spec(plan.spec)
@@ -254,6 +259,7 @@ def merge_dataset(context, store: StoreResource, compute: ComputeBackend, settin
     import time
 
     started = time.monotonic()
+    hold_dataset(context, store, context.partition_key)
     s = store.store()
     plan = read_plan(store, context.partition_key)
     spec = parse_spec(plan.spec)
@@ -285,6 +291,7 @@ def merge_dataset(context, store: StoreResource, compute: ComputeBackend, settin
 def dataset_registry(context: dg.AssetExecutionContext, store: StoreResource, registry: RegistryResource) -> dg.MaterializeResult:
     from jadd_dagster.registry import DatasetEntry, safe_url, utcnow
 
+    hold_dataset(context, store, context.partition_key)
     s = store.store()
     summary = build.build_summary(s, context.partition_key)
     plan = read_plan(store, context.partition_key)
@@ -296,4 +303,5 @@ def dataset_registry(context: dg.AssetExecutionContext, store: StoreResource, re
         dagster_run_id=context.run.run_id, wall_s=summary["sampling_wall_s"] + summary["merge_wall_s"],
         created_at=utcnow(),
     ))
+    dataset_lock.release(s, context.partition_key, context.run.run_id)
     return dg.MaterializeResult(metadata={"status": status, "registry": safe_url(registry.url)})

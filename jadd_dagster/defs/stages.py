@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from jadd_dagster import dataset_lock
 from jadd_dagster.compute.chunks import SceneTask
 from jadd_dagster.compute.dispatch import StageResult, run_stage
 from jadd_dagster.defs.bookkeeping import record_materializations
@@ -9,6 +10,19 @@ from jadd_dagster.defs.compute_resources import ComputeBackend
 from jadd_dagster.defs.partitions import scene_partition_key
 from jadd_dagster.defs.resources import PipelineSettings, RegistryResource, StoreResource
 from jadd_dagster.scene_record import parse_scene_id
+
+
+def hold_dataset(context: dg.AssetExecutionContext, store: StoreResource, name: str) -> None:
+    """Take (or keep) the dataset's build lock for this run (dataset_lock.py); a dg.Failure naming
+    the run that holds it when another run still going is building the same dataset."""
+    def run_is_live(run_id: str) -> bool:
+        run = context.instance.get_run_by_id(run_id)
+        return run is not None and not run.is_finished
+
+    try:
+        dataset_lock.acquire(store.store(), name, context.run.run_id, run_is_live)
+    except dataset_lock.DatasetBusy as busy:
+        raise dg.Failure(str(busy)) from None
 
 
 def run_on_backend(
