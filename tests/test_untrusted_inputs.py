@@ -187,3 +187,48 @@ def test_staging_a_log_skips_objects_whose_keys_would_leave_the_folder(verbatim_
     assert staged == sorted(p.relative_to(log_path).as_posix() for p in log_path.rglob("*") if p.is_file())
     assert not outside.exists() and not (tmp_path / "escape.txt").exists() and not (scratch / "escape.txt").exists()
     assert str(outside) in caplog.text and "escape.txt" in caplog.text
+
+
+# --- Point clouds are checked before they reach a dataset ---------------------------------------
+
+def _sweep_log(tmp_path: Path) -> Path:
+    root = tmp_path / "logs" / "log-p"
+    (root / "lidar" / "LIDAR_TOP").mkdir(parents=True)
+    return root
+
+
+def test_a_symlinked_point_cloud_is_refused_and_its_target_never_read(tmp_path):
+    from jadd_dagster.sampling.lidar import checked_point_cloud
+
+    root = _sweep_log(tmp_path)
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.zeros(10, np.float32).tobytes())
+    secret.chmod(0o600)
+    (root / "lidar" / "LIDAR_TOP" / "1000.pcd.bin").symlink_to(secret)
+    with pytest.raises(ValueError, match="symbolic link"):
+        checked_point_cloud(root, root / "lidar" / "LIDAR_TOP" / "1000.pcd.bin")
+    linked_folder = tmp_path / "elsewhere"
+    linked_folder.mkdir()
+    (linked_folder / "2000.pcd.bin").write_bytes(np.zeros(10, np.float32).tobytes())
+    (root / "lidar" / "OTHER").symlink_to(linked_folder, target_is_directory=True)
+    with pytest.raises(ValueError, match="symbolic link"):
+        checked_point_cloud(root, root / "lidar" / "OTHER" / "2000.pcd.bin")
+
+
+@pytest.mark.parametrize("values, problem", [
+    (np.zeros(7, np.uint8), "not a whole number"),  # the 7-byte file the devkit failed on
+    (np.zeros(0, np.float32), "not a whole number"),
+    (np.array([1, 2, 3, np.nan, 0], np.float32), "non-finite"),
+    (np.array([1, 2, np.inf, 4, 0], np.float32), "non-finite"),
+])
+def test_a_point_cloud_must_be_whole_finite_five_float_points(tmp_path, values, problem):
+    from jadd_dagster.sampling.lidar import checked_point_cloud
+
+    root = _sweep_log(tmp_path)
+    path = root / "lidar" / "LIDAR_TOP" / "1000.pcd.bin"
+    path.write_bytes(values.tobytes())
+    with pytest.raises(ValueError, match=problem):
+        checked_point_cloud(root, path)
+    good = np.arange(10, dtype=np.float32)
+    path.write_bytes(good.tobytes())
+    assert checked_point_cloud(root, path) == good.tobytes()

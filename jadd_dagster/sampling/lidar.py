@@ -1,7 +1,7 @@
 """Add a log's LIDAR_TOP sweeps to a sampled scene: one point cloud per keyframe, no sweeps.
 
-The scene folder gets LIDAR_TOP/<timestamp_us>.pcd.bin (hard links to the log's sweeps, copies
-across file systems), and its SceneRecord gets the LIDAR_TOP frames (width and height 0) and the
+The scene folder gets LIDAR_TOP/<timestamp_us>.pcd.bin (the log's sweeps, checked and written
+anew, never linked: checked_point_cloud), and its SceneRecord gets the LIDAR_TOP frames (width and height 0) and the
 lidar's calibration under cameras["LIDAR_TOP"] ({channel, translation, rotation}, no intrinsic).
 """
 
@@ -12,11 +12,31 @@ from pathlib import Path
 
 import numpy as np
 
+from jadd_dagster.logs.format import LIDAR_POINT_DIMS
 from jadd_dagster.logs.lidar import CHANNEL
-from jadd_dagster.nuscenes.writer import link_or_copy
 from jadd_dagster.scene_record import EgoPose, FrameRecord, SceneRecord
 
 MAX_OFFSET_US = 25_000  # a keyframe takes the nearest sweep no further than this (half a 20 Hz period)
+
+
+def checked_point_cloud(log_root: Path, path: Path) -> bytes:
+    """The bytes of a log's .pcd.bin sweep, checked: no symbolic link on the way from the log's
+    folder to the file (a link could lend the dataset a file from outside the log), a whole number
+    of LIDAR_POINT_DIMS float32 points, at least one, all finite. ValueError naming the file."""
+    log_root, path = Path(log_root), Path(path)
+    relative = path.relative_to(log_root)
+    current = log_root
+    for part in relative.parts:
+        current = current / part
+        if current.is_symlink():
+            raise ValueError(f"{relative}: a symbolic link in the log ({current.relative_to(log_root)}); refused")
+    data = path.read_bytes()
+    point_bytes = LIDAR_POINT_DIMS * 4
+    if not data or len(data) % point_bytes:
+        raise ValueError(f"{relative}: {len(data)} bytes is not a whole number of {LIDAR_POINT_DIMS}-float points")
+    if not np.isfinite(np.frombuffer(data, dtype=np.float32)).all():
+        raise ValueError(f"{relative}: non-finite point values")
+    return data
 
 
 def nearest_sweeps(sweep_times_us: np.ndarray, keyframe_times_us: list[int], max_offset_us: int = MAX_OFFSET_US) -> list[int]:
@@ -49,7 +69,7 @@ def add_lidar_frames(log, record: SceneRecord, out_dir: Path, channel: str = CHA
     frames = []
     for index, (stamp, translation, rotation) in enumerate(zip(stamps, translations, rotations)):
         path = f"{channel}/{stamp}.pcd.bin"
-        link_or_copy(log.lidar_sweep_path(channel, stamp), out_dir / path)
+        (out_dir / path).write_bytes(checked_point_cloud(log.path, log.lidar_sweep_path(channel, stamp)))
         pose = EgoPose(tuple(float(v) for v in translation), tuple(float(v) for v in rotation))
         frames.append(FrameRecord(channel, stamp, True, index, path, 0, 0, pose))
     updated = dataclasses.replace(
