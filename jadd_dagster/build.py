@@ -192,6 +192,7 @@ def build_summary(store: ObjectStore, name: str) -> dict:
         "rewritten_parts": index.rewritten_parts, "sampling_wall_s": sampled.wall_s,
         "merge_wall_s": index.merge_wall_s, "dagster_run_id": index.run_id, "autolabel": autolabel,
         "preview": index.preview, "estimate": plan.estimate, "missing_includes": plan.missing_includes,
+        "scenes_with_gaps": plan.gap_scenes,
     }
 
 

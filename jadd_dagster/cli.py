@@ -82,6 +82,11 @@ def _run_build(spec_path: Path, workdir: Path, logs_dir: Path | None, make_demo_
     )
     if s.get("autolabel"):
         print(_autolabel_line(s["autolabel"]))
+    for scene in s.get("missing_includes", []):
+        print(f"MISSING include_scenes entry {scene}: no such scene in the catalog", file=sys.stderr)
+    if s.get("scenes_with_gaps"):
+        print(f"WARNING {len(s['scenes_with_gaps'])} scenes have CAN or pose gaps (scene_filter 'not has_gap' "
+              f"excludes them): {', '.join(s['scenes_with_gaps'][:20])}", file=sys.stderr)
     for scene, reason in sorted(s["failed_scenes"].items()):
         print(f"FAILED scene {scene}: {reason}", file=sys.stderr)
     for log_id, reason in sorted(result.failed_logs.items()):

@@ -93,7 +93,7 @@ def make_plan(
         float(scenes["duration_s"].sum()), len(spec.channels), spec.sweep_hz,
         settings.cpu_seconds_per_frame, settings.usd_per_cpu_hour,
     )
-    gaps = int(scenes["has_gap"].sum()) if "has_gap" in scenes else 0
+    gaps = sorted(scenes.loc[scenes["has_gap"].astype(bool), "scene_id"]) if "has_gap" in scenes else []
     return DatasetPlan(
         name=spec.name, spec=spec.model_dump(), spec_hash=spec.spec_hash(), profile_key=profile_key,
         parts=assign_parts(ids, size, kept), scenes_per_part=size,

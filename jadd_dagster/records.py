@@ -38,7 +38,7 @@ class DatasetPlan:
     estimate: dict  # cost.CostEstimate as a mapping
     missing_includes: list[str] = field(default_factory=list)
     dropped_by_limit: int = 0
-    gap_scenes: int = 0
+    gap_scenes: list[str] = field(default_factory=list)  # scenes whose CAN or pose has a gap (catalog has_gap)
     run_id: str = ""
     forced_splits: dict[str, str] = field(default_factory=dict)  # part_merge.split_of's exceptions
 

@@ -38,7 +38,13 @@ CATALOG_COLUMNS: dict[str, str] = {
     "max_accel_mps2": "largest acceleration, m/s²",
     "brake_fraction": "share of the scene with the brake pressed, 0-1",
     "distance_m": "distance travelled, metres (from the ego pose)",
+    "max_can_gap_s": "longest stretch of the scene without a CAN row, seconds",
+    "max_pose_gap_s": "longest stretch of the scene without a pose row, seconds",
+    "has_gap": f"true when CAN or pose has a gap longer than {0.1:g} s / {0.2:g} s (filter with 'not has_gap')",
 }
+# A gap is a stretch without rows longer than ten periods of the nominal rate (100 Hz CAN, 50 Hz pose).
+MAX_CAN_GAP_S = 0.1
+MAX_POSE_GAP_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -115,9 +121,19 @@ def scene_statistics(
                 "max_accel_mps2": max(0.0, _stat(accel, np.max)),
                 "brake_fraction": _stat((c["brake"].to_numpy(dtype=float) > 0).astype(float), np.mean),
                 "distance_m": float(np.linalg.norm(np.diff(xy, axis=0), axis=1).sum()) if len(xy) > 1 else 0.0,
+                "max_can_gap_s": (can_gap := longest_gap_s(c, w.start_time_us, w.end_time_us)),
+                "max_pose_gap_s": (pose_gap := longest_gap_s(p, w.start_time_us, w.end_time_us)),
+                "has_gap": bool(can_gap > MAX_CAN_GAP_S or pose_gap > MAX_POSE_GAP_S),
             }
         )
     return pd.DataFrame(rows, columns=list(CATALOG_COLUMNS))
+
+
+def longest_gap_s(rows: pd.DataFrame, start_us: int, end_us: int) -> float:
+    """The longest stretch of [start_us, end_us) without a row (seconds), the window's edges
+    included: a scene whose signal starts late or stops early has a gap too."""
+    stamps = np.concatenate([[start_us], rows["timestamp_us"].to_numpy(dtype=np.int64), [end_us]])
+    return float(np.diff(stamps).max()) / 1e6
 
 
 def _stat(values: np.ndarray, fn) -> float:

@@ -23,6 +23,7 @@ SPEC = {
     "image_width": 128,
     "image_height": 72,
     "val_fraction": 0.5,
+    "include_scenes": ["log-nowhere/0000"],  # not in the catalog: named, never silently dropped
 }
 
 
@@ -61,6 +62,9 @@ def test_failed_scenes_and_logs_are_listed_apart_and_the_exit_status_is_non_zero
     assert "CAM_FRONT" in summary["failed_scenes"][built["bad_scene"]]
     assert list(summary["failed_logs"]) == ["log-broken"]
     assert "can.parquet" in summary["failed_logs"]["log-broken"]
+    assert summary["missing_includes"] == ["log-nowhere/0000"]
+    # The scene past the end of the recording has no CAN or pose either: it is named as a gap.
+    assert summary["scenes_with_gaps"] == [built["bad_scene"]]
 
 
 def test_the_good_scenes_become_a_dataset_the_devkit_opens(built):

@@ -49,3 +49,24 @@ def test_statistics_of_constant_speed_then_braking():
     assert stats.loc[1, "distance_m"] == pytest.approx(25.0, abs=0.3)
     assert stats.loc[1, "mean_speed_mps"] == pytest.approx(25.0 / 20, abs=0.01)
     assert stats.loc[1, "location"] == "tokyo-odaiba" and stats.loc[1, "date"] == "2026-05-28"
+
+
+def test_a_gap_in_can_or_pose_is_in_the_catalog_and_the_filter_can_exclude_it():
+    from jadd_dagster.curation import select_scenes
+    from jadd_dagster.spec import DatasetSpec
+
+    t = np.arange(0, 60, 0.01)
+    t = t[(t < 25) | (t >= 30)]  # the second scene loses 5 s of CAN
+    can = pd.DataFrame({"timestamp_us": START + (t * 1e6).astype(np.int64), "speed_mps": 5.0, "steering_deg": 0.0,
+                        "accel_mps2": 0.0, "brake": 0.0, "throttle": 0.0, "yaw_rate_rps": 0.0, "gear": 3, "turn_signal": 0})
+    tp = np.arange(0, 60, 0.02)
+    tp = tp[(tp < 50) | (tp >= 50.5)]  # the third scene's pose stops for 0.5 s
+    pose = pd.DataFrame({"timestamp_us": START + (tp * 1e6).astype(np.int64), "x": 5 * tp, "y": 0.0, "z": 0.0,
+                         "qw": 1.0, "qx": 0.0, "qy": 0.0, "qz": 0.0})
+    windows, _ = cut_scenes(manifest(60.0), scene_length_s=20)
+    stats = scene_statistics(manifest(60.0), windows, can, pose)
+    assert stats["max_can_gap_s"].round(2).tolist() == [0.01, 5.01, 0.01]
+    assert stats["max_pose_gap_s"].round(2).tolist() == [0.02, 0.02, 0.52]
+    assert stats["has_gap"].tolist() == [False, True, True]
+    kept = select_scenes(stats, DatasetSpec(name="clean", scene_filter="not has_gap")).scenes
+    assert kept["scene_index"].tolist() == [0]

@@ -75,12 +75,18 @@ def dataset_plan(
         raise dg.Failure(f"estimated cost {format_usd(usd)} exceeds the budget {format_usd(spec.budget_usd)}; "
                          "narrow the filter, lower max_scenes or raise budget_usd")
     write_record(s, plan_key(spec.name), plan)
+    if plan.missing_includes:
+        context.log.warning(f"include_scenes names scenes not in the catalog: {', '.join(plan.missing_includes[:20])}")
+    if plan.gap_scenes:
+        context.log.warning(f"{len(plan.gap_scenes)} selected scenes have CAN or pose gaps (exclude them with "
+                            f"'not has_gap' in scene_filter): {', '.join(plan.gap_scenes[:20])}")
     parts = "\n".join(f"| {p.part} | {len(p.scene_ids)} | {p.scene_ids[0]} | {p.scene_ids[-1]} |" for p in plan.parts[:50])
     return dg.MaterializeResult(metadata={
         "scenes": len(plan.scene_ids), "parts": len(plan.parts), "scenes_per_part": plan.scenes_per_part,
         "hours": plan.hours, "estimated_frames": plan.estimate["frames"],
         "estimated_cost_usd": round(usd, 4), "spec_hash": plan.spec_hash,
         "missing_includes": ", ".join(plan.missing_includes), "dropped_by_max_scenes": plan.dropped_by_limit,
+        "scenes_with_gaps": len(plan.gap_scenes),
         "part_plan": dg.MetadataValue.md("| part | scenes | first | last |\n|---:|---:|---|---|\n" + parts),
     })
 
