@@ -1,4 +1,5 @@
-"""record_materializations: many `sampled_frames` materializations from inside one step, on SQLite and PostgreSQL."""
+"""record_materializations: many `sampled_frames` materializations from inside one step, on SQLite and PostgreSQL;
+bookkeeping_advice: when a build is too large for the SQLite instance."""
 
 import math
 
@@ -6,13 +7,15 @@ import dagster as dg
 import pytest
 import yaml
 
-from jadd_dagster.defs.bookkeeping import DIMENSION_TAG_PREFIX, record_materializations
+from jadd_dagster.defs import bookkeeping
+from jadd_dagster.defs.bookkeeping import DIMENSION_TAG_PREFIX, bookkeeping_advice, record_materializations
 from jadd_dagster.defs.partitions import log_partitions, scene_partition_key, scene_partitions
 
 SAMPLED_FRAMES = dg.AssetKey("sampled_frames")
 LOGS = ["log-a", "log-b", "log-c"]
-# SQLite stores a batch event by event (≈ 10 ms each, fsync-bound), so it gets fewer scenes.
-MANY = {"sqlite": 150, "postgres": 3_000}
+MANY = {"sqlite": 3_000, "postgres": 3_000}
+# The other SQLite-backed event log storage Dagster ships: one database for all runs.
+CONSOLIDATED_SQLITE = {"module": "dagster._core.storage.event_log", "class": "ConsolidatedSqliteEventLogStorage"}
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -110,10 +113,11 @@ def test_the_count_returned_is_the_number_of_items_and_nothing_is_written_for_no
 
 
 def test_after_the_first_event_items_are_stored_batch_size_at_a_time(clean, monkeypatch):
-    storage = clean.event_log_storage
     sizes = []
-    real = storage.store_event_batch
-    monkeypatch.setattr(storage, "store_event_batch", lambda events: (sizes.append(len(events)), real(events))[1])
+    real = bookkeeping._store_events
+    monkeypatch.setattr(
+        bookkeeping, "_store_events", lambda storage, events: (sizes.append(len(events)), real(storage, events))[1]
+    )
     count, _ = record_in_a_run(clean, scene_items(121), batch_size=50)
     assert count == 121
     assert sizes == [50, 50, 20]
@@ -138,3 +142,109 @@ def test_if_the_storage_cannot_give_the_first_event_back_the_rest_is_logged_one_
     assert count == 5
     assert {r.run_id for r in recorded(clean).values()} == {run_id}
     assert len(recorded(clean)) == 5
+
+
+@pytest.fixture
+def sqlite_instance(tmp_path):
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        instance.add_dynamic_partitions(log_partitions.name, LOGS)
+        yield instance
+
+
+def what_is_stored(instance, run_id) -> dict:
+    """Everything Dagster reads back about the recorded materializations, with the run id checked and left out."""
+    records = instance.fetch_materializations(SAMPLED_FRAMES, limit=10_000).records
+    assert {r.run_id for r in records} == {run_id}
+    latest = instance.get_asset_records([SAMPLED_FRAMES])[0].asset_entry.last_materialization_record
+    run_log = instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+    keys = [scene_partition_key(log_id, i) for log_id in LOGS for i in range(12)]
+    tags_of_log_b = instance.get_event_tags_for_asset(SAMPLED_FRAMES, {f"{DIMENSION_TAG_PREFIX}log": "log-b"})
+    return {
+        "records": sorted(
+            (r.partition_key, r.event_log_entry.step_key, r.event_log_entry.job_name,
+             sorted(r.asset_materialization.tags.items()),
+             sorted((k, v.value) for k, v in r.asset_materialization.metadata.items()))
+            for r in records
+        ),
+        "tags by event id": sorted(  # the index's tags belong to the right event ids
+            (r.partition_key, sorted(instance.get_event_tags_for_asset(SAMPLED_FRAMES, filter_event_id=r.storage_id)[0].items()))
+            for r in records
+        ),
+        "tags of log-b": sorted(sorted(t.items()) for t in tags_of_log_b),
+        "latest": (latest.partition_key, latest.run_id == run_id),
+        "in the run's log": sorted(e.dagster_event.partition for e in run_log if e.dagster_event.asset_key == SAMPLED_FRAMES),
+        "materialized": sorted(instance.get_materialized_partitions(SAMPLED_FRAMES)),
+        "status": instance.get_status_by_partition(SAMPLED_FRAMES, keys, scene_partitions),
+    }
+
+
+def test_on_sqlite_a_batch_is_stored_as_dagster_stores_it_event_by_event(sqlite_instance, monkeypatch):
+    storage = sqlite_instance.event_log_storage
+    one_by_one = []
+    real_store_event = storage.store_event
+    monkeypatch.setattr(
+        storage, "store_event", lambda event: (one_by_one.append(event.dagster_event.asset_key), real_store_event(event))[1]
+    )
+    monkeypatch.setattr(bookkeeping, "SQLITE_ROWS_PER_INSERT", 4)  # several statements in one transaction
+    _, run_id = record_in_a_run(sqlite_instance, scene_items(30), batch_size=11)
+    assert one_by_one.count(SAMPLED_FRAMES) == 1  # the first, by log_event; the rest in 3 batches
+    ours = what_is_stored(sqlite_instance, run_id)
+
+    sqlite_instance.wipe_assets([SAMPLED_FRAMES])
+    one_by_one.clear()
+    monkeypatch.setattr(bookkeeping, "_store_events", lambda storage, events: storage.store_event_batch(events))
+    _, run_id = record_in_a_run(sqlite_instance, scene_items(30), batch_size=11)
+    assert one_by_one.count(SAMPLED_FRAMES) == 30
+    dagsters = what_is_stored(sqlite_instance, run_id)
+
+    assert ours == dagsters
+    assert len(ours["records"]) == 30 and ours["latest"] == ("log-c|0009", True)
+    assert set(ours["status"].values()) == {dg.AssetPartitionStatus.MATERIALIZED, None}
+    assert len(ours["materialized"]) == 30
+
+
+def test_without_the_storage_methods_it_relies_on_sqlite_gets_dagsters_store_event_batch(sqlite_instance, monkeypatch):
+    batches = []
+    storage = sqlite_instance.event_log_storage
+    real = storage.store_event_batch
+    monkeypatch.setattr(storage, "store_event_batch", lambda events: (batches.append(len(events)), real(events))[1])
+    monkeypatch.setattr(bookkeeping, "SQLITE_STORAGE_METHODS", (*bookkeeping.SQLITE_STORAGE_METHODS, "_gone_in_a_new_dagster"))
+    count, _ = record_in_a_run(sqlite_instance, scene_items(12), batch_size=5)
+    assert count == 12 and batches == [5, 5, 1]
+    assert len(sqlite_instance.get_materialized_partitions(SAMPLED_FRAMES)) == 12
+
+
+def test_another_sqlite_storage_gets_each_event_once_through_its_own_batch_write(tmp_path):
+    overrides = {"event_log_storage": {**CONSOLIDATED_SQLITE, "config": {"base_dir": str(tmp_path / "events")}}}
+    with dg.instance_for_test(temp_dir=str(tmp_path), overrides=overrides) as instance:
+        assert type(instance.event_log_storage).__name__ == "ConsolidatedSqliteEventLogStorage"
+        instance.add_dynamic_partitions(log_partitions.name, LOGS)
+        count, run_id = record_in_a_run(instance, scene_items(25), batch_size=10)
+        assert count == 25
+        run_log = instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+        assert sum(e.dagster_event.asset_key == SAMPLED_FRAMES for e in run_log) == 25
+        assert set(instance.get_materialized_partitions(SAMPLED_FRAMES)) == {str(k) for k, _ in scene_items(25)}
+        assert bookkeeping_advice(instance, 10_000) is None
+        assert "ConsolidatedSqliteEventLogStorage" in bookkeeping_advice(instance, 100_000)
+        assert "above 12,000 scenes per build" in bookkeeping_advice(instance, 100_000)
+
+
+def test_the_advice_names_postgresql_for_a_build_too_large_for_sqlite_and_nothing_for_a_small_one(sqlite_instance):
+    # bench/RESULTS.md "Per-scene bookkeeping": 3 ms a scene, 5 minutes at most, i.e. 100,000 scenes
+    assert bookkeeping_advice(sqlite_instance, 1_000) is None
+    assert bookkeeping_advice(sqlite_instance, 100_000) is None
+    assert bookkeeping_advice(sqlite_instance, 100_001) is not None
+    advice = bookkeeping_advice(sqlite_instance, 1_000_000)
+    assert "\n" not in advice
+    assert advice.startswith("recording 1,000,000 scenes in this instance's SQLite event log")
+    assert "about 50 min (3.0 ms a scene)" in advice
+    assert "above 100,000 scenes per build use the PostgreSQL instance" in advice
+    assert bookkeeping_advice(sqlite_instance, 1_000_000, limit_s=3_600) is None
+
+
+@pytest.mark.postgres
+def test_there_is_no_advice_on_postgresql(postgres_server, tmp_path):
+    database = postgres_server.new_database("advice")
+    overrides = yaml.safe_load(database.dagster_yaml())
+    with dg.instance_for_test(temp_dir=str(tmp_path), overrides=overrides) as instance:
+        assert bookkeeping_advice(instance, 10_000_000) is None
