@@ -37,6 +37,21 @@ def _load_spec(path: Path):
         return None, None
 
 
+def _model_is_offered(spec) -> bool:
+    """Whether the spec's auto-label model is one the deployment profile offers (said on stderr
+    when not), checked with the rest of the spec before any work."""
+    from jadd_dagster.defs.resources import resources_for
+    from jadd_dagster.profile import load_profile
+    from jadd_dagster.spec import SpecError, check_model_name
+
+    try:
+        check_model_name(spec, resources_for(load_profile())["models"].models)
+        return True
+    except SpecError as error:
+        print(f"error: the dataset spec is invalid:\n{error}", file=sys.stderr)
+        return False
+
+
 def _autolabel_line(autolabel: dict) -> str:
     """One line on the build's auto-labels: how many were computed, and their score if any."""
     line = f"labels:   {autolabel['model']}, {autolabel['computed']} scenes labelled, {autolabel['cached']} cached"
@@ -57,6 +72,8 @@ def _run_build(spec_path: Path, workdir: Path, logs_dir: Path | None, make_demo_
         return 2
     if logs_dir is not None and not Path(logs_dir).is_dir():
         print(f"error: --logs {logs_dir} is not a folder", file=sys.stderr)
+        return 2
+    if not _model_is_offered(spec):
         return 2
     headless.use_workdir(workdir)
     store = headless.current_store()
@@ -163,6 +180,27 @@ def cmd_datasets_show(args) -> int:
     return 0
 
 
+def cmd_store_clean(args) -> int:
+    from jadd_dagster import headless
+    from jadd_dagster.leftovers import find_leftovers, remove_leftovers
+
+    if args.workdir:
+        headless.use_workdir(Path(args.workdir))
+    store = headless.current_store()
+    logs = store.local_path("logs")
+    root = logs.parent if logs is not None else None
+    if root is None:
+        print("nothing to clean: an S3 store stages nothing in the bucket (expire incomplete multipart uploads "
+              "with an AbortIncompleteMultipartUpload lifecycle rule)")
+        return 0
+    age = args.older_than_hours * 3600
+    items = find_leftovers(root, age) if args.dry_run else remove_leftovers(root, age)
+    for item in items:
+        print(f"{'would remove' if args.dry_run else 'removed'} {item.path} ({item.bytes} bytes)")
+    print(f"{len(items)} leftovers, {sum(i.bytes for i in items)} bytes {'reclaimable' if args.dry_run else 'reclaimed'}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jadd", description="JADD Creator: drive logs to nuScenes datasets.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -205,6 +243,15 @@ def parser() -> argparse.ArgumentParser:
     dsh.add_argument("--scenes", action="store_true", help="also list each scene id's part, scene name and split")
     dsh.add_argument("--json", action="store_true")
     dsh.set_defaults(func=cmd_datasets_show)
+
+    st = sub.add_parser("store", help="the object store")
+    st_sub = st.add_subparsers(dest="store_command", required=True)
+    sc = st_sub.add_parser("clean", help="remove what killed builds left staged in a local store")
+    sc.add_argument("--workdir", help="the work folder of a demo or build (default: the profile's)")
+    sc.add_argument("--older-than-hours", type=float, default=1.0,
+                    help="only what nothing wrote to for this long (a live build keeps writing into what it stages)")
+    sc.add_argument("--dry-run", action="store_true")
+    sc.set_defaults(func=cmd_store_clean)
 
     # `jadd worker ...` is handed to the worker's own parser whole (see main).
     sub.add_parser("worker", help="process one chunk (the compute backends run this); see `jadd worker -h`")

@@ -139,6 +139,15 @@ def test_a_bad_spec_is_refused_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "w").exists()
 
 
+def test_an_auto_label_model_the_profile_does_not_offer_is_refused_before_any_work(tmp_path, capsys):
+    spec = tmp_path / "nope.yaml"
+    spec.write_text(yaml.safe_dump({**SPEC, "autolabel": True, "autolabel_model": "nope"}))
+    code = jadd(["build", "--spec", str(spec), "--logs", str(tmp_path), "--workdir", str(tmp_path / "w")])
+    assert code == 2
+    assert "autolabel_model: unknown model 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+
+
 def test_the_devkit_renders_and_reads_can_bus_of_the_built_dataset(built, tmp_path, monkeypatch, capsys):
     import cv2
     from nuscenes.can_bus.can_bus_api import NuScenesCanBus

@@ -27,7 +27,8 @@ from jadd_dagster.defs.resources import AutolabelModels, PipelineSettings, Regis
 from jadd_dagster.defs.stages import (
     hold_dataset, plan_metadata, record_scene_materializations, run_on_backend, seconds_metadata,
 )
-from jadd_dagster.layout import STAGE_AUTOLABELED, STAGE_MERGED, STAGE_SAMPLED, plan_key, stage_record_key
+from jadd_dagster.layout import STAGE_AUTOLABELED, STAGE_MERGED, STAGE_SAMPLED, plan_key, sampled_root_key, stage_record_key
+from jadd_dagster.leftovers import remove_leftovers
 from jadd_dagster.planning import make_plan, sampling_profile
 from jadd_dagster.records import DatasetPlan, StageRecord, write_record
 from jadd_dagster.spec import SpecError, check_model_name, parse_spec
@@ -117,6 +118,16 @@ def sampled_frames(
     })
 
 
+def remove_stale_staging(store: StoreResource, profile_key: str) -> dict:
+    """Remove what killed builds left staged in the profile's dataroot (local store; scene folders
+    one log deep, parts at the top) and say how much was reclaimed."""
+    root = store.store().local_path(sampled_root_key(profile_key))
+    if root is None or not root.is_dir():
+        return {}
+    removed = remove_leftovers(root, max_depth=1)
+    return {"leftovers_removed": len(removed), "leftover_bytes_reclaimed": sum(item.bytes for item in removed)}
+
+
 def stage_record(stage: str, cache_key: str, result, run_id: str, quality: dict | None = None) -> StageRecord:
     return StageRecord(
         stage=stage, cache_key=cache_key, cached=len(result.cached), computed=len(result.computed),
@@ -139,6 +150,7 @@ def dataset_frames(
     hold_dataset(context, store, context.partition_key)
     plan = read_plan(store, context.partition_key)
     profile = sampling_profile(parse_spec(plan.spec))
+    reclaimed = remove_stale_staging(store, profile.key())
     tasks = build.sampling_tasks(catalog_rows(store, plan.scene_ids), profile.key())
     result = run_on_backend(context, STAGE_SAMPLED, tasks, profile.key(), profile.to_json(), store, registry,
                             compute, plan.name)
@@ -150,7 +162,7 @@ def dataset_frames(
         raise dg.Failure(f"no scene could be sampled:\n{reasons}", metadata={"failed": dg.MetadataValue.json(result.failed)})
     return dg.MaterializeResult(metadata={
         "profile": profile.key(), "cached_scenes": len(result.cached), "computed_scenes": len(result.computed),
-        "recovered_scenes": len(result.recovered),
+        "recovered_scenes": len(result.recovered), **reclaimed,
         "failed_scenes": dg.MetadataValue.json(result.failed), "sampling_wall_s": round(result.wall_s, 3),
         **seconds_metadata("sampling_s_per_scene", result),
         **plan_metadata(result, profile.sweep_hz * len(profile.channels), settings),
