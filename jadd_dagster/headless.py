@@ -126,6 +126,13 @@ def build_dataset(spec: DatasetSpec, spec_data: dict, workdir: Path, progress=pr
     config = dataset_run_config(spec_data)
     _require(run([plan_asset], spec.name, config), f"dataset {spec.name}")
     progress(plan_line(store, spec.name))
+    from jadd_dagster.defs.bookkeeping import bookkeeping_advice
+    from jadd_dagster.layout import plan_key
+    from jadd_dagster.records import DatasetPlan, read_record
+
+    advice = bookkeeping_advice(instance, len(read_record(store, plan_key(spec.name), DatasetPlan).scene_ids))
+    if advice:
+        progress(f"warning: {advice}")
     result = run(stages, spec.name)
     _require(result, f"dataset {spec.name}")
     summary = {

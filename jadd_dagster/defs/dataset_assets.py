@@ -19,6 +19,7 @@ from jadd_dagster.compute.dispatch import run_whole_chunks
 from jadd_dagster.cost import format_usd
 from jadd_dagster.curation import FilterError
 from jadd_dagster.defs.autolabel_assets import label_cache, label_scenes
+from jadd_dagster.defs.bookkeeping import bookkeeping_advice
 from jadd_dagster.defs.compute_resources import ComputeBackend
 from jadd_dagster.defs.config import DatasetConfig, SamplingConfig, spec_from_config
 from jadd_dagster.defs.log_assets import catalog_rows, catalog_rows_for_partitions, read_catalog, scene_catalog
@@ -78,6 +79,9 @@ def dataset_plan(
     write_record(s, plan_key(spec.name), plan)
     if plan.missing_includes:
         context.log.warning(f"include_scenes names scenes not in the catalog: {', '.join(plan.missing_includes[:20])}")
+    advice = bookkeeping_advice(context.instance, len(plan.scene_ids))
+    if advice:
+        context.log.warning(advice)
     if plan.gap_scenes:
         context.log.warning(f"{len(plan.gap_scenes)} selected scenes have CAN or pose gaps (exclude them with "
                             f"'not has_gap' in scene_filter): {', '.join(plan.gap_scenes[:20])}")
@@ -87,7 +91,7 @@ def dataset_plan(
         "hours": plan.hours, "estimated_frames": plan.estimate["frames"],
         "estimated_cost_usd": round(usd, 4), "spec_hash": plan.spec_hash,
         "missing_includes": ", ".join(plan.missing_includes), "dropped_by_max_scenes": plan.dropped_by_limit,
-        "scenes_with_gaps": len(plan.gap_scenes),
+        "scenes_with_gaps": len(plan.gap_scenes), **({"bookkeeping_advice": advice} if advice else {}),
         "part_plan": dg.MetadataValue.md("| part | scenes | first | last |\n|---:|---:|---|---|\n" + parts),
     })
 
