@@ -237,7 +237,10 @@ def _run_whole_chunk(
     store.write_json(result_key(manifest.results_key, manifest.chunk_id), result)
     if on_scene:
         on_scene(result)
-    return {"ok": int(result["status"] == "ok"), "failed": int(result["status"] != "ok")}
+    if result["status"] != "ok":
+        return {"ok": 0, "failed": len(manifest.scenes)}
+    output = result["output"]  # a part: its merged scenes and the ones it could not merge
+    return {"ok": int(output.get("scenes", 0)), "failed": len(output.get("failed", {}))}
 
 
 def array_index() -> int:
