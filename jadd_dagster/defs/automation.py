@@ -29,6 +29,8 @@ def new_log_ids(store: StoreResource, known: set[str]) -> list[str]:
 
 @dg.sensor(
     target=[drive_logs, scene_index], minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Every minute: registers each new log folder under logs/ in the store (one with its manifest.json) "
+    "as a `logs` partition and ingests it (drive_logs, scene_index).",
 )
 def drive_log_sensor(context: dg.SensorEvaluationContext, store: StoreResource) -> dg.SensorResult:
     """Registers each new log folder in the store as a `logs` partition and ingests it."""
@@ -45,7 +47,11 @@ def dataset_run_config(spec_data: dict) -> dict:
     return {"ops": {dataset_plan.op.name: {"config": config}}}
 
 
-@dg.schedule(cron_schedule="0 2 * * *", target=DATASET_ASSETS, default_status=dg.DefaultScheduleStatus.STOPPED)
+@dg.schedule(
+    cron_schedule="0 2 * * *", target=DATASET_ASSETS, default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Nightly at 02:00: rebuilds every standard dataset of assets/datasets/*.yaml; cached scenes and "
+    "unchanged parts are not computed again.",
+)
 def standard_datasets_schedule(context: dg.ScheduleEvaluationContext):
     """Rebuilds every dataset in assets/datasets/ nightly; cached scenes are not recomputed."""
     for path in sorted(STANDARD_DATASETS_DIR.glob("*.yaml")):
@@ -59,7 +65,11 @@ def standard_datasets_schedule(context: dg.ScheduleEvaluationContext):
         )
 
 
-@dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.run_failure_sensor(
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Reports each failed run to Sentry (one event per failed step, tagged with run, partition, stage "
+    "and dataset); does nothing without SENTRY_DSN.",
+)
 def sentry_run_failure_sensor(context: dg.RunFailureSensorContext):
     """Reports each failed run to Sentry, one event per failed step with the run, partition, stage
     and dataset as tags (nothing without SENTRY_DSN)."""

@@ -38,6 +38,12 @@ CHECK_FRAME_COUNTS = "frame_counts_match_rates"
 CHECK_NUSCENES = "nuscenes_invariants_hold"
 CHECK_DEVKIT = "devkit_loads_every_version"
 CHECKS = {CHECK_FRAME_COUNTS: "frame_counts", CHECK_NUSCENES: "nuscenes_invariants", CHECK_DEVKIT: "devkit"}
+CHECK_DESCRIPTIONS = {
+    CHECK_FRAME_COUNTS: "Every merged scene has duration × sweep rate frames per camera and one lidar sweep per keyframe.",
+    CHECK_NUSCENES: "Every part holds the nuScenes invariants: references resolve, prev/next chains, one keyframe "
+    "per channel and sample, splits name the part's scenes, every referenced file exists.",
+    CHECK_DEVKIT: "The official nuscenes-devkit opens every part (NuScenes(version, dataroot)).",
+}
 
 
 def read_plan(store: StoreResource, name: str) -> DatasetPlan:
@@ -250,7 +256,7 @@ def quality_metadata(metrics: dict | None) -> dict:
     partitions_def=dataset_partitions,
     deps=[dataset_labels],
     group_name="dataset",
-    check_specs=[dg.AssetCheckSpec(name, asset="jadd_dataset") for name in CHECKS],
+    check_specs=[dg.AssetCheckSpec(name, asset="jadd_dataset", description=CHECK_DESCRIPTIONS[name]) for name in CHECKS],
     description="Merge: every part whose scenes, labels or settings changed is merged as its own task on "
     "the compute backend (tables only: frames stay where sampling wrote them), checked, and published "
     "with the dataset's index.",

@@ -20,8 +20,12 @@ CHECK_TIMESTAMPS = "timestamps_are_monotonic"
     group_name="ingest",
     kinds={"video"},
     check_specs=[
-        dg.AssetCheckSpec(CHECK_CALIBRATION, asset="drive_logs"),
-        dg.AssetCheckSpec(CHECK_TIMESTAMPS, asset="drive_logs"),
+        dg.AssetCheckSpec(CHECK_CALIBRATION, asset="drive_logs", description=(
+            "Every camera's calibration can be right: a positive focal length, the principal point inside the "
+            "image, a unit rotation (implausible values are refused when the log is read).")),
+        dg.AssetCheckSpec(CHECK_TIMESTAMPS, asset="drive_logs", description=(
+            "CAN, pose and every camera's frame timestamps increase strictly, and each camera runs at the "
+            "manifest's frame rate (within 5 %).")),
     ],
     description="A raw drive log in the object store, validated (Pre-process).",
 )
