@@ -46,7 +46,10 @@ CHECK_DESCRIPTIONS = {
 }
 
 
-def read_plan(store: StoreResource, name: str) -> DatasetPlan:
+def held_plan(context: dg.AssetExecutionContext, store: StoreResource) -> DatasetPlan:
+    """The plan of the run's dataset, once this run holds the dataset's build lock (hold_dataset)."""
+    name = context.partition_key
+    hold_dataset(context, store, name)
     s = store.store()
     if not s.exists(plan_key(name)):
         raise dg.Failure(f"dataset {name!r} has no plan: materialize dataset_plan first")
@@ -157,8 +160,7 @@ def dataset_frames(
     context: dg.AssetExecutionContext, store: StoreResource, registry: RegistryResource,
     compute: ComputeBackend, settings: PipelineSettings,
 ) -> dg.MaterializeResult:
-    hold_dataset(context, store, context.partition_key)
-    plan = read_plan(store, context.partition_key)
+    plan = held_plan(context, store)
     profile = sampling_profile(parse_spec(plan.spec))
     reclaimed = remove_stale_staging(store, profile.key())
     tasks = build.sampling_tasks(catalog_rows(store, plan.scene_ids), profile.key())
@@ -191,9 +193,8 @@ def dataset_labels(
     context: dg.AssetExecutionContext, store: StoreResource, registry: RegistryResource,
     compute: ComputeBackend, models: AutolabelModels,
 ) -> dg.MaterializeResult:
-    hold_dataset(context, store, context.partition_key)
+    plan = held_plan(context, store)
     s = store.store()
-    plan = read_plan(store, context.partition_key)
     spec = parse_spec(plan.spec)
     key = stage_record_key(plan.name, STAGE_AUTOLABELED)
     if not spec.autolabel:
@@ -287,9 +288,8 @@ def merge_dataset(context, store: StoreResource, compute: ComputeBackend, settin
     import time
 
     started = time.monotonic()
-    hold_dataset(context, store, context.partition_key)
+    plan = held_plan(context, store)
     s = store.store()
-    plan = read_plan(store, context.partition_key)
     spec = parse_spec(plan.spec)
     stages = [build.read_stage(s, plan.name, STAGE_SAMPLED), build.read_stage(s, plan.name, STAGE_AUTOLABELED)]
     labels = stages[1] if stages[1].enabled else None
@@ -319,10 +319,9 @@ def merge_dataset(context, store: StoreResource, compute: ComputeBackend, settin
 def dataset_registry(context: dg.AssetExecutionContext, store: StoreResource, registry: RegistryResource) -> dg.MaterializeResult:
     from jadd_dagster.registry import DatasetEntry, safe_url, utcnow
 
-    hold_dataset(context, store, context.partition_key)
+    plan = held_plan(context, store)
     s = store.store()
     summary = build.build_summary(s, context.partition_key)
-    plan = read_plan(store, context.partition_key)
     status = "partial" if summary["failed_scenes"] else "complete"
     registry.registry().record_dataset(DatasetEntry(
         name=summary["name"], spec_hash=summary["spec_hash"], spec=plan.spec, status=status,
