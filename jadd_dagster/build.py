@@ -132,16 +132,18 @@ def publish_index(
     rewritten: int, merge_wall_s: float,
 ) -> DatasetIndex:
     """Write scenes.parquet, then index.json (readers switch to the new parts at that moment), then
-    delete the version folders that no index lists any more."""
+    delete the version folders that no index lists any more. A part that merged no scene is left
+    out of the index; its failures are reported."""
     previous = read_optional(store, index_key(plan.name), DatasetIndex)
+    failed = {k: v for stage in stages if stage.enabled for k, v in stage.failed.items()}
+    for p in parts:
+        failed.update(p.failed)
+    parts = [p for p in parts if p.scenes]
     rows = [(scene_id, p.part, p.version, name, p.splits[scene_id]) for p in parts for scene_id, name in p.scene_names.items()]
     table = pd.DataFrame(rows, columns=["scene_id", "part", "version", "scene_name", "split"])
     from jadd_dagster.storage import write_parquet
 
     write_parquet(store, scene_table_key(plan.name), table)
-    failed = {k: v for stage in stages if stage.enabled for k, v in stage.failed.items()}
-    for p in parts:
-        failed.update(p.failed)
     checks: dict[str, list[str]] = {}
     for p in parts:
         for name, problems in p.checks.items():

@@ -135,7 +135,8 @@ def merge_part(
             seen.add(record.scene_id)
         if not writer.scenes:
             writer.abort()
-            shutil.rmtree(writer.folder, ignore_errors=True)
+            if folder is None:  # ours to remove; a caller's staging folder is the caller's
+                shutil.rmtree(writer.folder, ignore_errors=True)
             return PartResult(version, 0, 0, 0, 0, 0, 0, failed, {}, {}) if failed else None
         splits = {s.scene_id: split_of(s.scene_id) for s in writer.scenes}
         writer.close(splits)

@@ -19,7 +19,7 @@ from jadd_dagster.logs.generator import make_logs
 from jadd_dagster.logs.reader import read_log
 from jadd_dagster.part_merge import merge_stored_part, part_version
 from jadd_dagster.planning import assign_parts, forced_splits, sampling_profile
-from jadd_dagster.records import PartPlan
+from jadd_dagster.records import DatasetPlan, PartPlan
 from jadd_dagster.registry import SceneOutput
 from jadd_dagster.scene_record import SceneRecord
 from jadd_dagster.scenes import cut_scenes
@@ -206,3 +206,20 @@ def test_publishing_keeps_the_previous_index_parts_and_deletes_older_ones(tmp_pa
     # Readers of the previous index keep its parts until the next build; older ones go.
     assert sorted(p.name for p in root.iterdir()) == [
         "v1.0-d-part0001-bbbbbbbb", "v1.0-d-part0001-cccccccc", "v1.0-dx-part0001-dddddddd"]
+
+
+def test_a_part_whose_every_scene_fails_reports_each_and_is_left_out_of_the_index(sampled, tmp_path):
+    spec, store, outputs = sampled
+    settings, tasks = merge_settings(spec, store, outputs, part=7)
+    root = store.local_path(sampled_root_key(outputs[0].profile))
+    hidden = tmp_path / "hidden"
+    (root / "samples").rename(hidden)  # every keyframe is missing
+    try:
+        record = merge_stored_part(store, settings, tasks, tmp_path)
+    finally:
+        hidden.rename(root / "samples")
+    assert record.scenes == 0 and sorted(record.failed) == sorted(o.scene_id for o in outputs)
+    assert all("is missing" in reason for reason in record.failed.values())
+    plan = DatasetPlan(spec.name, {}, "h", outputs[0].profile, [PartPlan(7, [o.scene_id for o in outputs])], 10, 0.0, {})
+    index = build.publish_index(store, plan, [record], [], "r", 1, 1.0)
+    assert index.parts == [] and sorted(index.failed) == sorted(record.failed)

@@ -304,9 +304,10 @@ def merge_dataset(context, store: StoreResource, compute: ComputeBackend, settin
     failed = {chunk: r["error"] for chunk, r in results.items() if r["status"] != "ok"}
     if failed:
         raise dg.Failure("parts failed to merge:\n" + "\n".join(f"{k}: {v}" for k, v in failed.items()))
-    parts = [p for p in build.read_parts(s, plan, versions) if p.scenes]
-    if not parts:
-        raise dg.Failure("no scene could be merged")
+    parts = build.read_parts(s, plan, versions)
+    if not any(p.scenes for p in parts):
+        reasons = "\n".join(f"{k}: {v}" for p in parts for k, v in sorted(p.failed.items())[:10])
+        raise dg.Failure(f"no scene could be merged:\n{reasons}")
     return build.publish_index(s, plan, parts, stages, context.run.run_id, len(manifests), time.monotonic() - started)
 
 
