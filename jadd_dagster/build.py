@@ -30,7 +30,7 @@ from jadd_dagster.records import (
 from jadd_dagster.registry import SceneOutput
 from jadd_dagster.scene_record import SCENE_JSON, SceneRecord, parse_scene_id
 from jadd_dagster.spec import DatasetSpec
-from jadd_dagster.storage import ObjectStore
+from jadd_dagster.storage import ObjectStore, write_parquet
 
 logger = logging.getLogger(__name__)
 
@@ -117,13 +117,12 @@ def part_manifests(
     return manifests, versions
 
 
-def stale_versions(store: ObjectStore, plan: DatasetPlan, keep: set[str]) -> list[str]:
-    """The dataset's version folders in its dataroot that neither the new index nor the previous one
-    lists (readers of the previous index keep their parts until the next build)."""
-    prefix = f"{VERSION_PREFIX}{plan.name}-part"
+def stale_versions(store: ObjectStore, name: str, root_key: str, keep: set[str]) -> list[str]:
+    """The dataset's version folders in the dataroot at root_key that are not in keep."""
+    prefix = f"{VERSION_PREFIX}{name}-part"
     return [
-        name for name in store.list_children(sampled_root_key(plan.profile_key))
-        if name.startswith(prefix) and name[len(prefix):].split("-")[0].isdigit() and name not in keep
+        f"{root_key}/{child}" for child in store.list_children(root_key)
+        if child.startswith(prefix) and child[len(prefix):].split("-")[0].isdigit() and child not in keep
     ]
 
 
@@ -141,8 +140,6 @@ def publish_index(
     parts = [p for p in parts if p.scenes]
     rows = [(scene_id, p.part, p.version, name, p.splits[scene_id]) for p in parts for scene_id, name in p.scene_names.items()]
     table = pd.DataFrame(rows, columns=["scene_id", "part", "version", "scene_name", "split"])
-    from jadd_dagster.storage import write_parquet
-
     write_parquet(store, scene_table_key(plan.name), table)
     checks: dict[str, list[str]] = {}
     for p in parts:
@@ -163,9 +160,13 @@ def publish_index(
         autolabel_quality=next((s.quality for s in stages if s.stage == STAGE_AUTOLABELED and s.enabled), None),
     )
     write_record(store, index_key(plan.name), index)
+    # Readers of the previous index keep its parts until the next build; older ones go, in this
+    # dataroot and in the previous build's (a spec whose sampling profile changed).
     keep = set(index.versions) | set(previous.versions if previous else [])
-    for version in stale_versions(store, plan, keep):
-        store.delete_prefix(part_key(plan.profile_key, version))
+    roots = {index.dataroot_key} | ({previous.dataroot_key} if previous and previous.dataroot_key else set())
+    for root in sorted(roots):
+        for key in stale_versions(store, plan.name, root, keep):
+            store.delete_prefix(key)
     return index
 
 
