@@ -80,11 +80,10 @@ class StoredFrames:
     def __call__(self, filename: str) -> bool:
         if self.local is not None:
             return (self.local / filename).is_file()
-        prefix = filename[: filename.rfind("__") + 2]  # samples/<CH>/<log>__<CH>__
+        prefix = filename[: filename.rfind("__") + 2]  # samples/<CH>/<log>__<CH>__: one log's frames
         if prefix not in self.listed:
             start = len(self.root) + 1
-            self.listed[prefix] = {k[start:] for k in self.store.list_keys(f"{self.root}/{prefix.rsplit('/', 1)[0]}")
-                                   if k[start:].startswith(prefix)}
+            self.listed[prefix] = {k[start:] for k in self.store.keys_starting_with(f"{self.root}/{prefix}")}
         return filename in self.listed[prefix]
 
 

@@ -177,6 +177,14 @@ class S3Store(ObjectStore):
         if not listed_any and self.exists(prefix):  # the prefix is itself an object
             yield check_key(prefix)
 
+    def keys_starting_with(self, prefix: str) -> Iterator[str]:
+        """One prefix listing (ListObjectsV2 takes any prefix, not only a folder's)."""
+        for object_key in self.object_keys(self.object_key(prefix)):
+            key = self.store_key(object_key)
+            folder = prefix.rpartition("/")[0]
+            if usable_listed_key(key, self.url) and key.startswith(prefix) and "/" not in key[len(folder) + 1:]:
+                yield key
+
     def get_bytes(self, key: str) -> bytes:
         from botocore.exceptions import ClientError
 

@@ -143,6 +143,12 @@ class ObjectStore(ABC):
     @abstractmethod
     def delete_prefix(self, prefix: str) -> None: ...
 
+    def keys_starting_with(self, prefix: str) -> Iterator[str]:
+        """The keys whose name starts with prefix, which may end inside a name (e.g. the frames
+        'samples/CAM_FRONT/<log>__CAM_FRONT__' of one log): the objects beside it, filtered."""
+        folder, _, start = prefix.rpartition("/")
+        return (key for key in self.list_keys(folder) if key.startswith(prefix) and "/" not in key[len(folder) + 1:])
+
     def delete_keys(self, keys: Sequence[str]) -> None:
         """Delete these objects (files, not folders); a key that does not exist is no error."""
         for key in keys:

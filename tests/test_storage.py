@@ -406,3 +406,12 @@ def test_written_objects_and_published_folders_get_the_umask_modes(tmp_path):
         "a": 0o755, "a/object.json": 0o644, "a/table.parquet": 0o644, "a/uploaded.bin": 0o644,
         "scenes": 0o755, "scenes/s1": 0o755, "scenes/s1/sub": 0o755, "scenes/s1/sub/frame.jpg": 0o644,
     }
+
+
+def test_keys_starting_with_a_name_prefix_lists_one_logs_frames(store):
+    for key in ["f/samples/CAM/log-1__CAM__1.jpg", "f/samples/CAM/log-1__CAM__2.jpg", "f/samples/CAM/log-10__CAM__1.jpg",
+                "f/samples/CAM/log-2__CAM__1.jpg", "f/samples/CAM/log-1__CAM__x/deeper.jpg"]:
+        store.put_bytes(key, b"1")
+    assert sorted(store.keys_starting_with("f/samples/CAM/log-1__CAM__")) == [
+        "f/samples/CAM/log-1__CAM__1.jpg", "f/samples/CAM/log-1__CAM__2.jpg"]  # not what lies deeper
+    assert list(store.keys_starting_with("f/samples/CAM/log-3__CAM__")) == []
