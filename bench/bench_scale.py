@@ -493,8 +493,8 @@ def reset_peak() -> None:
         f.write("5")  # resets VmHWM to the current RSS
 
 
-def peak_mib() -> float:
-    return int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) / 1024
+def peak_mib(field: str = "VmHWM") -> float:
+    return int(re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) / 1024
 
 
 @dataclass(frozen=True)
@@ -541,7 +541,7 @@ class StageRow:
     run: str
     stage: str
     wall_s: float
-    peak_mib: float
+    peak_mib: float  # this process's peak RSS during the stage (at least its RSS at the start)
     requests: dict[str, int]
     store_s: float
     bookkeeping_s: float = 0.0
@@ -554,6 +554,7 @@ class StageRow:
     merge_peak_mib: float | None = None
     sim_compute_s: float = 0.0  # wall of the simulated sampling (the backend's run_chunks)
     sim_worker_s: float = 0.0  # seconds the simulated workers spent on their chunks, summed
+    start_mib: float = 0.0  # this process's RSS when the stage started (heap kept from earlier stages)
     note: str = ""
 
     @property
@@ -637,6 +638,7 @@ class Bench:
         with mock.patch.object(defs_stages, "record_materializations",
                                timed("bookkeeping", defs_stages.record_materializations)):
             reset_peak()
+            start_mib = peak_mib("VmRSS")
             started = self.started = time.perf_counter()
             result = self.materialize(asset, resources, expect_failure)
             wall = time.perf_counter() - started
@@ -644,7 +646,7 @@ class Bench:
         after = count_tree(self.store.root, self.profile_key) if walk else None
         metadata = materialization_metadata(result, asset)
         row = StageRow(
-            size=size, run=run, stage=label, wall_s=wall, peak_mib=peak,
+            size=size, run=run, stage=label, wall_s=wall, peak_mib=peak, start_mib=start_mib,
             requests={k: v for k, v in TALLY.calls.items()},
             store_s=sum(v for k, v in TALLY.seconds.items() if k.startswith("store.")),
             bookkeeping_s=TALLY.seconds["bookkeeping"], progress_log_s=TALLY.seconds["progress_log"],
@@ -840,13 +842,14 @@ def fmt_requests(requests: Mapping[str, int]) -> str:
 
 def print_size(result: SizeResult) -> None:
     print(f"\n### {result.size:,d} scenes — {SIMULATED}\n")
-    print("| run | stage | wall s | run peak RSS MiB | store requests (this process) | worker files | "
+    print("| run | stage | wall s | run peak RSS MiB (at start) | store requests (this process) | worker files | "
           "computed / cached | parts merged | bookkeeping s (% of stage) | progress log s | merge worker peak MiB | note |")
     print("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|")
     for r in result.rows:
         cc = f"{r.computed:,d} / {r.cached:,d}" if r.computed is not None else ""
         book = f"{r.bookkeeping_s:.2f} ({100 * r.bookkeeping_s / r.wall_s:.1f} %)" if r.bookkeeping_s else "0"
-        print(f"| {r.run} | {r.stage} | {r.wall_s:.2f} | {r.peak_mib:,.0f} | {r.total_requests:,d} ({fmt_requests(r.requests)}) | "
+        print(f"| {r.run} | {r.stage} | {r.wall_s:.2f} | {r.peak_mib:,.0f} ({r.start_mib:,.0f}) | "
+              f"{r.total_requests:,d} ({fmt_requests(r.requests)}) | "
               f"{'' if r.worker_files is None else f'{r.worker_files:,d}'} | {cc} | "
               f"{'' if r.parts_merged is None else r.parts_merged} | {book} | {r.progress_log_s:.2f} | "
               f"{'' if r.merge_peak_mib is None else f'{r.merge_peak_mib:,.0f}'} | {r.note} |")
@@ -920,17 +923,19 @@ def print_growth(results: list[SizeResult], target: int = 1_000_000) -> None:
         return
     a, b = full[-2], full[-1]
     print(f"\n### Extrapolated to {target:,d} scenes from {a.size:,d} -> {b.size:,d} (linear in scenes) — {SIMULATED}\n")
-    print("| stage | wall s at a | at b | extrapolated wall s | peak MiB at a | at b | extrapolated peak MiB | requests at b | extrapolated requests |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| stage | wall s at a | at b | extrapolated wall s | peak MiB at a | at b | extrapolated peak MiB | "
+          "growth during the stage MiB at a | at b | extrapolated growth MiB | requests at b | extrapolated requests |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for label, _ in STAGES:
         ra, rb = a.row("full", label), b.row("full", label)
 
         def line(x, y):
             return y + (y - x) / (b.size - a.size) * (target - b.size)
 
+        ga, gb = ra.peak_mib - ra.start_mib, rb.peak_mib - rb.start_mib
         print(f"| {label} | {ra.wall_s:.2f} | {rb.wall_s:.2f} | {line(ra.wall_s, rb.wall_s):,.0f} | {ra.peak_mib:,.0f} | "
-              f"{rb.peak_mib:,.0f} | {line(ra.peak_mib, rb.peak_mib):,.0f} | {rb.total_requests:,d} | "
-              f"{line(ra.total_requests, rb.total_requests):,.0f} |")
+              f"{rb.peak_mib:,.0f} | {line(ra.peak_mib, rb.peak_mib):,.0f} | {ga:,.0f} | {gb:,.0f} | {line(ga, gb):,.0f} | "
+              f"{rb.total_requests:,d} | {line(ra.total_requests, rb.total_requests):,.0f} |")
 
 
 def main(argv: list[str] | None = None) -> list[SizeResult]:
