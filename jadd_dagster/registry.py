@@ -170,22 +170,30 @@ class Registry:
         return len(rows)
 
     def cached_scene_outputs(self, stage: str, profile: str, scene_ids: Iterable[str]) -> dict[str, SceneOutput]:
-        """The cache entries of these scenes for one stage and profile."""
+        """The cache entries of these scenes for one stage and profile.
+
+        A few scenes are looked up 500 at a time. Many (a whole large dataset) are found in one
+        streamed scan of the stage's rows for the profile: 2,000 IN queries for a million scenes
+        took 9-10 s on PostgreSQL, the scan a fraction of that."""
+        wanted = scene_ids if isinstance(scene_ids, (set, frozenset)) else set(scene_ids)
+        columns = (scene_outputs.c.scene_id, scene_outputs.c.path, scene_outputs.c.frames,
+                   scene_outputs.c.seconds, scene_outputs.c.dagster_run_id)
+        of_profile = sa.select(*columns).where(scene_outputs.c.stage == stage, scene_outputs.c.profile == profile)
+        if len(wanted) > SCAN_FROM_SCENES:
+            queries = [of_profile.execution_options(yield_per=20_000)]
+        else:
+            queries = [of_profile.where(scene_outputs.c.scene_id.in_(chunk)) for chunk in _chunks(sorted(wanted), 500)]
         found: dict[str, SceneOutput] = {}
         with self.engine.connect() as conn:
-            for chunk in _chunks(list(scene_ids), 500):
-                rows = conn.execute(
-                    scene_outputs.select().where(
-                        scene_outputs.c.stage == stage,
-                        scene_outputs.c.profile == profile,
-                        scene_outputs.c.scene_id.in_(chunk),
-                    )
-                ).mappings()
-                for r in rows:
-                    found[r["scene_id"]] = SceneOutput(
-                        r["scene_id"], r["stage"], r["profile"], r["path"], r["frames"], r["seconds"], r["dagster_run_id"]
-                    )
+            for query in queries:
+                for scene_id, path, frames, seconds, run_id in conn.execute(query):
+                    if scene_id in wanted:
+                        found[scene_id] = SceneOutput(scene_id, stage, profile, path, frames, seconds, run_id)
         return found
+
+
+# Above this many scenes one scan of a stage's rows beats IN lists of 500.
+SCAN_FROM_SCENES = 20_000
 
 
 def _chunks(items: list, size: int):

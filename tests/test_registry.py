@@ -35,3 +35,17 @@ def test_safe_url_hides_the_password():
 def test_a_new_sqlite_registry_creates_its_folder(tmp_path):
     Registry(f"sqlite:///{tmp_path}/not/yet/there/r.db").record_dataset(entry("a", 1))
     assert (tmp_path / "not" / "yet" / "there" / "r.db").exists()
+
+
+def test_a_large_lookup_scans_and_finds_the_same_entries_as_small_ones(tmp_path, monkeypatch):
+    import jadd_dagster.registry as registry_module
+
+    registry = Registry(f"sqlite:///{tmp_path}/r.db")
+    registry.record_scene_outputs([SceneOutput(f"l/{i:04d}", "sampled", "p1", f"k{i}", i, 1.0) for i in range(300)])
+    registry.record_scene_outputs([SceneOutput("l/0007", "sampled", "p2", "other", 1, 1.0)])
+    wanted = [f"l/{i:04d}" for i in range(0, 400, 3)]  # a third of the cached scenes and some never cached
+    small = registry.cached_scene_outputs("sampled", "p1", wanted)
+    monkeypatch.setattr(registry_module, "SCAN_FROM_SCENES", 10)
+    scanned = registry.cached_scene_outputs("sampled", "p1", wanted)
+    assert scanned == small and len(small) == 100
+    assert scanned["l/0006"].path == "k6" and scanned["l/0006"].frames == 6
