@@ -1,26 +1,283 @@
-"""The pre-launch cost estimate: frames to produce × CPU time per frame × price."""
+"""The cost model: what a build is expected to cost before it starts, and what it cost after.
+
+Both sides price the same work (BuildWork) with the deployment profile's price table (CostTable):
+
+    sampling    frames to sample × CPU seconds a frame              × usd_per_cpu_hour
+    autolabel   scenes to label × seconds a scene (CPU or GPU)      × usd_per_cpu_hour | usd_per_gpu_hour
+    merge       scenes in the parts to merge × CPU seconds a scene  × usd_per_cpu_hour
+    storage     GB of new frames and tables × storage_months        × usd_per_gb_month
+    requests    PUT and GET requests to the object store            × usd_per_1000_put | usd_per_1000_get
+
+Before a build (`estimate_work`): scenes already cached for the sampling profile or the model are
+left out, and the seconds are the median of what earlier builds measured for the same stage and
+profile (the registry keeps each scene output's seconds and frames), else the table's constants.
+After a build (`actual work`, built by the Dagster layer from the stage records): the seconds the
+workers measured per scene and per part, or on AWS Batch the job durations (startedAt to stoppedAt
+of each child), and the frames, scenes and parts actually written. Storage and request charges use
+the same counting model on both sides (request_counts). Plain Python: no Dagster here.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+
+# Requests per unit of work (request_counts): a sampled scene writes its scene.json, can.parquet,
+# pose.parquet and result record and reads the log's manifest, calibration, CAN and pose besides one
+# video per channel; a labelled scene reads scene.json and writes labels.json and a result record;
+# a merged scene is read back (scene.json, can, pose, labels) and a part writes its 13 tables,
+# splits.json, part.json and a manifest; with the CAN bus expansion each scene adds its files.
+PUTS_PER_SAMPLED_SCENE = 4
+GETS_PER_SAMPLED_SCENE = 4  # plus one video per channel
+PUTS_PER_LABELLED_SCENE = 2
+GETS_PER_LABELLED_SCENE = 1  # plus one image per keyframe and camera
+GETS_PER_MERGED_SCENE = 4
+PUTS_PER_PART = 16
+CAN_BUS_FILES_PER_SCENE = 7
+COMPONENTS = ("sampling", "autolabel", "merge", "storage", "requests")
+
+
+class CostTableError(ValueError):
+    """A price table or limit that cannot be used; the message names the profile field."""
 
 
 @dataclass(frozen=True)
-class CostEstimate:
-    frames: int
-    cpu_hours: float
+class CostTable:
+    """The deployment profile's `cost:` section: prices, fallback seconds and limits.
+
+    Units: USD; seconds of one CPU core (or one GPU); bytes. The *_seconds_* values are the
+    fallbacks used until earlier builds have measured the same stage and profile."""
+
+    usd_per_cpu_hour: float = 0.05
+    usd_per_gpu_hour: float = 1.0
+    usd_per_gb_month: float = 0.023
+    usd_per_1000_put: float = 0.005
+    usd_per_1000_get: float = 0.0004
+    storage_months: float = 1.0
+    cpu_seconds_per_frame: float = 0.02
+    cpu_seconds_per_frame_undistorted: float | None = None  # None: cpu_seconds_per_frame
+    autolabel_seconds_per_scene: Mapping[str, float] = field(default_factory=lambda: {"baseline": 23.0})
+    default_autolabel_seconds_per_scene: float = 23.0
+    merge_seconds_per_scene: float = 0.35
+    bytes_per_megapixel: float = 250_000.0  # JPEG at quality ~90
+    native_megapixels: float = 1.44  # frames kept at the camera's size (1600×900)
+    table_bytes_per_frame: float = 1_000.0
+    measured_entries: int = 200  # recent registry entries a median is taken over
+    daily_limit_usd: float | None = None
+    dataset_limit_usd: float | None = None
+
+    @classmethod
+    def from_mapping(cls, data: Mapping | None, where: str = "cost") -> "CostTable":
+        """Parse a profile's `cost:` mapping (limits under `limits: {daily_usd, dataset_usd}`);
+        CostTableError names the bad field, e.g. "resources/aws.yaml: cost.usd_per_gpu_hour: ..."."""
+        data = dict(data or {})
+        limits = data.pop("limits", None) or {}
+        if not isinstance(limits, Mapping):
+            raise CostTableError(f"{where}.limits: expected a mapping with daily_usd and/or dataset_usd")
+        unknown_limits = set(limits) - {"daily_usd", "dataset_usd"}
+        if unknown_limits:
+            raise CostTableError(f"{where}.limits: unknown key(s) {sorted(unknown_limits)}; use daily_usd, dataset_usd")
+        names = {f.name for f in fields(cls)} - {"daily_limit_usd", "dataset_limit_usd"}
+        unknown = set(data) - names
+        if unknown:
+            raise CostTableError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
+        values: dict = {}
+        for name, value in data.items():
+            if name == "autolabel_seconds_per_scene":
+                if not isinstance(value, Mapping):
+                    raise CostTableError(f"{where}.{name}: expected a mapping of model name to seconds")
+                values[name] = {str(k): _number(f"{where}.{name}.{k}", v) for k, v in value.items()}
+            elif name == "cpu_seconds_per_frame_undistorted" and value is None:
+                values[name] = None
+            elif name == "measured_entries":
+                values[name] = int(_number(f"{where}.{name}", value, positive=True))
+            else:
+                values[name] = _number(f"{where}.{name}", value)
+        for name, key in (("daily_limit_usd", "daily_usd"), ("dataset_limit_usd", "dataset_usd")):
+            if limits.get(key) is not None:
+                values[name] = _number(f"{where}.limits.{key}", limits[key], positive=True)
+        return cls(**values)
+
+    def to_mapping(self) -> dict:
+        """The table as a profile would write it (what the Dagster resource carries)."""
+        data = asdict(self)
+        data["autolabel_seconds_per_scene"] = dict(self.autolabel_seconds_per_scene)
+        daily, dataset = data.pop("daily_limit_usd"), data.pop("dataset_limit_usd")
+        data["limits"] = {k: v for k, v in (("daily_usd", daily), ("dataset_usd", dataset)) if v is not None}
+        return data
+
+    def seconds_per_frame(self, undistort: bool) -> float:
+        """Fallback CPU seconds to sample one frame (decode, select, undistort/resize, encode)."""
+        if undistort and self.cpu_seconds_per_frame_undistorted is not None:
+            return self.cpu_seconds_per_frame_undistorted
+        return self.cpu_seconds_per_frame
+
+    def label_seconds_per_scene(self, model: str) -> float:
+        return float(self.autolabel_seconds_per_scene.get(model, self.default_autolabel_seconds_per_scene))
+
+
+def _number(where: str, value, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise CostTableError(f"{where}: expected a number, got {value!r}")
+    if value < 0 or (positive and value == 0):
+        raise CostTableError(f"{where}: must be {'above' if positive else 'at least'} 0, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Rate:
+    """Seconds per unit of work and where the figure comes from (measured median or constant)."""
+
+    seconds: float
+    basis: str
+
+
+def median_rate(samples: Iterable[tuple[float, float]], fallback: float, unit: str) -> Rate:
+    """Median of seconds/count over (count, seconds) samples with both above zero (an output
+    recovered from a killed run has no seconds); the fallback constant when there are none."""
+    ratios = [seconds / count for count, seconds in samples if count > 0 and seconds > 0]
+    if not ratios:
+        return Rate(fallback, f"constant ({fallback:g} s a {unit})")
+    return Rate(statistics.median(ratios), f"measured (median of {len(ratios)} recent {unit}s)")
+
+
+@dataclass(frozen=True)
+class BuildWork:
+    """The work of one build, expected (estimate) or done (actual). Seconds are of one CPU core,
+    or of one GPU where label_gpu."""
+
+    frames: int  # frames sampled and written
+    sampled_scenes: int
+    sampling_s: float
+    labelled_scenes: int = 0
+    label_images: int = 0  # keyframe images the labeller reads
+    label_s: float = 0.0
+    label_gpu: bool = False
+    merged_scenes: int = 0
+    merged_parts: int = 0
+    merge_s: float = 0.0
+    channels: int = 1
+    can_bus: bool = False
+    bytes_per_frame: float = 0.0
+    bases: dict[str, str] = field(default_factory=dict)  # component -> where its seconds come from
+
+
+@dataclass(frozen=True)
+class CostLine:
+    component: str
+    quantity: str  # what is priced, for people
     usd: float
+    basis: str = ""
 
 
-def estimate_sampling_cost(
-    scene_seconds: float, channels: int, sweep_hz: float, cpu_seconds_per_frame: float, usd_per_cpu_hour: float
-) -> CostEstimate:
-    """Cost of sampling scene_seconds of video per channel at sweep_hz (all frames, keyframes included)."""
-    frames = int(round(scene_seconds * sweep_hz)) * channels
-    cpu_hours = frames * cpu_seconds_per_frame / 3600
-    return CostEstimate(frames, cpu_hours, cpu_hours * usd_per_cpu_hour)
+@dataclass(frozen=True)
+class CostBreakdown:
+    """The priced components of a build; total in USD."""
+
+    lines: list[CostLine]
+
+    @property
+    def usd(self) -> float:
+        return sum(line.usd for line in self.lines)
+
+    def component(self, name: str) -> float:
+        return sum(line.usd for line in self.lines if line.component == name)
+
+    def to_json(self) -> dict:
+        return {"usd": self.usd, "lines": [asdict(line) for line in self.lines]}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "CostBreakdown":
+        return cls([CostLine(**line) for line in data.get("lines", [])])
+
+    def markdown(self) -> str:
+        rows = [f"| {line.component} | {line.quantity} | {format_usd(line.usd)} | {line.basis} |" for line in self.lines]
+        return ("| component | work | USD | seconds from |\n|---|---|---:|---|\n" + "\n".join(rows)
+                + f"\n| **total** | | **{format_usd(self.usd)}** | |")
+
+
+def request_counts(work: BuildWork) -> tuple[int, int]:
+    """(PUT, GET) requests the work makes to the object store (the module's counting model)."""
+    can_bus = CAN_BUS_FILES_PER_SCENE * work.merged_scenes if work.can_bus else 0
+    puts = (work.frames + PUTS_PER_SAMPLED_SCENE * work.sampled_scenes + PUTS_PER_LABELLED_SCENE * work.labelled_scenes
+            + PUTS_PER_PART * work.merged_parts + can_bus)
+    gets = ((GETS_PER_SAMPLED_SCENE + work.channels) * work.sampled_scenes + GETS_PER_LABELLED_SCENE * work.labelled_scenes
+            + work.label_images + GETS_PER_MERGED_SCENE * work.merged_scenes)
+    return puts, gets
+
+
+def stored_gb(work: BuildWork, table: CostTable) -> float:
+    """GB (10^9 bytes) the work adds to the store: frames and their table rows."""
+    return work.frames * (work.bytes_per_frame + table.table_bytes_per_frame) / 1e9
+
+
+def price(work: BuildWork, table: CostTable) -> CostBreakdown:
+    """The cost of the work at the table's prices, one line per component."""
+    cpu, gpu = table.usd_per_cpu_hour / 3600, table.usd_per_gpu_hour / 3600
+    puts, gets = request_counts(work)
+    gb = stored_gb(work, table)
+    label_unit = "GPU" if work.label_gpu else "CPU"
+    return CostBreakdown([
+        CostLine("sampling", f"{work.frames:,d} frames of {work.sampled_scenes:,d} scenes, {work.sampling_s / 3600:.3g} CPU h",
+                 work.sampling_s * cpu, work.bases.get("sampling", "")),
+        CostLine("autolabel", f"{work.labelled_scenes:,d} scenes, {work.label_s / 3600:.3g} {label_unit} h",
+                 work.label_s * (gpu if work.label_gpu else cpu), work.bases.get("autolabel", "")),
+        CostLine("merge", f"{work.merged_scenes:,d} scenes in {work.merged_parts:,d} parts, {work.merge_s / 3600:.3g} CPU h",
+                 work.merge_s * cpu, work.bases.get("merge", "")),
+        CostLine("storage", f"{gb:.3g} GB for {table.storage_months:g} month(s)",
+                 gb * table.storage_months * table.usd_per_gb_month, f"{work.bytes_per_frame / 1e3:.0f} kB a frame"),
+        CostLine("requests", f"{puts:,d} PUT, {gets:,d} GET",
+                 puts / 1000 * table.usd_per_1000_put + gets / 1000 * table.usd_per_1000_get, "counting model"),
+    ])
+
+
+def bytes_per_frame(image_size: tuple[int, int] | None, table: CostTable) -> float:
+    """Expected JPEG bytes of one frame at the output size (the camera's when None)."""
+    megapixels = image_size[0] * image_size[1] / 1e6 if image_size else table.native_megapixels
+    return megapixels * table.bytes_per_megapixel
+
+
+def estimate_work(
+    *, sample_scene_s: float, sample_scenes: int, sweep_hz: float, channels: int, cameras: int, keyframe_hz: float,
+    label_scene_s: float, label_scenes: int, label_gpu: bool, merge_scenes: int, merge_parts: int, can_bus: bool,
+    image_size: tuple[int, int] | None, sampling: Rate, labelling: Rate, merging: Rate, table: CostTable,
+) -> BuildWork:
+    """The work a build is expected to do: sample_scene_s seconds of scene time in sample_scenes
+    scenes not cached for the sampling profile; label_scenes scenes (label_scene_s seconds of scene
+    time) without labels of the model; merge_scenes scenes in merge_parts parts to merge. Rates:
+    seconds a frame (sampling) and a scene (labelling, merging)."""
+    frames = int(round(sample_scene_s * sweep_hz)) * channels
+    return BuildWork(
+        frames=frames, sampled_scenes=sample_scenes, sampling_s=frames * sampling.seconds,
+        labelled_scenes=label_scenes, label_images=int(round(label_scene_s * keyframe_hz)) * cameras,
+        label_s=label_scenes * labelling.seconds, label_gpu=label_gpu,
+        merged_scenes=merge_scenes, merged_parts=merge_parts, merge_s=merge_scenes * merging.seconds,
+        channels=channels, can_bus=can_bus, bytes_per_frame=bytes_per_frame(image_size, table),
+        bases={"sampling": sampling.basis, "autolabel": labelling.basis if label_scenes else "", "merge": merging.basis},
+    )
+
+
+def budget_message(estimate_usd: float, budget_usd: float) -> str:
+    """Why a build over its budget stops, with both amounts shown to the precision that tells
+    them apart (never "$0.00 exceeds the budget $0.00")."""
+    est, budget = format_usd(estimate_usd), format_usd(budget_usd)
+    for extra in range(1, 10):
+        if est != budget:
+            break
+        est, budget = _precise_usd(estimate_usd, extra), _precise_usd(budget_usd, extra)
+    return (f"estimated cost {est} exceeds the budget {budget}; narrow the filter, lower max_scenes or raise "
+            "budget_usd")
+
+
+def _precise_usd(amount: float, extra: int) -> str:
+    if abs(amount) >= 1:
+        return f"${amount:,.{2 + extra}f}"
+    return f"${amount:.{3 + extra}g}"
 
 
 def format_usd(amount: float) -> str:
-    """An amount for people: cents above a dollar, three significant digits below ($0.00123)."""
+    """An amount for people: cents from a dollar up ($12.34), three significant digits below
+    ($0.00123); zero is $0."""
     return f"${amount:,.2f}" if abs(amount) >= 1 else f"${amount:.3g}"

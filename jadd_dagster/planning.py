@@ -9,9 +9,12 @@ again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
 import pandas as pd
 
-from jadd_dagster.cost import estimate_sampling_cost
+from jadd_dagster.cost import CostTable, Rate, estimate_work, median_rate, price
 from jadd_dagster.curation import select_scenes
 from jadd_dagster.logs.format import CAMERA_CHANNELS
 from jadd_dagster.merge import assign_splits, split_score
@@ -76,29 +79,92 @@ def forced_splits(scene_ids: list[str], val_fraction: float) -> dict[str, str]:
     return {s: split for s, split in assigned.items() if split != ("val" if split_score(s, 0) < val_fraction else "train")}
 
 
+@dataclass(frozen=True)
+class CostInputs:
+    """What the estimate needs besides the plan: the price table, which selected scenes are
+    cached already (sampled for the profile; labelled by the model) and the seconds rates."""
+
+    table: CostTable
+    sampled: set[str] = field(default_factory=set)
+    labelled: set[str] = field(default_factory=set)
+    sampling: Rate | None = None  # seconds a frame; None: the table's constant
+    labelling: Rate | None = None  # seconds a scene
+    merging: Rate | None = None  # seconds a scene
+    label_gpu: bool = False
+
+
+def parts_to_merge(parts: list[PartPlan], kept: list[PartPlan] | None, fresh: set[str]) -> list[PartPlan]:
+    """The parts a build is expected to merge: new parts, parts whose scenes changed since the
+    kept plan, and parts with a scene whose frames or labels are computed anew (fresh)."""
+    before = {p.part: p.scene_ids for p in kept or []}
+    return [p for p in parts if before.get(p.part) != p.scene_ids or any(s in fresh for s in p.scene_ids)]
+
+
+def estimate_plan(
+    spec: DatasetSpec, scenes: pd.DataFrame, parts: list[PartPlan], kept: list[PartPlan] | None, inputs: CostInputs
+) -> dict:
+    """The plan's cost estimate (DatasetPlan.estimate): frames, CPU hours, USD, USD per component
+    and the breakdown with the work and where its seconds come from (cost.py)."""
+    table = inputs.table
+    ids = scenes["scene_id"].tolist()
+    seconds = dict(zip(ids, scenes["duration_s"].astype(float)))
+    to_sample = [s for s in ids if s not in inputs.sampled]
+    to_label = [s for s in ids if s not in inputs.labelled] if spec.autolabel else []
+    merging = parts_to_merge(parts, kept, set(to_sample) | set(to_label))
+    cameras = sum(1 for c in spec.channels if c in CAMERA_CHANNELS)
+    sampling = inputs.sampling or median_rate([], table.seconds_per_frame(spec.undistort), "frame")
+    labelling = inputs.labelling or median_rate([], table.label_seconds_per_scene(spec.autolabel_model), "scene")
+    merge = inputs.merging or median_rate([], table.merge_seconds_per_scene, "scene")
+    work = estimate_work(
+        sample_scene_s=sum(seconds[s] for s in to_sample), sample_scenes=len(to_sample), sweep_hz=spec.sweep_hz,
+        channels=len(spec.channels), cameras=cameras, keyframe_hz=spec.keyframe_hz,
+        label_scene_s=sum(seconds[s] for s in to_label), label_scenes=len(to_label), label_gpu=inputs.label_gpu,
+        merge_scenes=sum(len(p.scene_ids) for p in merging), merge_parts=len(merging), can_bus=spec.include_can_bus,
+        image_size=spec.image_size, sampling=sampling, labelling=labelling, merging=merge, table=table,
+    )
+    breakdown = price(work, table)
+    cpu_s = work.sampling_s + work.merge_s + (0.0 if work.label_gpu else work.label_s)
+    return {
+        "frames": work.frames, "cpu_hours": cpu_s / 3600, "gpu_hours": work.label_s / 3600 if work.label_gpu else 0.0,
+        "usd": breakdown.usd, "components": {c: breakdown.component(c) for c in ("sampling", "autolabel", "merge",
+                                                                              "storage", "requests")},
+        "cached_scenes": len(ids) - len(to_sample), "labelled_scenes_cached": len(ids) - len(to_label) if spec.autolabel else 0,
+        "breakdown": breakdown.to_json(), "work": asdict(work),
+    }
+
+
 def make_plan(
     spec: DatasetSpec, catalog: pd.DataFrame, settings, previous: DatasetPlan | None, run_id: str,
+    costing: Callable[[list[str]], CostInputs] | None = None,
 ) -> DatasetPlan:
     """Select the spec's scenes from the catalog, split them into parts and estimate the cost.
 
-    settings carries cpu_seconds_per_frame and usd_per_cpu_hour (the deployment profile's). Raises
-    curation.FilterError on a bad filter."""
+    settings carries the deployment profile's cost table (`cost`, a mapping) or, without one,
+    cpu_seconds_per_frame and usd_per_cpu_hour. costing(selected scene ids) gives the cache hits and
+    measured rates (the Dagster layer reads them from the registry); without it nothing counts as
+    cached and the table's constants apply. Raises curation.FilterError on a bad filter."""
     curation = select_scenes(catalog, spec)
     scenes = curation.scenes
     profile_key = sampling_profile(spec).key()
     size = scenes_per_part(spec)
     kept = previous.parts if previous is not None and previous.profile_key == profile_key else None
     ids = scenes["scene_id"].tolist()
-    cost = estimate_sampling_cost(
-        float(scenes["duration_s"].sum()), len(spec.channels), spec.sweep_hz,
-        settings.cpu_seconds_per_frame, settings.usd_per_cpu_hour,
-    )
+    parts = assign_parts(ids, size, kept)
+    inputs = costing(ids) if costing is not None else CostInputs(settings_table(settings))
     gaps = sorted(scenes.loc[scenes["has_gap"].astype(bool), "scene_id"]) if "has_gap" in scenes else []
     return DatasetPlan(
         name=spec.name, spec=spec.model_dump(), spec_hash=spec.spec_hash(), profile_key=profile_key,
-        parts=assign_parts(ids, size, kept), scenes_per_part=size,
+        parts=parts, scenes_per_part=size,
         hours=round(float(scenes["duration_s"].sum()) / 3600, 3),
-        estimate={"frames": cost.frames, "cpu_hours": cost.cpu_hours, "usd": cost.usd},
+        estimate=estimate_plan(spec, scenes, parts, kept, inputs),
         missing_includes=list(curation.missing_includes), dropped_by_limit=curation.dropped_by_limit,
         gap_scenes=gaps, run_id=run_id, forced_splits=forced_splits(ids, spec.val_fraction),
     )
+
+
+def settings_table(settings) -> CostTable:
+    """The cost table of PipelineSettings (its `cost` mapping), or of its two older constants."""
+    table = getattr(settings, "cost", None)
+    if table:
+        return CostTable.from_mapping(table)
+    return CostTable(cpu_seconds_per_frame=settings.cpu_seconds_per_frame, usd_per_cpu_hour=settings.usd_per_cpu_hour)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from jadd_dagster.cost import CostTable, CostTableError
+
 PROFILES_DIR = Path(__file__).resolve().parents[1] / "resources"
 COMPUTE_KINDS = ("local", "batch")
 
@@ -33,6 +35,7 @@ class DeploymentProfile:
     cpu_seconds_per_frame: float = 0.02
     usd_per_cpu_hour: float = 0.05
     autolabel_models: dict = field(default_factory=dict)
+    cost: CostTable = field(default_factory=CostTable)  # prices, fallback seconds, spend limits
 
     def resolved_registry_url(self) -> str:
         """The registry URL itself (for the CLI); it may contain a password: never print it."""
@@ -70,7 +73,10 @@ def load_profile(name_or_path: str | None = None) -> DeploymentProfile:
     if kind not in COMPUTE_KINDS:
         raise ValueError(f"{path}: compute.kind {kind!r} is not one of {COMPUTE_KINDS}")
     registry = raw.get("registry", {})
-    cost = raw.get("cost", {})
+    try:
+        cost = CostTable.from_mapping(raw.get("cost"))
+    except CostTableError as error:
+        raise ValueError(f"{path}: {error}") from None
     return DeploymentProfile(
         name=path.stem,
         store_url=expand(raw["storage"]["url"]),
@@ -79,7 +85,8 @@ def load_profile(name_or_path: str | None = None) -> DeploymentProfile:
         compute=kind,
         compute_options=compute,
         scene_length_s=float(raw.get("scenes", {}).get("length_s", 20)),
-        cpu_seconds_per_frame=float(cost.get("cpu_seconds_per_frame", 0.02)),
-        usd_per_cpu_hour=float(cost.get("usd_per_cpu_hour", 0.05)),
+        cpu_seconds_per_frame=cost.cpu_seconds_per_frame,
+        usd_per_cpu_hour=cost.usd_per_cpu_hour,
         autolabel_models=expand(dict(raw.get("autolabel", {}).get("models", {}))),
+        cost=cost,
     )

@@ -32,7 +32,16 @@ datasets = sa.Table(
     sa.Column("dagster_run_id", sa.String(64)),
     sa.Column("wall_s", sa.Float),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # Added after the first release (create_tables adds them to an existing table): cost.py's
+    # estimate before the build and actual cost after it (USD), both breakdowns with the measured
+    # seconds as JSON, and who launched the run (a user, a schedule or a sensor).
+    sa.Column("estimate_usd", sa.Float),
+    sa.Column("actual_usd", sa.Float),
+    sa.Column("cost", sa.Text),
+    sa.Column("launched_by", sa.String(200)),
 )
+# Columns of jadd_datasets that registries made before them lack: create_tables adds them.
+ADDED_DATASET_COLUMNS = ("estimate_usd", "actual_usd", "cost", "launched_by")
 
 scene_outputs = sa.Table(
     "jadd_scene_outputs",
@@ -65,6 +74,10 @@ class DatasetEntry:
     dagster_run_id: str | None
     wall_s: float | None
     created_at: datetime
+    estimate_usd: float | None = None
+    actual_usd: float | None = None
+    cost: dict | None = None  # {"estimate": CostBreakdown json, "actual": ..., "measured": {...}}
+    launched_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,10 +100,32 @@ def create_tables(engine: sa.Engine, attempts: int = 5) -> None:
     for attempt in range(attempts):
         try:
             metadata.create_all(engine)
+            add_missing_columns(engine, datasets, ADDED_DATASET_COLUMNS)
             return
         except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError) as error:
-            if "already exists" not in str(error).lower() and "duplicate" not in str(error).lower() or attempt == attempts - 1:
+            if not _lost_a_race(error) or attempt == attempts - 1:
                 raise
+
+
+def _lost_a_race(error: Exception) -> bool:
+    """Another process created the table or added the column first (SQLite: "already exists" /
+    "duplicate column name"; PostgreSQL: DuplicateTable / DuplicateColumn "already exists")."""
+    text = str(error).lower()
+    return "already exists" in text or "duplicate" in text
+
+
+def add_missing_columns(engine: sa.Engine, table: sa.Table, names: tuple[str, ...]) -> list[str]:
+    """ALTER TABLE ... ADD COLUMN for each of names the table in the database lacks (all nullable,
+    no default: existing rows read None). Returns the columns added. Two processes may both try;
+    the loser's "duplicate column" error sends create_tables round again, which then finds them."""
+    present = {column["name"] for column in sa.inspect(engine).get_columns(table.name)}
+    missing = [name for name in names if name not in present]
+    with engine.begin() as conn:
+        for name in missing:
+            column = table.c[name]
+            kind = column.type.compile(dialect=engine.dialect)
+            conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{name}" {kind}'))
+    return missing
 
 
 class Registry:
@@ -124,13 +159,24 @@ class Registry:
                     dagster_run_id=entry.dagster_run_id,
                     wall_s=entry.wall_s,
                     created_at=entry.created_at,
+                    estimate_usd=entry.estimate_usd,
+                    actual_usd=entry.actual_usd,
+                    cost=json.dumps(entry.cost, sort_keys=True) if entry.cost is not None else None,
+                    launched_by=entry.launched_by,
                 )
             )
 
-    def list_datasets(self, name: str | None = None) -> list[DatasetEntry]:
+    def list_datasets(
+        self, name: str | None = None, since: datetime | None = None, until: datetime | None = None
+    ) -> list[DatasetEntry]:
+        """Registered builds, newest first: of one dataset, and/or created in [since, until)."""
         query = datasets.select().order_by(datasets.c.created_at.desc(), datasets.c.id.desc())
         if name:
             query = query.where(datasets.c.name == name)
+        if since is not None:
+            query = query.where(datasets.c.created_at >= since)
+        if until is not None:
+            query = query.where(datasets.c.created_at < until)
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
         return [
@@ -147,10 +193,34 @@ class Registry:
                 failed_scenes=r["failed_scenes"],
                 dagster_run_id=r["dagster_run_id"],
                 wall_s=r["wall_s"],
-                created_at=r["created_at"],
+                created_at=_aware(r["created_at"]),
+                estimate_usd=r["estimate_usd"],
+                actual_usd=r["actual_usd"],
+                cost=json.loads(r["cost"]) if r["cost"] else None,
+                launched_by=r["launched_by"],
             )
             for r in rows
         ]
+
+    def recent_seconds(self, stage: str, profile: str, limit: int = 200) -> list[tuple[int, float]]:
+        """(frames, seconds) of the newest `limit` cache entries of a stage and profile that a
+        worker measured (seconds above 0; outputs recovered from a killed run have none): what
+        the cost estimate takes its medians from."""
+        query = (
+            sa.select(scene_outputs.c.frames, scene_outputs.c.seconds)
+            .where(scene_outputs.c.stage == stage, scene_outputs.c.profile == profile, scene_outputs.c.seconds > 0)
+            .order_by(scene_outputs.c.computed_at.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [(int(frames), float(seconds)) for frames, seconds in conn.execute(query)]
+
+    def recent_costs(self, limit: int = 50) -> list[dict]:
+        """The cost records (DatasetEntry.cost) of the newest `limit` builds that have one."""
+        query = (sa.select(datasets.c.cost).where(datasets.c.cost.is_not(None))
+                 .order_by(datasets.c.created_at.desc(), datasets.c.id.desc()).limit(limit))
+        with self.engine.connect() as conn:
+            return [json.loads(text) for (text,) in conn.execute(query)]
 
     def record_scene_outputs(self, outputs: Iterable[SceneOutput]) -> int:
         """Insert or replace cache entries in one transaction; returns how many."""
@@ -199,6 +269,11 @@ SCAN_FROM_SCENES = 20_000
 def _chunks(items: list, size: int):
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite gives datetimes back without their zone; they were stored in UTC."""
+    return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
 
 
 def utcnow() -> datetime:

@@ -49,11 +49,13 @@ class AutolabelModels(dg.ConfigurableResource):
 
 
 class PipelineSettings(dg.ConfigurableResource):
-    """Deployment-wide settings: scene length and the cost model's constants."""
+    """Deployment-wide settings: scene length and the cost model's constants; `cost` is the
+    profile's whole price table (cost.CostTable.to_mapping: prices, fallback seconds, limits)."""
 
     scene_length_s: float = 20.0
     cpu_seconds_per_frame: float = 0.02
     usd_per_cpu_hour: float = 0.05
+    cost: dict[str, Any] = {}
 
 
 def resources_for(profile: DeploymentProfile) -> dict[str, dg.ConfigurableResource]:
@@ -69,5 +71,6 @@ def resources_for(profile: DeploymentProfile) -> dict[str, dg.ConfigurableResour
             scene_length_s=profile.scene_length_s,
             cpu_seconds_per_frame=profile.cpu_seconds_per_frame,
             usd_per_cpu_hour=profile.usd_per_cpu_hour,
+            cost=profile.cost.to_mapping(),
         ),
     }
