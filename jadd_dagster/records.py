@@ -63,6 +63,12 @@ class StageRecord:
     enabled: bool = True
     quality: dict | None = None  # auto-labels only: DetectionEval against the logs' ground truth
     recovered: int = 0  # finished by an earlier run that died, found in the store (not computed again)
+    # What the computed scenes cost (cost.py): frames (or boxes) they produced, the seconds their
+    # workers measured, and on AWS Batch the chunk jobs' durations (0 elsewhere); gpu: on GPUs.
+    frames: int = 0
+    worker_s: float = 0.0
+    job_s: float = 0.0
+    gpu: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,11 @@ class DatasetIndex:
     merge_wall_s: float = 0.0
     preview: str = ""
     autolabel_quality: dict | None = None
+    # What this build's merge cost (cost.py): scenes and parts merged, the seconds the part merges
+    # measured, and on AWS Batch their jobs' durations (0 elsewhere).
+    merged_scenes: int = 0
+    merge_worker_s: float = 0.0
+    merge_job_s: float = 0.0
 
     @property
     def versions(self) -> list[str]:
