@@ -150,3 +150,75 @@ def test_manifests_are_written_a_thousand_to_an_object_and_read_back_by_index(tm
     assert read_manifest(store, keys[1001]) == manifests[1001]
     with pytest.raises(IndexError):
         read_manifest(store, "runs/r/test/chunks/00002.json#500")
+
+
+class CountingStore(LocalStore):
+    """A local store that counts reads and existence checks per key prefix."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.reads: list[str] = []
+        self.checks: list[str] = []
+
+    def get_bytes(self, key):
+        self.reads.append(key)
+        return super().get_bytes(key)
+
+    def exists(self, key):
+        self.checks.append(key)
+        return super().exists(key)
+
+
+def test_run_stage_reads_one_results_object_per_finished_chunk_and_each_scene_of_a_cut_short_one(tmp_path, monkeypatch):
+    from jadd_dagster.compute.dispatch import run_stage
+    from jadd_dagster.compute.local import ChunkOutcome
+    from jadd_dagster.compute.worker import chunk_result_key, read_manifest
+    from jadd_dagster.registry import Registry
+
+    def fake_stage(store, t, settings, logs):
+        if t.scene_index == 4:
+            raise ValueError("broken video")
+        return 10 + t.scene_index
+
+    monkeypatch.setitem(STAGES, "test", fake_stage)
+    store = CountingStore(tmp_path)
+    tasks = [task("a", i) for i in range(6)] + [task("b", i) for i in range(3)]
+
+    def in_process(s, keys, on_done):
+        outcomes = []
+        for n, key in enumerate(keys, 1):
+            manifest = read_manifest(s, key)
+            run_chunk(manifest, s)
+            if manifest.chunk_id == "test-00002":  # its worker dies after its scenes, before the chunk's file
+                s.delete_keys([chunk_result_key(manifest.results_key, manifest.chunk_id)])
+            outcomes.append(ChunkOutcome(key, 0, "", 0.1))
+            on_done(outcomes[-1], n, len(keys))
+        store.reads.clear(), store.checks.clear()
+        return outcomes
+
+    result = run_stage(tasks, "test", "p", {}, store, Registry(f"sqlite:///{tmp_path}/r.db"), in_process, "run-1",
+                       target_chunk_s=40.0)
+    assert result.chunks == 5 and sorted(o.scene_id for o in result.computed) == sorted(
+        t.scene_id for t in tasks if t.scene_id != "a/0004")
+    assert result.failed == {"a/0004": "ValueError: broken video"}
+    assert {o.scene_id: o.frames for o in result.computed}["b/0002"] == 12
+    # Four finished chunks: one read each; the cut-short chunk (a/0004, a/0005): a check and a read per scene.
+    assert sorted(k.rpartition("/")[2] for k in store.reads) == [
+        "a__0004.json", "a__0005.json", "test-00000.json", "test-00001.json", "test-00003.json", "test-00004.json"]
+    assert sorted(k.rpartition("/")[2] for k in store.checks) == ["a__0004.json", "a__0005.json"]
+
+
+def test_chunk_progress_reports_failures_the_last_chunk_and_otherwise_at_most_one_line_per_interval(monkeypatch):
+    from jadd_dagster.compute import dispatch
+    from jadd_dagster.compute.local import ChunkOutcome
+
+    clock = [0.0]
+    monkeypatch.setattr(dispatch.time, "monotonic", lambda: clock[0])
+    lines: list[str] = []
+    progress = dispatch.ChunkProgress("sampled", "chunk ", lines.append)
+    for done in range(1, 1001):
+        clock[0] += 0.1  # a chunk ends every 0.1 s: 100 s in all
+        progress(ChunkOutcome(f"k{done}", 1 if done == 500 else 0, "", 2.0), done, 1000)
+    assert sum("exit code 1" in line for line in lines) == 1
+    assert lines[-1] == "sampled: chunk 1000/1000 finished, 1 failed so far (last 2.0 s)"
+    assert 10 <= len(lines) <= 12  # every 10 s, the failure and the last one, not 1,000

@@ -6,7 +6,7 @@ one worker decodes each log's videos sequentially and per-chunk overhead is paid
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,18 @@ class ChunkManifest:
     scenes: list[SceneTask] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        # Built by hand: dataclasses.asdict deep-copies every field and took 26 s of the Split of
+        # a million scenes.
+        return {
+            "chunk_id": self.chunk_id, "stage": self.stage, "settings": self.settings, "store_url": self.store_url,
+            "results_key": self.results_key,
+            "scenes": [
+                {"scene_id": t.scene_id, "log_id": t.log_id, "scene_index": t.scene_index,
+                 "start_time_us": t.start_time_us, "end_time_us": t.end_time_us, "output_key": t.output_key,
+                 "input_key": t.input_key}
+                for t in self.scenes
+            ],
+        }
 
     @classmethod
     def from_json(cls, data: dict) -> "ChunkManifest":

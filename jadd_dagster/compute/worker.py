@@ -58,6 +58,16 @@ def result_key(results_key: str, scene_id: str) -> str:
     return f"{results_key}/{scene_id.replace('/', '__')}.json"
 
 
+CHUNK_RESULTS = "chunks"  # under a results key: one file per finished chunk with all its scenes' records
+
+
+def chunk_result_key(results_key: str, chunk_id: str) -> str:
+    """All scene records of a chunk in one object, written when the chunk ends: the orchestrator
+    reads one object per chunk instead of two requests per scene. The per-scene records, written
+    as each scene ends, remain for a worker that dies in the middle of its chunk."""
+    return f"{results_key}/{CHUNK_RESULTS}/{chunk_id}.json"
+
+
 def _sample(store: ObjectStore, task: SceneTask, settings: dict, logs: "OpenLogs") -> int:
     from dataclasses import replace
 
@@ -204,6 +214,7 @@ def _run_tasks(
     manifest: ChunkManifest, store: ObjectStore, stage, open_logs: OpenLogs, on_scene: SceneCallback | None = None
 ) -> dict[str, int]:
     counts = {"ok": 0, "failed": 0}
+    records = []
     for task in manifest.scenes:
         started = time.monotonic()
         result = {"scene_id": task.scene_id, "stage": manifest.stage, "output_key": task.output_key}
@@ -214,10 +225,12 @@ def _run_tasks(
             print(f"[{manifest.chunk_id}] {task.scene_id} failed:\n{traceback.format_exc()}", file=sys.stderr)
         result["seconds"] = round(time.monotonic() - started, 3)
         store.write_json(result_key(manifest.results_key, task.scene_id), result)
+        records.append(result)
         counts[result["status"]] += 1
         print(json.dumps({"progress": task.scene_id, "status": result["status"]}), flush=True)
         if on_scene:
             on_scene(result)
+    store.write_json(chunk_result_key(manifest.results_key, manifest.chunk_id), {"scenes": records})
     return counts
 
 
