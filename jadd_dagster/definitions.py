@@ -9,7 +9,8 @@ from jadd_dagster.profile import load_profile
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([log_assets, autolabel_assets, dataset_assets]),
-    sensors=[automation.drive_log_sensor, automation.sentry_run_failure_sensor],
+    sensors=[automation.drive_log_sensor, automation.partition_keys_sensor, automation.automation_condition_sensor,
+             automation.sentry_run_failure_sensor],
     schedules=[automation.standard_datasets_schedule],
     resources=resources_for(load_profile()),
 )

@@ -14,7 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from jadd_dagster.logs.format import CAMERA_CHANNELS, LIDAR_CHANNELS
 
 RATES_HZ = (2, 5, 10, 30)
+CHANNELS = (*CAMERA_CHANNELS, *LIDAR_CHANNELS)
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+NAME_RULE = "1-63 lower-case letters, digits, '-' or '_', starting with a letter or digit"
+# The value sets of the fields that take one of a few values: the launchpad shows them as
+# Dagster enums (defs/config.py), the spec refuses anything else.
+CHOICES: dict[str, tuple] = {"keyframe_hz": RATES_HZ, "sweep_hz": RATES_HZ, "channels": CHANNELS}
+# Optional numbers whose 0 means "none" (no limit, the camera's size, no budget): Dagster's launchpad
+# pre-fills only defaults that are not null, so it shows and accepts 0 for them, and so does a spec.
+ZERO_MEANS_NONE = ("max_scenes", "image_width", "image_height", "budget_usd")
 
 
 class SpecError(ValueError):
@@ -27,9 +35,8 @@ class DatasetSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(
-        description="Dataset name: lower-case letters, digits, '-' and '_'. It is the `datasets` "
-        "partition key and part of the nuScenes version folder (v1.0-<name>).",
-        pattern=NAME_PATTERN,
+        description=f"Dataset name: {NAME_RULE}. It is the `datasets` partition key and part of the "
+        "nuScenes version folder (v1.0-<name>).",
     )
     description: str = Field(default="", description="Free text shown in the registry.")
     scene_filter: str = Field(
@@ -43,24 +50,26 @@ class DatasetSpec(BaseModel):
     )
     exclude_scenes: list[str] = Field(default=[], description="Scene ids never included.")
     max_scenes: int | None = Field(
-        default=None, ge=1, description="Keep at most this many scenes (earliest first); none = no limit."
+        default=None, ge=1, description="Keep at most this many scenes (earliest first); 0 (or none) = no limit."
     )
     channels: list[str] = Field(
         default=["CAM_FRONT"],
         description=f"Channels to sample: cameras ({', '.join(CAMERA_CHANNELS)}) and optionally "
         f"{', '.join(LIDAR_CHANNELS)} (the sweep nearest each keyframe, for logs that have one).",
     )
-    keyframe_hz: int = Field(default=2, description="Keyframe (nuScenes sample) rate in Hz: 2, 5, 10 or 30.")
+    keyframe_hz: int = Field(default=2, description="Keyframe (nuScenes sample) rate in Hz: 2, 5, 10 or 30; at most sweep_hz.")
     sweep_hz: int = Field(
         default=10, description="Rate of all sampled frames in Hz (keyframes plus sweeps): 2, 5, 10 or 30; "
         "a multiple of keyframe_hz."
     )
     undistort: bool = Field(default=True, description="Rectify images to a pinhole camera (zero distortion).")
     image_width: int | None = Field(
-        default=None, ge=16, le=7680, description="Output width in pixels; none keeps the camera's size."
+        default=None, ge=16, le=7680,
+        description="Output width in pixels, 16-7680, with image_height; 0 (or none) keeps the camera's size."
     )
     image_height: int | None = Field(
-        default=None, ge=16, le=4320, description="Output height in pixels; none keeps the camera's size."
+        default=None, ge=16, le=4320,
+        description="Output height in pixels, 16-4320, with image_width; 0 (or none) keeps the camera's size."
     )
     jpeg_quality: int = Field(default=90, ge=1, le=100, description="JPEG quality 1-100.")
     autolabel: bool = Field(
@@ -71,18 +80,31 @@ class DatasetSpec(BaseModel):
     )
     include_can_bus: bool = Field(default=True, description="Write can_bus/ files in the devkit's format.")
     val_fraction: float = Field(
-        default=0.2, ge=0.0, le=1.0, description="Share of scenes in the 'val' split of splits.json."
+        default=0.2, ge=0.0, le=1.0, description="Share of scenes in the 'val' split of splits.json, 0-1."
     )
     budget_usd: float | None = Field(
-        default=None, gt=0, description="Refuse to launch when the estimated compute cost exceeds this (USD)."
+        default=None, gt=0,
+        description="Refuse to build when the estimated compute cost exceeds this (USD, above 0); 0 (or none) = no budget."
     )
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, name: str) -> str:
+        if not is_valid_name(name):
+            raise ValueError(f"{name!r} is not a dataset name: use {NAME_RULE}")
+        return name
+
+    @field_validator(*ZERO_MEANS_NONE, mode="before")
+    @classmethod
+    def _zero_is_none(cls, value):
+        return None if value == 0 and not isinstance(value, bool) else value
 
     @field_validator("channels")
     @classmethod
     def _known_channels(cls, channels: list[str]) -> list[str]:
-        unknown = [c for c in channels if c not in (*CAMERA_CHANNELS, *LIDAR_CHANNELS)]
+        unknown = [c for c in channels if c not in CHANNELS]
         if unknown:
-            raise ValueError(f"unknown channel(s) {unknown}; choose from {[*CAMERA_CHANNELS, *LIDAR_CHANNELS]}")
+            raise ValueError(f"unknown channel(s) {unknown}; choose from {list(CHANNELS)}")
         if not [c for c in channels if c in CAMERA_CHANNELS]:
             raise ValueError("choose at least one camera channel")
         if len(set(channels)) != len(channels):
@@ -181,4 +203,5 @@ def load_spec(path: Path) -> DatasetSpec:
 
 
 def is_valid_name(name: str) -> bool:
-    return re.fullmatch(NAME_PATTERN, name) is not None
+    """Whether name can be a dataset name (NAME_RULE): the `datasets` partition keys are these."""
+    return isinstance(name, str) and re.fullmatch(NAME_PATTERN, name) is not None

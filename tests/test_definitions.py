@@ -15,19 +15,31 @@ from jadd_dagster.spec import DatasetSpec, load_spec, parse_spec
 def test_the_definitions_load_with_every_asset_check_sensor_and_schedule():
     dg.Definitions.validate_loadable(defs)
     repo = defs.get_repository_def()
-    assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} == {
+    assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} >= {
         "drive_logs", "scene_index", "scene_catalog", "dataset_plan", "sampled_frames", "autolabels",
         "dataset_frames", "dataset_labels", "jadd_dataset", "dataset_registry"}
     checks = {k.name for k in repo.asset_graph.asset_check_keys}
     assert {"calibration_is_sane", "timestamps_are_monotonic", "frame_counts_match_rates",
             "nuscenes_invariants_hold", "devkit_loads_every_version"} <= checks
     assert repo.has_sensor_def("drive_log_sensor") and repo.has_schedule_def("standard_datasets_schedule")
+    assert repo.has_sensor_def("partition_keys_sensor")
+
+
+def test_every_check_sensor_and_schedule_says_what_it_does():
+    repo = defs.get_repository_def()
+    undescribed = [key.name for key in repo.asset_graph.asset_check_keys
+                   if not repo.asset_graph.get(key).description]
+    undescribed += [s.name for s in repo.sensor_defs if not s.description]
+    undescribed += [s.name for s in repo.schedule_defs if not s.description]
+    undescribed += [k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()
+                    if not repo.asset_graph.get(k).description]
+    assert not undescribed
 
 
 def test_the_launchpad_shows_every_parameter_but_the_name_with_its_default():
     fields = DatasetConfig.to_fields_dict()
     assert set(fields) == set(DatasetSpec.model_fields) - {"name"}
-    assert fields["keyframe_hz"].default_value == 2
+    assert fields["keyframe_hz"].default_value == "2"  # Dagster config enums are text
     assert fields["channels"].default_value == ["CAM_FRONT"]
     assert all(f.description for f in fields.values())
 
@@ -44,11 +56,11 @@ def test_a_standard_dataset_yaml_round_trips_through_run_config():
 
 def test_bad_launchpad_config_fails_with_the_field_named():
     try:
-        spec_from_config("city", DatasetConfig(keyframe_hz=3))
+        spec_from_config("city", DatasetConfig(keyframe_hz="10", sweep_hz="5"))
     except dg.Failure as failure:
         assert "keyframe_hz" in str(failure.description)
     else:
-        raise AssertionError("a 3 Hz keyframe rate was accepted")
+        raise AssertionError("a 10 Hz keyframe rate with 5 Hz sweeps was accepted")
 
 
 def test_the_log_sensor_registers_new_log_folders_once(tmp_path: Path):
