@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from jadd_dagster.compute.chunks import ChunkManifest, SceneTask
+from jadd_dagster.cost import BuildWork, CostTable, bytes_per_frame, price
 from jadd_dagster.layout import (
     PART_RECORD, STAGE_AUTOLABELED, STAGE_MERGED, STAGE_SAMPLED, index_key, part_key, plan_key, preview_key,
     run_stage_key, sampled_root_key, scene_output_key, scene_table_key, stage_record_key,
@@ -128,7 +129,7 @@ def stale_versions(store: ObjectStore, name: str, root_key: str, keep: set[str])
 
 def publish_index(
     store: ObjectStore, plan: DatasetPlan, parts: list[PartRecord], stages: list[StageRecord], run_id: str,
-    rewritten: int, merge_wall_s: float,
+    rewritten: int, merge_wall_s: float, merged_scenes: int = 0, merge_worker_s: float = 0.0, merge_job_s: float = 0.0,
 ) -> DatasetIndex:
     """Write scenes.parquet, then index.json (readers switch to the new parts at that moment), then
     delete the version folders that no index lists any more. A part that merged no scene is left
@@ -158,6 +159,7 @@ def publish_index(
         rewritten_parts=rewritten, merge_wall_s=round(merge_wall_s, 3),
         preview=preview_key(plan.name) if store.exists(preview_key(plan.name)) else "",
         autolabel_quality=next((s.quality for s in stages if s.stage == STAGE_AUTOLABELED and s.enabled), None),
+        merged_scenes=merged_scenes, merge_worker_s=round(merge_worker_s, 3), merge_job_s=round(merge_job_s, 3),
     )
     write_record(store, index_key(plan.name), index)
     # Readers of the previous index keep its parts until the next build; older ones go, in this
@@ -174,8 +176,47 @@ def read_parts(store: ObjectStore, plan: DatasetPlan, versions: list[str]) -> li
     return [read_record(store, f"{part_key(plan.profile_key, v)}/{PART_RECORD}", PartRecord) for v in versions]
 
 
-def build_summary(store: ObjectStore, name: str) -> dict:
-    """What a finished build produced, from its plan, stage records and index (summary.json)."""
+def actual_work(store: ObjectStore, name: str, table: CostTable) -> BuildWork:
+    """What the dataset's last build did, from its stage records and index, for cost.price: the
+    seconds of AWS Batch jobs where the stage ran there, else those its workers measured."""
+    plan = read_record(store, plan_key(name), DatasetPlan)
+    index = read_record(store, index_key(name), DatasetIndex)
+    sampled = read_record(store, stage_record_key(name, STAGE_SAMPLED), StageRecord)
+    labels = read_optional(store, stage_record_key(name, STAGE_AUTOLABELED), StageRecord)
+    spec = DatasetSpec.model_validate(plan.spec)
+    labelled = labels if labels is not None and labels.enabled else None
+    cameras = sum(1 for c in spec.channels if c not in LIDAR_CHANNELS)
+    keyframe_images = int(round(plan.hours * 3600 / max(len(plan.scene_ids), 1) * spec.keyframe_hz)) * cameras
+
+    def seconds(job_s: float, worker_s: float) -> tuple[float, str]:
+        return (job_s, "AWS Batch job durations") if job_s > 0 else (worker_s, "seconds the workers measured")
+
+    sampling_s, sampling_basis = seconds(sampled.job_s, sampled.worker_s)
+    label_s, label_basis = seconds(labelled.job_s, labelled.worker_s) if labelled else (0.0, "")
+    merge_s, merge_basis = seconds(index.merge_job_s, index.merge_worker_s)
+    return BuildWork(
+        frames=sampled.frames, sampled_scenes=sampled.computed, sampling_s=sampling_s,
+        labelled_scenes=labelled.computed if labelled else 0,
+        label_images=keyframe_images * (labelled.computed if labelled else 0),
+        label_s=label_s, label_gpu=bool(labelled and labelled.gpu),
+        merged_scenes=index.merged_scenes, merged_parts=index.rewritten_parts, merge_s=merge_s,
+        channels=len(spec.channels), can_bus=spec.include_can_bus, bytes_per_frame=bytes_per_frame(spec.image_size, table),
+        bases={"sampling": sampling_basis, "autolabel": label_basis, "merge": merge_basis},
+    )
+
+
+def actual_work_rates(store: ObjectStore, name: str) -> dict:
+    """Seconds a unit of work took in the dataset's last build, for later estimates: the merge's
+    seconds a scene (AWS Batch job seconds where it ran there). Sampling and labelling rates are
+    in the registry's scene outputs already."""
+    index = read_record(store, index_key(name), DatasetIndex)
+    seconds = index.merge_job_s or index.merge_worker_s
+    return {"merge_s_per_scene": seconds / index.merged_scenes} if index.merged_scenes and seconds > 0 else {}
+
+
+def build_summary(store: ObjectStore, name: str, table: CostTable | None = None) -> dict:
+    """What a finished build produced, from its plan, stage records and index (summary.json);
+    with a price table also what it cost (`actual_cost`: cost.CostBreakdown as JSON)."""
     plan = read_record(store, plan_key(name), DatasetPlan)
     index = read_record(store, index_key(name), DatasetIndex)
     sampled = read_record(store, stage_record_key(name, STAGE_SAMPLED), StageRecord)
@@ -196,6 +237,7 @@ def build_summary(store: ObjectStore, name: str) -> dict:
         "merge_wall_s": index.merge_wall_s, "dagster_run_id": index.run_id, "autolabel": autolabel,
         "preview": index.preview, "estimate": plan.estimate, "missing_includes": plan.missing_includes,
         "scenes_with_gaps": plan.gap_scenes,
+        **({"actual_cost": price(actual_work(store, name, table), table).to_json()} if table is not None else {}),
     }
 
 

@@ -281,3 +281,30 @@ def format_usd(amount: float) -> str:
     """An amount for people: cents from a dollar up ($12.34), three significant digits below
     ($0.00123); zero is $0."""
     return f"${amount:,.2f}" if abs(amount) >= 1 else f"${amount:.3g}"
+
+
+class ChunkMeter:
+    """A compute backend (anything with run_chunks) that adds up how long its chunk workers ran:
+    ChunkOutcome.seconds, on AWS Batch each job's or child's stoppedAt - startedAt. job_s is that
+    sum where jobs are what is billed (bills_jobs: AWS Batch), 0 elsewhere; local builds are priced
+    by the seconds the workers measured per scene and part instead (their process start-up is
+    this machine's, not a bill's)."""
+
+    def __init__(self, backend, bills_jobs: bool):
+        self._backend = backend
+        self.bills_jobs = bills_jobs
+        self.seconds = 0.0
+        self.chunks = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self._backend, name)
+
+    def run_chunks(self, *args, **kwargs):
+        outcomes = self._backend.run_chunks(*args, **kwargs)
+        self.seconds += sum(outcome.seconds for outcome in outcomes)
+        self.chunks += len(outcomes)
+        return outcomes
+
+    @property
+    def job_s(self) -> float:
+        return self.seconds if self.bills_jobs else 0.0

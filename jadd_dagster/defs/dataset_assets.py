@@ -14,13 +14,14 @@ import math
 import dagster as dg
 
 from jadd_dagster import build, dataset_lock
-from jadd_dagster.autolabel.models import LABELS_JSON
+from jadd_dagster.autolabel.models import LABELS_JSON, needs_gpu
 from jadd_dagster.compute.dispatch import run_whole_chunks
-from jadd_dagster.cost import format_usd
+from jadd_dagster.cost import budget_message
 from jadd_dagster.curation import FilterError
 from jadd_dagster.defs.autolabel_assets import label_cache, label_scenes
 from jadd_dagster.defs.bookkeeping import bookkeeping_advice
 from jadd_dagster.defs.compute_resources import ComputeBackend
+from jadd_dagster.defs.cost_report import actual_cost_metadata, estimate_metadata, launched_by, metered, plan_costing
 from jadd_dagster.defs.config import DatasetConfig, SamplingConfig, spec_from_config
 from jadd_dagster.defs.log_assets import catalog_rows, catalog_rows_for_partitions, read_catalog, scene_catalog
 from jadd_dagster.defs.partitions import dataset_partitions, scene_partitions
@@ -65,7 +66,7 @@ def held_plan(context: dg.AssetExecutionContext, store: StoreResource) -> Datase
 )
 def dataset_plan(
     context: dg.AssetExecutionContext, config: DatasetConfig, store: StoreResource, settings: PipelineSettings,
-    models: AutolabelModels,
+    models: AutolabelModels, registry: RegistryResource,
 ) -> dg.MaterializeResult:
     spec = spec_from_config(context.partition_key, config)
     try:
@@ -76,15 +77,15 @@ def dataset_plan(
     s = store.store()
     previous = build.read_optional(s, plan_key(spec.name), DatasetPlan)
     try:
-        plan = make_plan(spec, read_catalog(store), settings, previous, context.run.run_id)
+        plan = make_plan(spec, read_catalog(store), settings, previous, context.run.run_id,
+                         plan_costing(spec, registry, models, settings))
     except FilterError as error:
         raise dg.Failure(str(error)) from None
     if not plan.parts:
         raise dg.Failure(f"the filter selects no scenes: {spec.scene_filter!r}")
     usd = plan.estimate["usd"]
     if spec.budget_usd is not None and usd > spec.budget_usd:
-        raise dg.Failure(f"estimated cost {format_usd(usd)} exceeds the budget {format_usd(spec.budget_usd)}; "
-                         "narrow the filter, lower max_scenes or raise budget_usd")
+        raise dg.Failure(budget_message(usd, spec.budget_usd), metadata=estimate_metadata(plan.estimate))
     write_record(s, plan_key(spec.name), plan)
     if plan.missing_includes:
         context.log.warning(f"include_scenes names scenes not in the catalog: {', '.join(plan.missing_includes[:20])}")
@@ -97,8 +98,7 @@ def dataset_plan(
     parts = "\n".join(f"| {p.part} | {len(p.scene_ids)} | {p.scene_ids[0]} | {p.scene_ids[-1]} |" for p in plan.parts[:50])
     return dg.MaterializeResult(metadata={
         "scenes": len(plan.scene_ids), "parts": len(plan.parts), "scenes_per_part": plan.scenes_per_part,
-        "hours": plan.hours, "estimated_frames": plan.estimate["frames"],
-        "estimated_cost_usd": round(usd, 4), "spec_hash": plan.spec_hash,
+        "hours": plan.hours, **estimate_metadata(plan.estimate), "spec_hash": plan.spec_hash,
         "missing_includes": ", ".join(plan.missing_includes), "dropped_by_max_scenes": plan.dropped_by_limit,
         "scenes_with_gaps": len(plan.gap_scenes), **({"bookkeeping_advice": advice} if advice else {}),
         "part_plan": dg.MetadataValue.md("| part | scenes | first | last |\n|---:|---:|---|---|\n" + parts),
@@ -141,11 +141,16 @@ def remove_stale_staging(store: StoreResource, profile_key: str) -> dict:
     return {"leftovers_removed": len(removed), "leftover_bytes_reclaimed": sum(item.bytes for item in removed)}
 
 
-def stage_record(stage: str, cache_key: str, result, run_id: str, quality: dict | None = None) -> StageRecord:
+def stage_record(
+    stage: str, cache_key: str, result, run_id: str, quality: dict | None = None, meter=None, gpu: bool = False,
+) -> StageRecord:
+    """meter: the cost.ChunkMeter the stage ran its chunks through (its Batch job seconds)."""
     return StageRecord(
         stage=stage, cache_key=cache_key, cached=len(result.cached), computed=len(result.computed),
         failed=dict(result.failed), chunks=result.chunks, wall_s=round(result.wall_s, 3),
         seconds_per_scene=result.seconds_per_scene, run_id=run_id, quality=quality, recovered=len(result.recovered),
+        frames=sum(o.frames for o in result.computed), worker_s=round(sum(o.seconds for o in result.computed), 3),
+        job_s=round(meter.job_s, 3) if meter is not None else 0.0, gpu=gpu,
     )
 
 
@@ -164,11 +169,12 @@ def dataset_frames(
     profile = sampling_profile(parse_spec(plan.spec))
     reclaimed = remove_stale_staging(store, profile.key())
     tasks = build.sampling_tasks(catalog_rows(store, plan.scene_ids), profile.key())
+    meter = metered(compute)
     result = run_on_backend(context, STAGE_SAMPLED, tasks, profile.key(), profile.to_json(), store, registry,
-                            compute, plan.name)
+                            meter, plan.name)
     record_scene_materializations(context, sampled_frames.key, result, "frames")
     write_record(store.store(), stage_record_key(plan.name, STAGE_SAMPLED),
-                 stage_record(STAGE_SAMPLED, profile.key(), result, context.run.run_id))
+                 stage_record(STAGE_SAMPLED, profile.key(), result, context.run.run_id, meter=meter))
     if not result.ok:
         reasons = "\n".join(f"{k}: {v}" for k, v in sorted(result.failed.items())[:10])
         raise dg.Failure(f"no scene could be sampled:\n{reasons}", metadata={"failed": dg.MetadataValue.json(result.failed)})
@@ -204,13 +210,15 @@ def dataset_labels(
     ok = sorted(build.ok_scene_ids(plan, [sampled_record]))
     sampled = registry.registry().cached_scene_outputs(STAGE_SAMPLED, plan.profile_key, ok)
     tasks = build.sampling_tasks(catalog_rows(store, ok), plan.profile_key)
-    labelled = label_scenes(context, spec, list(sampled.values()), tasks, store, registry, compute, models)
-    _, _, cache_key = label_cache(spec, models)
+    meter = metered(compute)
+    labelled = label_scenes(context, spec, list(sampled.values()), tasks, store, registry, meter, models)
+    config, _, cache_key = label_cache(spec, models)
     previous = build.read_optional(s, key, StageRecord)
     unchanged = (previous is not None and previous.enabled and previous.cache_key == cache_key and not labelled.computed
                  and previous.cached + previous.computed == len(labelled.ok))
     quality = previous.quality if unchanged else score_labels(context, spec, labelled, sampled, store)
-    write_record(s, key, stage_record(STAGE_AUTOLABELED, cache_key, labelled, context.run.run_id, quality))
+    write_record(s, key, stage_record(STAGE_AUTOLABELED, cache_key, labelled, context.run.run_id, quality, meter,
+                                      gpu=needs_gpu(config)))
     return dg.MaterializeResult(metadata={
         "labels_cached": len(labelled.cached), "labels_computed": len(labelled.computed),
         "failed_scenes": dg.MetadataValue.json(labelled.failed),
@@ -297,8 +305,9 @@ def merge_dataset(context, store: StoreResource, compute: ComputeBackend, settin
                                                context.run.run_id, settings.scene_length_s)
     context.log.info(f"merge: {len(versions)} parts, {len(manifests)} changed")
     tags = {"jadd:dataset": plan.name, "jadd:dagster_run_id": context.run.run_id, "jadd:stage": STAGE_MERGED}
+    meter = metered(compute)
     results = run_whole_chunks(
-        manifests, s, lambda st, keys, on_done: compute.run_chunks(context, st, keys, stage=STAGE_MERGED, tags=tags, on_done=on_done),
+        manifests, s, lambda st, keys, on_done: meter.run_chunks(context, st, keys, stage=STAGE_MERGED, tags=tags, on_done=on_done),
         context.run.run_id, context.log.info,
     )
     failed = {chunk: r["error"] for chunk, r in results.items() if r["status"] != "ok"}
@@ -308,7 +317,11 @@ def merge_dataset(context, store: StoreResource, compute: ComputeBackend, settin
     if not any(p.scenes for p in parts):
         reasons = "\n".join(f"{k}: {v}" for p in parts for k, v in sorted(p.failed.items())[:10])
         raise dg.Failure(f"no scene could be merged:\n{reasons}")
-    return build.publish_index(s, plan, parts, stages, context.run.run_id, len(manifests), time.monotonic() - started)
+    return build.publish_index(
+        s, plan, parts, stages, context.run.run_id, len(manifests), time.monotonic() - started,
+        merged_scenes=sum(len(m.scenes) for m in manifests), merge_worker_s=sum(r.get("seconds") or 0.0 for r in results.values()),
+        merge_job_s=meter.job_s,
+    )
 
 
 @dg.asset(
@@ -317,19 +330,27 @@ def merge_dataset(context, store: StoreResource, compute: ComputeBackend, settin
     group_name="dataset",
     description="DB update: the published dataset recorded in the registry.",
 )
-def dataset_registry(context: dg.AssetExecutionContext, store: StoreResource, registry: RegistryResource) -> dg.MaterializeResult:
+def dataset_registry(
+    context: dg.AssetExecutionContext, store: StoreResource, registry: RegistryResource, settings: PipelineSettings,
+) -> dg.MaterializeResult:
+    from jadd_dagster.planning import settings_table
     from jadd_dagster.registry import DatasetEntry, safe_url, utcnow
 
     plan = held_plan(context, store)
     s = store.store()
-    summary = build.build_summary(s, context.partition_key)
+    summary = build.build_summary(s, context.partition_key, settings_table(settings))
     status = "partial" if summary["failed_scenes"] else "complete"
+    cost = {"estimate": plan.estimate.get("breakdown"), "actual": summary["actual_cost"], "scenes": summary["scenes"],
+            "measured": build.actual_work_rates(s, context.partition_key)}
     registry.registry().record_dataset(DatasetEntry(
         name=summary["name"], spec_hash=summary["spec_hash"], spec=plan.spec, status=status,
         dataroot=summary["dataroot"], versions=summary["versions"], scenes=summary["scenes"],
         samples=summary["samples"], images=summary["images"], failed_scenes=len(summary["failed_scenes"]),
         dagster_run_id=context.run.run_id, wall_s=summary["sampling_wall_s"] + summary["merge_wall_s"],
-        created_at=utcnow(),
+        created_at=utcnow(), estimate_usd=plan.estimate.get("usd"), actual_usd=summary["actual_cost"]["usd"], cost=cost,
+        launched_by=launched_by(context.run),
     ))
     dataset_lock.release(s, context.partition_key, context.run.run_id)
-    return dg.MaterializeResult(metadata={"status": status, "registry": safe_url(registry.url)})
+    return dg.MaterializeResult(metadata={
+        "status": status, "registry": safe_url(registry.url), **actual_cost_metadata(plan.estimate, cost, summary["scenes"]),
+    })
