@@ -1,4 +1,4 @@
-"""`jadd`: make synthetic logs, build datasets headless, list the registry, run a worker."""
+"""`jadd`: make synthetic logs, ingest recorded ones, build datasets headless, list the registry, run a worker."""
 
 from __future__ import annotations
 
@@ -124,6 +124,26 @@ def cmd_build(args) -> int:
     return _run_build(Path(args.spec), Path(args.workdir), Path(args.logs), None)
 
 
+def cmd_ingest(args) -> int:
+    from jadd_dagster.ingest import IngestError, TopicMapError, ingest_mcap, load_topic_map
+    from jadd_dagster.logs.reader import LogFormatError
+
+    files = [Path(f) for f in args.files]
+    topic_map = Path(args.topic_map) if args.topic_map else files[0].parent / "topic-map.yaml"
+    try:
+        result = ingest_mcap(files, Path(args.out), load_topic_map(topic_map),
+                             dbc=Path(args.dbc) if args.dbc else None, log_id=args.log_id)
+    except (IngestError, TopicMapError, LogFormatError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    m, report = result.manifest, result.report
+    print(f"log {m.log_id}: {m.duration_us / 1e6:.1f} s, cameras {', '.join(m.channels)} at {m.camera_hz} Hz"
+          f"{', lidars ' + ', '.join(m.lidar_channels) if m.lidar_channels else ''}\nwritten to {result.path}")
+    for gap in report["gaps"]:
+        print(f"GAP {gap['stream']}: {gap['seconds']:.3f} s from {gap['start_us']} µs", file=sys.stderr)
+    return 0
+
+
 def cmd_datasets_list(args) -> int:
     from jadd_dagster import headless
     from jadd_dagster.profile import load_profile
@@ -229,6 +249,15 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--logs", required=True, help="folder of drive-log folders")
     b.add_argument("--workdir", required=True, help="store, registry and Dagster instance go here")
     b.set_defaults(func=cmd_build)
+
+    ing = sub.add_parser("ingest", help="convert the recording of one drive (MCAP files) into a drive log")
+    ing.add_argument("--format", required=True, choices=["mcap"], help="the recording's format")
+    ing.add_argument("files", nargs="+", help="the drive's files (split, overlapping or with gaps: merged in time)")
+    ing.add_argument("--out", required=True, help="the folder of logs, e.g. STORE/logs; the log goes to OUT/<log id>")
+    ing.add_argument("--topic-map", help="topic map YAML (default: topic-map.yaml beside the first file)")
+    ing.add_argument("--dbc", help="DBC file for raw CAN frames")
+    ing.add_argument("--log-id", help="the log's id (default: the first file's name without _<n>.mcap)")
+    ing.set_defaults(func=cmd_ingest)
 
     ds = sub.add_parser("datasets", help="the dataset registry")
     ds_sub = ds.add_subparsers(dest="datasets_command", required=True)
