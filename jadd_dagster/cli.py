@@ -64,6 +64,21 @@ def _autolabel_line(autolabel: dict) -> str:
     return line
 
 
+def _cost_line(summary: dict) -> str:
+    """The build's cost: estimated before it, actual after it (USD, cost.py)."""
+    from jadd_dagster import headless
+    from jadd_dagster.build import actual_work
+    from jadd_dagster.cost import CostBreakdown, format_usd, price
+    from jadd_dagster.profile import load_profile
+
+    table = load_profile().cost
+    actual = price(actual_work(headless.current_store(), summary["name"], table), table)
+    estimate = CostBreakdown.from_json(summary["estimate"]["breakdown"]) if "breakdown" in summary["estimate"] else None
+    parts = ", ".join(f"{line.component} {format_usd(line.usd)}" for line in actual.lines)
+    return (f"cost:     {format_usd(actual.usd)} actual ({parts}); estimated "
+            f"{format_usd(estimate.usd) if estimate else 'n/a'}")
+
+
 def _run_build(spec_path: Path, workdir: Path, logs_dir: Path | None, make_demo_logs: dict | None) -> int:
     from jadd_dagster import headless
 
@@ -99,6 +114,7 @@ def _run_build(spec_path: Path, workdir: Path, logs_dir: Path | None, make_demo_
     )
     if s.get("autolabel"):
         print(_autolabel_line(s["autolabel"]))
+    print(_cost_line(s))
     for scene in s.get("missing_includes", []):
         print(f"MISSING include_scenes entry {scene}: no such scene in the catalog", file=sys.stderr)
     if s.get("scenes_with_gaps"):
@@ -155,10 +171,17 @@ def cmd_datasets_list(args) -> int:
     if args.json:
         print(json.dumps([{**e.__dict__, "created_at": e.created_at.isoformat()} for e in entries], indent=2))
         return 0
-    print(f"{'name':<20} {'status':<9} {'scenes':>7} {'samples':>8} {'images':>8} {'failed':>6}  {'created':<19}  dataroot")
+    from jadd_dagster.cost import format_usd
+
+    def usd(amount: float | None) -> str:
+        return format_usd(amount) if amount is not None else "-"
+
+    print(f"{'name':<20} {'status':<9} {'scenes':>7} {'samples':>8} {'images':>8} {'failed':>6} {'estimate':>10} "
+          f"{'actual':>10}  {'created':<19}  {'launched by':<16} dataroot")
     for e in entries:
-        print(f"{e.name:<20} {e.status:<9} {e.scenes:>7} {e.samples:>8} {e.images:>8} {e.failed_scenes:>6}  "
-              f"{e.created_at:%Y-%m-%d %H:%M:%S}  {e.dataroot}")
+        print(f"{e.name:<20} {e.status:<9} {e.scenes:>7} {e.samples:>8} {e.images:>8} {e.failed_scenes:>6} "
+              f"{usd(e.estimate_usd):>10} {usd(e.actual_usd):>10}  {e.created_at:%Y-%m-%d %H:%M:%S}  "
+              f"{e.launched_by or '-':<16} {e.dataroot}")
     if not entries:
         print("(no datasets registered)")
     return 0

@@ -274,13 +274,21 @@ def budget_message(estimate_usd: float, budget_usd: float) -> str:
 def _precise_usd(amount: float, extra: int) -> str:
     if abs(amount) >= 1:
         return f"${amount:,.{2 + extra}f}"
-    return f"${amount:.{3 + extra}g}"
+    return _significant_usd(amount, 3 + extra)
 
 
 def format_usd(amount: float) -> str:
     """An amount for people: cents from a dollar up ($12.34), three significant digits below
-    ($0.00123); zero is $0."""
-    return f"${amount:,.2f}" if abs(amount) >= 1 else f"${amount:.3g}"
+    ($0.00123, never in exponent notation); zero is $0."""
+    return f"${amount:,.2f}" if abs(amount) >= 1 else _significant_usd(amount, 3)
+
+
+def _significant_usd(amount: float, digits: int) -> str:
+    """$ and `digits` significant digits of an amount below a dollar, trailing zeros dropped."""
+    if amount == 0:
+        return "$0"
+    decimals = max(2, digits - 1 - math.floor(math.log10(abs(float(f"{amount:.{digits}g}")))))
+    return "$" + f"{amount:.{decimals}f}".rstrip("0").rstrip(".")
 
 
 class ChunkMeter:

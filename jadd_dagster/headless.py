@@ -148,9 +148,12 @@ def plan_line(store, name: str) -> str:
     from jadd_dagster.layout import plan_key
     from jadd_dagster.records import DatasetPlan, read_record
 
+    from jadd_dagster.planning import estimate_lines
+
     plan = read_record(store, plan_key(name), DatasetPlan)
     return (f"plan: {len(plan.scene_ids)} scenes ({plan.hours:.2f} h) in {len(plan.parts)} parts of up to "
-            f"{plan.scenes_per_part}; estimated {plan.estimate['frames']} frames, {format_usd(plan.estimate['usd'])}")
+            f"{plan.scenes_per_part}; estimated {plan.estimate['frames']} frames, {format_usd(plan.estimate['usd'])}"
+            + estimate_lines(plan.estimate))
 
 
 class BuildFailed(RuntimeError):

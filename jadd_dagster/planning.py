@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
-from jadd_dagster.cost import CostTable, Rate, estimate_work, median_rate, price
+from jadd_dagster.cost import CostBreakdown, CostTable, Rate, estimate_work, format_usd, median_rate, price
 from jadd_dagster.curation import select_scenes
 from jadd_dagster.logs.format import CAMERA_CHANNELS
 from jadd_dagster.merge import assign_splits, split_score
@@ -168,3 +168,13 @@ def settings_table(settings) -> CostTable:
     if table:
         return CostTable.from_mapping(table)
     return CostTable(cpu_seconds_per_frame=settings.cpu_seconds_per_frame, usd_per_cpu_hour=settings.usd_per_cpu_hour)
+
+
+def estimate_lines(estimate: dict) -> str:
+    """The estimate's components, one indented line each, for `jadd build`'s output before the
+    work (empty for a plan made before the cost model had components)."""
+    if "breakdown" not in estimate:
+        return ""
+    lines = CostBreakdown.from_json(estimate["breakdown"]).lines
+    return "".join(f"\n  {line.component:<10} {format_usd(line.usd):>10}  {line.quantity}"
+                   + (f" ({line.basis})" if line.basis else "") for line in lines)
