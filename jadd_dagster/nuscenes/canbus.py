@@ -271,6 +271,18 @@ def can_bus_messages(can: pd.DataFrame, pose: pd.DataFrame) -> dict[str, list | 
     return {**messages, "meta": meta_stats(messages), "route": route_points(pose)}
 
 
+def shifted_messages(messages: dict[str, list | dict], dx_m: float, dy_m: float) -> dict[str, list | dict]:
+    """The messages with every map-frame position moved by (-dx_m, -dy_m): pose `pos` and the route,
+    and the meta statistics recomputed. What a scene's map window does to all its global positions."""
+    if dx_m == 0 and dy_m == 0:
+        return messages
+    shifted = dict(messages)
+    shifted["pose"] = [{**m, "pos": [m["pos"][0] - dx_m, m["pos"][1] - dy_m, *m["pos"][2:]]} for m in messages["pose"]]
+    shifted["route"] = [[x - dx_m, y - dy_m] for x, y in messages["route"]]
+    shifted["meta"] = meta_stats({name: shifted[name] for name in MESSAGE_NAMES if name in shifted})
+    return shifted
+
+
 def can_bus_file(can_dir: Path, scene_name: str, message: str) -> Path:
     return can_dir / f"{scene_name}_{message}.json"
 

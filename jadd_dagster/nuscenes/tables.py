@@ -104,6 +104,12 @@ ATTRIBUTE_TOKENS = {name: make_token("attribute", name) for name, _ in ATTRIBUTE
 VISIBILITY_TOKENS = {level: token for token, level, _ in VISIBILITY}
 
 MAP_CATEGORY = "semantic_prior"
+MAP_MARGIN_M = 20.0  # map beyond the driven path's largest x and y
+# The side of the square one map raster covers at most (16,000 px at the devkit's 0.1 m): a log's
+# scenes share a map while they fit in one window, so no drive's extent sizes a raster
+# (nuscenes.writer.MapWindows). A scene's own path must fit in a window with its margins.
+MAP_WINDOW_M = 1_600.0
+MAX_SCENE_EXTENT_M = MAP_WINDOW_M - 2 * MAP_MARGIN_M
 
 # NuScenesCanBus (devkit 1.2.0, can_bus_api.py) refuses CAN data of these scene numbers
 # (can_blacklist) and warns about them (route_blacklist with the default max_misalignment, and 419 for
@@ -294,6 +300,18 @@ class SceneTables:
     trajectory_xy: list[tuple[float, float]] = field(default_factory=list)
 
 
+def checked_trajectory(xy: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The ego path of one scene; a ValueError when it spans more than a map window holds
+    (MAX_SCENE_EXTENT_M, 1,560 m: 78 m/s for 20 s), which only a broken pose makes."""
+    if xy:
+        span_x = max(x for x, _ in xy) - min(x for x, _ in xy)
+        span_y = max(y for _, y in xy) - min(y for _, y in xy)
+        if max(span_x, span_y) > MAX_SCENE_EXTENT_M:
+            raise ValueError(f"the ego path spans {span_x:,.0f} m x {span_y:,.0f} m in one scene, more than a map "
+                             f"window holds ({MAX_SCENE_EXTENT_M:,.0f} m): check the log's pose for jumps")
+    return xy
+
+
 def build_scene_tables(record: SceneRecord, annotations: Sequence[Mapping] = ()) -> SceneTables:
     """Records of one scene; raises ValueError when the record breaks the SceneRecord contract.
 
@@ -412,7 +430,7 @@ def build_scene_tables(record: SceneRecord, annotations: Sequence[Mapping] = ())
         instances=instances,
         sample_annotations=sample_annotations,
         links=links,
-        trajectory_xy=[poses_by_time[t] for t in sorted(poses_by_time)],
+        trajectory_xy=checked_trajectory([poses_by_time[t] for t in sorted(poses_by_time)]),
     )
 
 

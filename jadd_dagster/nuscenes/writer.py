@@ -33,6 +33,10 @@ import numpy as np
 
 from jadd_dagster.nuscenes import canbus
 from jadd_dagster.nuscenes.tables import (
+    MAP_CATEGORY,
+    MAP_MARGIN_M,
+    MAP_WINDOW_M,
+    MAX_SCENE_EXTENT_M,
     STREAMED_TABLES,
     TABLE_NAMES,
     SceneTables,
@@ -41,6 +45,7 @@ from jadd_dagster.nuscenes.tables import (
     scene_numbers,
     static_tables,
 )
+from jadd_dagster.nuscenes.tokens import make_token
 from jadd_dagster.scene_record import SCENE_CAN, SCENE_POSE, SceneRecord
 
 VERSION_PREFIX = "v1.0-"
@@ -48,7 +53,6 @@ SPLITS_FILE = "splits.json"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 MAP_RESOLUTION_M = 0.1  # the devkit's MapMask reads PNGs at a native 0.1 m per pixel
 MAP_CORRIDOR_M = 10.0  # mask radius around the driven path
-MAP_MARGIN_M = 20.0  # beyond the largest x and y of the poses
 MAP_POINT_SPACING_M = 0.5
 MAP_STRIP_BYTES = 32 << 20  # mask rows rendered and compressed at a time
 
@@ -188,6 +192,59 @@ class MapPaths:
             write_mask_png(target, width, height, paths, round(MAP_CORRIDOR_M / MAP_RESOLUTION_M))
 
 
+class MapWindows:
+    """Keeps every map raster within MAP_WINDOW_M square whatever a drive's extent (a two-hour log
+    spans tens of kilometres; one raster from the map's origin over 10 km x 10 km was 10
+    gigapixels and 199 s).
+
+    The scenes of a log share the log's map while their paths fit in its window at map (0, 0):
+    their poses are written as recorded. A scene that does not fit opens (or joins) another window
+    of the log, centred on it: a log record and map of their own, and every global position of the
+    scene (ego poses, boxes, CAN bus pose and route, the map's path) moved by the window's origin,
+    so the devkit's map, render and CAN bus functions agree. Windows are found from the scene's
+    own path, in the order scenes are added, so a part's output does not depend on other parts.
+    """
+
+    def __init__(self):
+        self.origins: dict[str, list[tuple[float, float]]] = {}
+
+    def place(self, log_id: str, trajectory_xy: Sequence[tuple[float, float]]) -> tuple[float, float]:
+        """The origin (metres) of the window that holds this path of log_id."""
+        if not trajectory_xy:
+            return (0.0, 0.0)
+        xy = np.asarray(trajectory_xy, dtype=np.float64)
+        low, high = xy.min(axis=0), xy.max(axis=0)
+        if float((high - low).max()) > MAX_SCENE_EXTENT_M:
+            raise ValueError(f"a scene of {log_id} spans {float((high - low).max()):,.0f} m, more than a map window")
+
+        def fits(origin: tuple[float, float]) -> bool:
+            return bool(np.all(low >= origin) and np.all(high + MAP_MARGIN_M <= np.asarray(origin) + MAP_WINDOW_M))
+
+        windows = self.origins.setdefault(log_id, [])
+        for origin in [(0.0, 0.0), *windows]:
+            if fits(origin):
+                return origin
+        centre = (low + high) / 2
+        origin = (float(np.floor(centre[0] - MAP_WINDOW_M / 2)), float(np.floor(centre[1] - MAP_WINDOW_M / 2)))
+        windows.append(origin)
+        return origin
+
+
+def move_to_window(tables: SceneTables, log_id: str, origin: tuple[float, float]) -> None:
+    """Give a scene's records the log and map of its window and move its global positions by the
+    window's origin (MapWindows)."""
+    dx, dy = origin
+    log = make_token("log", log_id, "window", dx, dy)
+    map_ = make_token("map", log_id, "window", dx, dy)
+    tables.log = {**tables.log, "token": log}
+    tables.scene["log_token"] = log
+    tables.map = {"token": map_, "log_tokens": [log], "category": MAP_CATEGORY, "filename": f"maps/{map_}.png"}
+    for record in (*tables.ego_poses, *tables.sample_annotations):
+        x, y, *rest = record["translation"]
+        record["translation"] = [x - dx, y - dy, *rest]
+    tables.trajectory_xy = [(x - dx, y - dy) for x, y in tables.trajectory_xy]
+
+
 @dataclass
 class PreparedScene:
     """A scene read and checked, ready to be written: its records, frames folder and CAN bus files."""
@@ -267,6 +324,7 @@ class PartWriter:
         self.folder.mkdir(parents=True)
         self._tmp = Path(tempfile.mkdtemp(prefix=".merge-", dir=self.folder.parent))
         self._maps = MapPaths(self._tmp)
+        self._windows = MapWindows()
         self._numbers = scene_numbers()
         self.streams = {table: JsonArrayWriter(self.folder / f"{table}.json") for table in STREAMED_TABLES}
         self.small: dict[str, dict[str, dict]] = {"sensor": {}, "calibrated_sensor": {}, "log": {}, "map": {}}
@@ -280,14 +338,19 @@ class PartWriter:
             raise ValueError(f"no 4-digit scene name left in part {self.version}: start another part")
         name = scene_name(number)
         tables = prepared.tables
+        origin = self._windows.place(prepared.record.log_id, tables.trajectory_xy)
+        can_bus = prepared.can_bus
+        if origin != (0.0, 0.0):
+            move_to_window(tables, prepared.record.log_id, origin)
+            can_bus = canbus.shifted_messages(can_bus, *origin) if can_bus is not None else None
         tables.scene["name"] = name
         tables.map["filename"] = f"{self.version}/{tables.map['filename']}"
         for source, filename in tables.links:
             linked = self.link_image(prepared.scene_dir, source, filename)
             self.counts["images"] += 1
             self.counts["copied_images"] += 0 if linked else 1
-        if self.include_can_bus and prepared.can_bus is not None:
-            canbus.write_can_bus(self.folder / "can_bus", name, prepared.can_bus)
+        if self.include_can_bus and can_bus is not None:
+            canbus.write_can_bus(self.folder / "can_bus", name, can_bus)
         for table, records in (
             ("scene", [tables.scene]),
             ("sample", tables.samples),
