@@ -1,0 +1,84 @@
+"""Drives uploaded to the store as MCAP, converted into logs by the drive-log sensor.
+
+    incoming/<drive>/*.mcap             the drive's files (any number: split, overlapping, with gaps)
+    incoming/<drive>/*.dbc              the DBC file, when the topic map reads raw CAN frames
+    incoming/<drive>/topic-map.yaml     uploaded last: it marks the drive as complete
+
+A drive is converted once into logs/<drive>/ (its folder name is the log id), which the sensor
+then registers like any uploaded log. A drive that cannot be converted gets
+incoming/<drive>/ingest-error.txt with the reason and is not tried again until that file is
+deleted; one bad drive never stops the others.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from jadd_dagster.ingest.convert import ingest_mcap
+from jadd_dagster.ingest.mcap_reader import IngestError
+from jadd_dagster.ingest.topic_map import TopicMapError, load_topic_map
+from jadd_dagster.logs.format import MANIFEST
+from jadd_dagster.logs.reader import LogFormatError, is_log_id
+from jadd_dagster.logs.stored import log_key
+from jadd_dagster.storage import LOGS, ObjectStore
+
+INCOMING = "incoming"
+TOPIC_MAP = "topic-map.yaml"
+INGEST_ERROR = "ingest-error.txt"
+
+
+@dataclass(frozen=True)
+class DriveOutcome:
+    """What happened to one incoming drive: error is None when its log was written."""
+
+    drive: str
+    error: str | None
+
+
+def pending_drives(store: ObjectStore) -> list[str]:
+    """Incoming drives with their topic map and no log or recorded error yet, sorted."""
+    out = []
+    for drive in store.list_children(INCOMING):
+        names = set(store.list_children(f"{INCOMING}/{drive}"))
+        if TOPIC_MAP not in names or INGEST_ERROR in names or not any(n.endswith(".mcap") for n in names):
+            continue
+        if is_log_id(drive) and store.exists(f"{log_key(drive)}/{MANIFEST}"):
+            continue
+        out.append(drive)
+    return out
+
+
+def convert_drive(store: ObjectStore, drive: str) -> Path | None:
+    """Convert incoming/<drive> into logs/<drive> (published with its manifest last on a remote
+    store); raises IngestError, TopicMapError or LogFormatError."""
+    if not is_log_id(drive):
+        raise IngestError(f"{INCOMING}/{drive}: the folder's name is the log id and cannot be one")
+    with store.local_folder(f"{INCOMING}/{drive}") as folder:
+        files = sorted(folder.glob("*.mcap"))
+        dbcs = sorted(folder.glob("*.dbc"))
+        if len(dbcs) > 1:
+            raise IngestError(f"{INCOMING}/{drive}: more than one DBC file ({', '.join(p.name for p in dbcs)})")
+        topic_map = load_topic_map(folder / TOPIC_MAP)
+        logs = store.local_path(LOGS)
+        if logs is not None:
+            return ingest_mcap(files, logs, topic_map, dbcs[0] if dbcs else None, log_id=drive).path
+        with tempfile.TemporaryDirectory(prefix="jadd-ingest-") as tmp:
+            result = ingest_mcap(files, Path(tmp), topic_map, dbcs[0] if dbcs else None, log_id=drive)
+            store.publish_folder(result.path, log_key(drive), last=[MANIFEST])
+    return None
+
+
+def convert_incoming_drives(store: ObjectStore, limit: int = 1) -> list[DriveOutcome]:
+    """Convert up to limit pending drives (a sensor tick must stay short); a failure is recorded
+    in the drive's ingest-error.txt."""
+    outcomes = []
+    for drive in pending_drives(store)[:limit]:
+        try:
+            convert_drive(store, drive)
+            outcomes.append(DriveOutcome(drive, None))
+        except (IngestError, TopicMapError, LogFormatError) as error:
+            store.put_bytes(f"{INCOMING}/{drive}/{INGEST_ERROR}", f"{error}\n".encode())
+            outcomes.append(DriveOutcome(drive, str(error)))
+    return outcomes
