@@ -555,6 +555,7 @@ class StageRow:
     sim_compute_s: float = 0.0  # wall of the simulated sampling (the backend's run_chunks)
     sim_worker_s: float = 0.0  # seconds the simulated workers spent on their chunks, summed
     start_mib: float = 0.0  # this process's RSS when the stage started (heap kept from earlier stages)
+    cpu_s: float = 0.0  # this (the run) process's CPU seconds in the stage: what a loaded machine does not inflate
     note: str = ""
 
     @property
@@ -640,13 +641,15 @@ class Bench:
             reset_peak()
             start_mib = peak_mib("VmRSS")
             started = self.started = time.perf_counter()
+            cpu_started = time.process_time()
             result = self.materialize(asset, resources, expect_failure)
             wall = time.perf_counter() - started
+            cpu = time.process_time() - cpu_started
             peak = peak_mib()
         after = count_tree(self.store.root, self.profile_key) if walk else None
         metadata = materialization_metadata(result, asset)
         row = StageRow(
-            size=size, run=run, stage=label, wall_s=wall, peak_mib=peak, start_mib=start_mib,
+            size=size, run=run, stage=label, wall_s=wall, peak_mib=peak, start_mib=start_mib, cpu_s=cpu,
             requests={k: v for k, v in TALLY.calls.items()},
             store_s=sum(v for k, v in TALLY.seconds.items() if k.startswith("store.")),
             bookkeeping_s=TALLY.seconds["bookkeeping"], progress_log_s=TALLY.seconds["progress_log"],
@@ -735,7 +738,8 @@ def run_size(size: int, root: Path, instance: dg.DagsterInstance, registry_url: 
                     f"dispatched {SPLIT.get('dispatched_at', bench.started) - bench.started:.1f} s into the stage")
         result.rows.append(row)
         for row in result.rows:
-            print(f"  plan+split {row.stage:8s} {row.wall_s:8.2f} s  peak {row.peak_mib:7.0f} MiB  {row.note}", flush=True)
+            print(f"  plan+split {row.stage:8s} {row.wall_s:8.2f} s (run process CPU {row.cpu_s:.2f} s)  "
+                  f"peak {row.peak_mib:7.0f} MiB  {row.note}", flush=True)
         return result
     build(bench, result, "full")
     result.chunks = result.row("full", "frames").chunks
@@ -842,13 +846,13 @@ def fmt_requests(requests: Mapping[str, int]) -> str:
 
 def print_size(result: SizeResult) -> None:
     print(f"\n### {result.size:,d} scenes — {SIMULATED}\n")
-    print("| run | stage | wall s | run peak RSS MiB (at start) | store requests (this process) | worker files | "
+    print("| run | stage | wall s | run CPU s | run peak RSS MiB (at start) | store requests (this process) | worker files | "
           "computed / cached | parts merged | bookkeeping s (% of stage) | progress log s | merge worker peak MiB | note |")
-    print("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|")
     for r in result.rows:
         cc = f"{r.computed:,d} / {r.cached:,d}" if r.computed is not None else ""
         book = f"{r.bookkeeping_s:.2f} ({100 * r.bookkeeping_s / r.wall_s:.1f} %)" if r.bookkeeping_s else "0"
-        print(f"| {r.run} | {r.stage} | {r.wall_s:.2f} | {r.peak_mib:,.0f} ({r.start_mib:,.0f}) | "
+        print(f"| {r.run} | {r.stage} | {r.wall_s:.2f} | {r.cpu_s:.2f} | {r.peak_mib:,.0f} ({r.start_mib:,.0f}) | "
               f"{r.total_requests:,d} ({fmt_requests(r.requests)}) | "
               f"{'' if r.worker_files is None else f'{r.worker_files:,d}'} | {cc} | "
               f"{'' if r.parts_merged is None else r.parts_merged} | {book} | {r.progress_log_s:.2f} | "
