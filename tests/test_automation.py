@@ -1,0 +1,93 @@
+"""The standard-datasets schedule as the daemon runs it: a tick evaluated against a real instance,
+then the runs it requests, executed; the next night's rebuild computes nothing again."""
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from jadd_dagster.defs import automation
+from jadd_dagster.definitions import defs
+
+SPEC = {"name": "nightly", "description": "a standard dataset of the test", "channels": ["CAM_FRONT"],
+        "keyframe_hz": 2, "sweep_hz": 10, "image_width": 96, "image_height": 54}
+NIGHT = datetime(2026, 11, 30, 2, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch):
+    """A store with one small log, a folder of standard specs, and the profile's resources."""
+    from jadd_dagster.defs.resources import resources_for
+    from jadd_dagster.logs.generator import make_logs
+    from jadd_dagster.profile import load_profile
+
+    monkeypatch.setenv("JADD_HOME", str(tmp_path))
+    specs = tmp_path / "datasets"
+    specs.mkdir()
+    monkeypatch.setattr(automation, "STANDARD_DATASETS_DIR", specs)
+    make_logs(tmp_path / "store" / "logs", n_logs=1, minutes=0.7, seed=5, channels=("CAM_FRONT",), image_size=(96, 54))
+    return specs, resources_for(load_profile())
+
+
+def tick(schedule, instance, resources, when):
+    repo = defs.get_repository_def()
+    context = dg.build_schedule_context(instance=instance, scheduled_execution_time=when, repository_def=repo,
+                                        resources=resources, instance_ref=instance.get_ref())
+    return schedule.evaluate_tick(context)
+
+
+def run(request, instance, resources):
+    job = defs.get_repository_def().get_job(automation.standard_datasets_schedule.job_name)
+    result = job.execute_in_process(run_config=request.run_config, partition_key=request.partition_key,
+                                    tags=request.tags, instance=instance, resources=resources)
+    return {e.asset_key.to_user_string(): e.materialization.metadata
+            for e in result.get_asset_materialization_events() if e.materialization.partition == request.partition_key}
+
+
+def ingest(instance, resources):
+    from jadd_dagster.logs.stored import list_log_ids
+
+    (log_id,) = list_log_ids(resources["store"].store())
+    instance.add_dynamic_partitions("logs", [log_id])
+    assets = list(defs.assets)
+    assert dg.materialize(assets, selection=["drive_logs", "scene_index"], partition_key=log_id, instance=instance,
+                          resources=resources).success
+    assert dg.materialize(assets, selection=["scene_catalog"], instance=instance, resources=resources).success
+
+
+@pytest.mark.e2e
+def test_a_standard_spec_is_built_by_its_schedule_and_rebuilt_incrementally(world):
+    specs, resources = world
+    (specs / "nightly.yaml").write_text(yaml.safe_dump(SPEC))
+    (specs / "broken.yaml").write_text(yaml.safe_dump({"name": "broken", "keyframe_hz": 7}))
+    schedule = defs.get_repository_def().get_schedule_def("standard_datasets_schedule")
+    with dg.instance_for_test() as instance:
+        before = tick(schedule, instance, resources, NIGHT)
+        assert not before.run_requests and "no scene catalog yet" in before.skip_message
+        ingest(instance, resources)
+
+        first = tick(schedule, instance, resources, NIGHT)
+        assert [r.partition_key for r in first.run_requests] == ["nightly"]  # the broken spec is left out
+        assert "nightly" in instance.get_dynamic_partitions("datasets")
+        built = run(first.run_requests[0], instance, resources)
+        assert built["dataset_registry"]["status"].value == "complete"
+        assert built["dataset_frames"]["computed_scenes"].value == built["jadd_dataset"]["scenes"].value >= 2
+
+        second = tick(schedule, instance, resources, NIGHT + timedelta(days=1))
+        assert second.run_requests[0].run_key != first.run_requests[0].run_key
+        rebuilt = run(second.run_requests[0], instance, resources)
+        assert rebuilt["dataset_frames"]["computed_scenes"].value == 0
+        assert rebuilt["dataset_frames"]["cached_scenes"].value == built["dataset_frames"]["computed_scenes"].value
+        assert rebuilt["jadd_dataset"]["rewritten_parts"].value == 0
+        assert rebuilt["jadd_dataset"]["scenes"].value == built["jadd_dataset"]["scenes"].value
+
+
+def test_the_schedule_skips_when_no_spec_is_valid(world):
+    specs, resources = world
+    (specs / "broken.yaml").write_text("name: [unclosed")
+    schedule = defs.get_repository_def().get_schedule_def("standard_datasets_schedule")
+    with dg.instance_for_test() as instance:
+        result = tick(schedule, instance, resources, NIGHT)
+    assert not result.run_requests and "no valid dataset spec" in result.skip_message
