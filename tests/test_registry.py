@@ -49,3 +49,54 @@ def test_a_large_lookup_scans_and_finds_the_same_entries_as_small_ones(tmp_path,
     scanned = registry.cached_scene_outputs("sampled", "p1", wanted)
     assert scanned == small and len(small) == 100
     assert scanned["l/0006"].path == "k6" and scanned["l/0006"].frames == 6
+
+
+def test_an_existing_registry_without_the_cost_columns_gets_them_and_keeps_its_rows(tmp_path):
+    """A registry.db made before the cost model (the first release's jadd_datasets) is migrated in
+    place by the next Registry: the new columns are added, old rows read None, new rows keep costs."""
+    import sqlite3
+    from dataclasses import replace
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.executescript("""
+            CREATE TABLE jadd_datasets (
+                id INTEGER NOT NULL PRIMARY KEY, name VARCHAR(64) NOT NULL, spec_hash VARCHAR(32) NOT NULL,
+                spec TEXT NOT NULL, status VARCHAR(16) NOT NULL, dataroot TEXT NOT NULL, versions TEXT NOT NULL,
+                scenes INTEGER NOT NULL, samples INTEGER NOT NULL, images INTEGER NOT NULL,
+                failed_scenes INTEGER NOT NULL, dagster_run_id VARCHAR(64), wall_s FLOAT, created_at DATETIME NOT NULL);
+            CREATE INDEX ix_jadd_datasets_name ON jadd_datasets (name);
+            INSERT INTO jadd_datasets VALUES (1, 'old', 'h', '{"name": "old"}', 'complete', '/d', '["v1.0-old"]',
+                                              3, 120, 1200, 0, 'run-0', 9.5, '2026-11-01 10:00:00.000000');
+            CREATE TABLE jadd_scene_outputs (
+                scene_id VARCHAR(200) NOT NULL, stage VARCHAR(32) NOT NULL, profile VARCHAR(64) NOT NULL,
+                path TEXT NOT NULL, frames INTEGER NOT NULL, seconds FLOAT NOT NULL, dagster_run_id VARCHAR(64),
+                computed_at DATETIME NOT NULL, PRIMARY KEY (scene_id, stage, profile));
+            INSERT INTO jadd_scene_outputs VALUES ('l/0001', 'sampled', 'p1', 'x', 10, 1.5, 'run-0', '2026-11-01 10:00:00');
+        """)
+    registry = Registry(f"sqlite:///{path}")
+    [old] = registry.list_datasets()
+    assert (old.name, old.scenes, old.wall_s) == ("old", 3, 9.5)
+    assert (old.estimate_usd, old.actual_usd, old.cost, old.launched_by) == (None, None, None, None)
+    assert old.created_at.tzinfo is not None
+    registry.record_dataset(replace(entry("new", 2), estimate_usd=0.25, actual_usd=0.2, cost={"measured": {}},
+                                    launched_by="alice"))
+    again = Registry(f"sqlite:///{path}")  # a second start finds the columns there: nothing to add
+    new, _ = again.list_datasets()
+    assert (new.estimate_usd, new.actual_usd, new.cost, new.launched_by) == (0.25, 0.2, {"measured": {}}, "alice")
+    assert again.cached_scene_outputs("sampled", "p1", ["l/0001"])["l/0001"].seconds == 1.5
+    assert again.recent_seconds("sampled", "p1") == [(10, 1.5)]
+    with sqlite3.connect(path) as db:
+        columns = [row[1] for row in db.execute("PRAGMA table_info(jadd_datasets)")]
+    assert columns[-4:] == ["estimate_usd", "actual_usd", "cost", "launched_by"]
+
+
+def test_builds_are_listed_by_the_day_they_were_made(tmp_path):
+    from dataclasses import replace
+    from datetime import timedelta
+
+    registry = Registry(f"sqlite:///{tmp_path}/r.db")
+    start = datetime(2026, 11, 28, 7, tzinfo=timezone.utc)
+    for name, at in (("before", start - timedelta(seconds=1)), ("first", start), ("last", start + timedelta(hours=23))):
+        registry.record_dataset(replace(entry(name, 1), created_at=at))
+    assert [e.name for e in registry.list_datasets(since=start, until=start + timedelta(days=1))] == ["last", "first"]
