@@ -100,3 +100,35 @@ def test_builds_are_listed_by_the_day_they_were_made(tmp_path):
     for name, at in (("before", start - timedelta(seconds=1)), ("first", start), ("last", start + timedelta(hours=23))):
         registry.record_dataset(replace(entry(name, 1), created_at=at))
     assert [e.name for e in registry.list_datasets(since=start, until=start + timedelta(days=1))] == ["last", "first"]
+
+
+import pytest  # noqa: E402 - for the marker below (this file's earlier tests need none)
+
+
+@pytest.mark.postgres
+def test_a_postgres_registry_without_the_cost_columns_gets_them_once(postgres_server):
+    """The same migration on PostgreSQL, with two registries starting on the old table at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import sqlalchemy as sa
+
+    url = postgres_server.new_database("oldschema").url
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "CREATE TABLE jadd_datasets (id SERIAL PRIMARY KEY, name VARCHAR(64) NOT NULL, spec_hash VARCHAR(32) NOT NULL,"
+            " spec TEXT NOT NULL, status VARCHAR(16) NOT NULL, dataroot TEXT NOT NULL, versions TEXT NOT NULL,"
+            " scenes INTEGER NOT NULL, samples INTEGER NOT NULL, images INTEGER NOT NULL, failed_scenes INTEGER NOT NULL,"
+            " dagster_run_id VARCHAR(64), wall_s FLOAT, created_at TIMESTAMP WITH TIME ZONE NOT NULL)"))
+        conn.execute(sa.text("INSERT INTO jadd_datasets (name, spec_hash, spec, status, dataroot, versions, scenes, samples,"
+                             " images, failed_scenes, created_at) VALUES ('old', 'h', '{}', 'complete', '/d', '[]', 1, 40,"
+                             " 400, 0, now())"))
+    engine.dispose()
+    with ThreadPoolExecutor(2) as pool:
+        registries = list(pool.map(lambda _: Registry(url), range(2)))
+    [old] = registries[0].list_datasets()
+    assert old.name == "old" and old.actual_usd is None
+    registries[1].record_dataset(entry("new", 1))
+    assert [e.name for e in registries[0].list_datasets()] == ["new", "old"]
+    for registry in registries:
+        registry.engine.dispose()
