@@ -1,0 +1,322 @@
+"""MCAP ingest: drives recorded with the official MCAP writers (ROS 2 CDR and Foxglove protobuf,
+real H.264 and JPEG payloads, tests/mcap_drives.py) become logs whose frames, poses, calibration,
+lidar and CAN are what was recorded; bad recordings fail with the file, topic and message named."""
+
+import json
+import math
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+import simplejpeg
+import yaml
+from mcap.reader import make_reader
+from mcap.writer import Writer as McapWriter
+from mcap_protobuf.decoder import DecoderFactory as ProtobufDecoders
+from mcap_ros2.decoder import DecoderFactory as Ros2Decoders
+from PIL import Image
+
+import mcap_drives as drives
+from jadd_dagster.cli import main as jadd
+from jadd_dagster.ingest import INGEST_REPORT, IngestError, TopicMapError, ingest_mcap, load_topic_map, parse_topic_map
+from jadd_dagster.ingest.incoming import INGEST_ERROR, TOPIC_MAP
+from jadd_dagster.logs import format as fmt
+from jadd_dagster.logs.reader import read_log
+from jadd_dagster.scenes import cut_scenes, scene_statistics
+
+TOPIC_MAPS = Path(__file__).resolve().parents[1] / "examples" / "topic-maps"
+SEGMENTS = {"ros2": [(0, 12), (11, 21)], "foxglove": [(0, 21)]}  # ROS 2: two split files overlapping by 1 s
+
+
+def _ingest(flavour: str, files, out: Path, **kwargs):
+    dbc = drives.DRIVE_DBC if flavour == "ros2" else None
+    return ingest_mcap(files, out, load_topic_map(TOPIC_MAPS / f"{flavour}.yaml"), dbc=dbc, **kwargs)
+
+
+@pytest.fixture(scope="module", params=["ros2", "foxglove"])
+def drive(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(request.param)
+    recording = drives.write_drive(root / "mcap", request.param, SEGMENTS[request.param])
+    result = _ingest(request.param, recording.files, root / "logs")
+    return {"flavour": request.param, "recording": recording, "result": result, "log": read_log(result.path)}
+
+
+def _video_frames(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def _recorded_h264_frames(files, topic: str, skip: int = 0) -> list[np.ndarray]:
+    """The access units of an H.264 topic as recorded (repeats in overlapping files once; the
+    first `skip` left out), decoded straight from the MCAP files: what the camera's encoder produced."""
+    decoder = av.CodecContext.create("h264", "r")
+    units = {}
+    for path in files:
+        with open(path, "rb") as stream:
+            reader = make_reader(stream, decoder_factories=[Ros2Decoders(), ProtobufDecoders()])
+            for _, _, message, decoded in reader.iter_decoded_messages(topics=[topic]):
+                units.setdefault(message.log_time, bytes(decoded.data))
+    return [f.to_ndarray(format="rgb24") for t in sorted(units)[skip:] for f in decoder.decode(av.Packet(units[t]))]
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 99.0 if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+def test_h264_is_remuxed_so_the_log_decodes_to_exactly_the_recorded_frames(drive):
+    recording, log = drive["recording"], drive["log"]
+    frames = _video_frames(log.video_path("CAM_FRONT_LEFT"))
+    recorded = _recorded_h264_frames(recording.files, "/cam_front_left/video")
+    assert len(frames) == len(recording.camera_frames["CAM_FRONT_LEFT"]) == 210
+    assert all(np.array_equal(a, b) for a, b in zip(frames, recorded))  # bit-exact: not re-encoded
+    with av.open(str(log.video_path("CAM_FRONT_LEFT"))) as container:
+        stream = container.streams.video[0]
+        assert stream.time_base == Fraction(1, 1_000_000)
+        pts = [p.pts for p in container.demux(stream) if p.size]
+    assert pts == [round(i * 1_000_000 / 10) for i in range(210)]  # frame i at i / camera_hz, in µs
+    assert drive["result"].report["videos"]["CAM_FRONT_LEFT"]["reencoded"] is False
+
+
+def test_jpeg_frames_are_encoded_once_and_match_the_source_images(drive):
+    # Compared as YUV 4:2:0, the planes both the JPEG and the video hold (no colour conversion).
+    with av.open(str(drive["log"].video_path("CAM_FRONT"))) as container:
+        frames = [f.to_ndarray() for f in container.decode(video=0)]
+    jpeg_decoder = av.CodecContext.create("mjpeg", "r")
+
+    def source(index: int) -> np.ndarray:
+        (frame,) = jpeg_decoder.decode(av.Packet(drives.jpeg("CAM_FRONT", index)))
+        return frame.to_ndarray()
+
+    assert len(frames) == 210
+    for index in (0, 1, 57, 209):
+        assert _psnr(frames[index], source(index)) > 35, index
+        neighbour = source(index + 1 if index < 209 else index - 1)
+        assert _psnr(frames[index], source(index)) > _psnr(frames[index], neighbour) + 5
+    assert drive["result"].report["videos"]["CAM_FRONT"] == {
+        "source": "image", "frames": 210, "reencoded": True, "dropped_waiting_for_keyframe": 0}
+
+
+def test_times_are_the_header_stamps_in_us_and_split_files_merge_without_repeats(drive):
+    recording, log, report = drive["recording"], drive["log"], drive["result"].report
+    for channel in ("CAM_FRONT", "CAM_FRONT_LEFT"):
+        assert log.frame_timestamps(channel).tolist() == recording.camera_stamps[channel]
+    assert log.pose()["timestamp_us"].tolist() == recording.pose_stamps
+    assert log.manifest.camera_hz == 10 and log.manifest.start_time_us == drives.START_S * 1_000_000
+    repeats = 10 if drive["flavour"] == "ros2" else 0  # one second of overlap at 10 Hz
+    assert report["streams"]["camera CAM_FRONT"]["duplicates_dropped"] == repeats
+    assert report["streams"]["pose"]["stamps_from_log_time"] == 0
+    assert report["gaps"] == [] and report["file_gaps"] == []
+
+
+def test_poses_round_trip_shifted_into_a_map_frame_with_positive_x_and_y(drive):
+    pose, origin = drive["log"].pose(), drive["result"].report["map_origin"]
+    assert pose[["x", "y"]].min().min() == pytest.approx(50.0)
+    for row in pose.iloc[[0, 333, -1]].itertuples():
+        t_s = (row.timestamp_us - drives.START_S * 1_000_000) / 1e6
+        (x, y, z), (qx, qy, qz, qw) = drives.pose_at(t_s)
+        assert (row.x + origin["x"], row.y + origin["y"], row.z) == pytest.approx((x, y, z), abs=1e-9)
+        assert (row.qw, row.qx, row.qy, row.qz) == pytest.approx((qw, qx, qy, qz), abs=1e-12)
+
+
+def test_calibration_comes_from_camera_info_and_static_tf(drive):
+    log = drive["log"]
+    for channel, (translation, rotation_xyzw) in drives.CAMERA_MOUNT.items():
+        calib = log.calibration[channel]
+        assert (calib.width, calib.height) == (drives.WIDTH, drives.HEIGHT)
+        assert calib.intrinsic == drives.INTRINSIC and calib.distortion == drives.DISTORTION
+        assert calib.translation == pytest.approx(translation)
+        w = rotation_xyzw[3]
+        assert calib.rotation == pytest.approx((w, *rotation_xyzw[:3]))
+    assert log.lidar_calibration["LIDAR_TOP"].translation == pytest.approx(drives.LIDAR_MOUNT[0])
+    assert log.lidar_calibration["LIDAR_TOP"].rotation == pytest.approx((1.0, 0.0, 0.0, 0.0))
+
+
+def test_point_clouds_become_pcd_bin_sweeps(drive):
+    log = drive["log"]
+    stamps = log.lidar_timestamps("LIDAR_TOP")
+    assert stamps.tolist() == drive["recording"].camera_stamps["CAM_FRONT"]  # recorded with the frames
+    np.testing.assert_array_equal(log.lidar_sweep("LIDAR_TOP", int(stamps[42])), drives.cloud(42))
+
+
+def test_can_signals_come_from_dbc_frames_and_decoded_fields(drive):
+    can = drive["log"].can()
+    # ROS 2: the first speed frame comes before the first brake message, so it has no row.
+    waiting = 1 if drive["flavour"] == "ros2" else 0
+    assert drive["result"].report["can_rows_before_every_signal"] == waiting
+    assert len(can) == 2100 - waiting and np.allclose(can["speed_mps"], drives.SPEED_MPS, atol=0.01)
+    assert np.allclose(can["yaw_rate_rps"], 0.02)
+    defaults = drive["result"].report["can_defaults"]
+    if drive["flavour"] == "ros2":
+        t_s = (can["timestamp_us"] - drives.START_S * 1_000_000) / 1e6
+        # A row is written at each speed frame with the latest steering, the one of the previous cycle.
+        assert np.allclose(can["steering_deg"], 15 * np.sin(t_s - 0.01), atol=0.051)
+        assert set(can["gear"]) == {3}  # the vehicle's 4 (drive) through the topic map's values table
+        assert can.loc[(t_s >= 5.02) & (t_s < 6), "brake"].eq(0.25).all() and can.loc[t_s < 4.98, "brake"].eq(0).all()
+        assert defaults == {"accel_mps2": 0.0, "throttle": 0.0, "turn_signal": 0}
+    else:
+        assert set(defaults) == {"steering_deg", "accel_mps2", "brake", "throttle", "gear", "turn_signal"}
+
+
+def test_gaps_between_files_go_into_ingest_json_and_the_scene_catalog(tmp_path):
+    recording = drives.write_drive(tmp_path / "mcap", "ros2", [(0, 8), (11.35, 21)])
+    result = _ingest("ros2", recording.files, tmp_path / "logs")
+    report = json.loads((result.path / INGEST_REPORT).read_text())
+    gaps = {g["stream"]: g for g in report["gaps"]}
+    assert set(gaps) == {"camera CAM_FRONT", "camera CAM_FRONT_LEFT", "lidar LIDAR_TOP", "pose", "can"}
+    assert gaps["pose"]["seconds"] == pytest.approx(11.36 - 7.98)  # the last pose before and first after
+    assert report["file_gaps"][0]["seconds"] == pytest.approx(3.35, abs=0.02)
+    # H.264 frames after the lost ones refer to frames the log lacks: dropped up to the next keyframe.
+    assert report["videos"]["CAM_FRONT_LEFT"]["dropped_waiting_for_keyframe"] == 6
+    log = read_log(result.path)
+    frames = _video_frames(log.video_path("CAM_FRONT_LEFT"))
+    first_after = log.frame_timestamps("CAM_FRONT_LEFT").tolist().index(drives._camera_stamp_ns(120) // 1000)
+    # The second file starts at frame 114; 120 is the next keyframe (one every 10 frames).
+    after_gap = _recorded_h264_frames(recording.files[1:], "/cam_front_left/video", skip=6)
+    assert len(frames) - first_after == len(after_gap) == 90
+    assert all(np.array_equal(a, b) for a, b in zip(frames[first_after:], after_gap))
+    windows, _ = cut_scenes(log.manifest)
+    catalog = scene_statistics(log.manifest, windows, log.can(), log.pose())
+    assert catalog["has_gap"].tolist() == [True]
+    assert catalog["max_can_gap_s"].iloc[0] == pytest.approx(11.35 - 7.99)
+
+
+@pytest.fixture(scope="module")
+def short_drive(tmp_path_factory):
+    """Three seconds of the ROS 2 drive in one file: the base of the broken recordings."""
+    root = tmp_path_factory.mktemp("short")
+    return drives.write_drive(root, "ros2", [(0, 3)]).files[0]
+
+
+def _rewrite(source: Path, target: Path, topic: str, index: int, change) -> Path:
+    """A copy of an MCAP file (through the mcap library's own writer) with message `index` of
+    `topic` changed: change(message) gives (log_time, data)."""
+    with open(source, "rb") as f_in, open(target, "wb") as f_out:
+        reader = make_reader(f_in)
+        writer = McapWriter(f_out)
+        writer.start(profile="ros2", library="test")
+        summary = reader.get_summary()
+        schema_ids = {sid: writer.register_schema(s.name, s.encoding, s.data) for sid, s in summary.schemas.items()}
+        channel_ids = {cid: writer.register_channel(c.topic, c.message_encoding, schema_ids[c.schema_id])
+                       for cid, c in summary.channels.items()}
+        seen = 0
+        for _, channel, message in reader.iter_messages(log_time_order=True):
+            log_time, data = message.log_time, message.data
+            if channel.topic == topic:
+                if seen == index:
+                    log_time, data = change(message)
+                seen += 1
+            writer.add_message(channel_ids[message.channel_id], log_time, data, log_time)
+        writer.finish()
+    return target
+
+
+def _cli_ingest(files, out: Path, capsys, topic_map: Path = TOPIC_MAPS / "ros2.yaml") -> tuple[int, str]:
+    code = jadd(["ingest", "--format", "mcap", *map(str, files), "--out", str(out), "--topic-map", str(topic_map),
+                 "--dbc", str(drives.DRIVE_DBC)])
+    return code, capsys.readouterr().err
+
+
+def test_a_malformed_message_is_an_error_naming_file_topic_and_index(short_drive, tmp_path, capsys):
+    broken = _rewrite(short_drive, tmp_path / "broken_0.mcap", "/cam_front/image/compressed", 4,
+                      lambda m: (m.log_time, m.data[:40]))
+    code, err = _cli_ingest([broken], tmp_path / "logs", capsys)
+    assert code == 1 and "Traceback" not in err
+    assert err.startswith("error: broken_0.mcap: topic /cam_front/image/compressed: message 4: malformed sensor_msgs/CompressedImage")
+    assert not list((tmp_path / "logs").glob("*")) if (tmp_path / "logs").exists() else True  # nothing is left
+
+
+def test_an_image_that_does_not_decode_is_an_error_naming_its_message(short_drive, tmp_path, capsys):
+    def garbage(message):  # valid CDR, but the payload is no longer a JPEG
+        start = message.data.index(b"\xff\xd8\xff")
+        return message.log_time, message.data[:start] + b"XYZ" + message.data[start + 3:]
+
+    broken = _rewrite(short_drive, tmp_path / "garbled_0.mcap", "/cam_front/image/compressed", 7, garbage)
+    code, err = _cli_ingest([broken], tmp_path / "logs", capsys)
+    assert code == 1
+    assert "garbled_0.mcap: topic /cam_front/image/compressed: message 7: not a decodable JPEG or PNG image" in err
+
+
+def test_a_message_out_of_order_is_an_error_naming_it(short_drive, tmp_path, capsys):
+    # Message 5 of the pose is logged as if it came 0.2 s early: its header stamp then runs backwards.
+    broken = _rewrite(short_drive, tmp_path / "late_0.mcap", "/odom", 5, lambda m: (m.log_time - 200_000_000, m.data))
+    code, err = _cli_ingest([broken], tmp_path / "logs", capsys)
+    assert code == 1
+    assert "late_0.mcap: topic /odom: message" in err and "out of order" in err
+
+
+def test_a_missing_topic_is_an_error_naming_it_and_the_files(short_drive, tmp_path, capsys):
+    data = yaml.safe_load((TOPIC_MAPS / "ros2.yaml").read_text())
+    data["cameras"]["CAM_BACK"] = {"topic": "/cam_back/image/compressed", "calibration": "/cam_back/camera_info"}
+    topic_map = tmp_path / "map.yaml"
+    topic_map.write_text(yaml.safe_dump(data))
+    code, err = _cli_ingest([short_drive], tmp_path / "logs", capsys, topic_map)
+    assert code == 1
+    assert f"topic /cam_back/image/compressed (camera CAM_BACK): no messages in {short_drive.name}" in err
+    assert f"topic /cam_back/camera_info (calibration of CAM_BACK): no messages in {short_drive.name}" in err
+
+
+def test_a_bad_topic_map_names_the_field():
+    data = yaml.safe_load((TOPIC_MAPS / "foxglove.yaml").read_text())
+    data["can"]["signals"]["speed_kph"] = data["can"]["signals"].pop("speed_mps")
+    with pytest.raises(TopicMapError) as error:
+        parse_topic_map(data, "map.yaml")
+    assert str(error.value).startswith("map.yaml:\ncan: signals ['speed_kph'] are not CAN columns")
+    with pytest.raises(IngestError, match="no DBC file"):
+        ingest_mcap([Path("x.mcap")], Path("/nonexistent"), load_topic_map(TOPIC_MAPS / "ros2.yaml"))
+
+
+def test_the_sensor_converts_an_uploaded_drive_and_registers_its_log(short_drive, tmp_path):
+    from jadd_dagster.defs.automation import drive_log_sensor
+    from jadd_dagster.defs.resources import StoreResource
+
+    good, bad = tmp_path / "incoming" / "drive-a", tmp_path / "incoming" / "drive-b"
+    for folder in (good, bad):
+        folder.mkdir(parents=True)
+        shutil.copy(short_drive, folder / "drive_0.mcap")
+        shutil.copy(drives.DRIVE_DBC, folder / "vehicle.dbc")
+    shutil.copy(TOPIC_MAPS / "ros2.yaml", good / TOPIC_MAP)
+    (bad / TOPIC_MAP).write_text((TOPIC_MAPS / "ros2.yaml").read_text().replace("/odom}", "/nowhere}"))
+    store = StoreResource(url=str(tmp_path))
+    with dg.instance_for_test() as instance:
+        first = drive_log_sensor(dg.build_sensor_context(instance=instance, resources={"store": store}))
+        second = drive_log_sensor(dg.build_sensor_context(instance=instance, resources={"store": store}))
+        instance.add_dynamic_partitions("logs", ["drive-a"])
+        third = drive_log_sensor(dg.build_sensor_context(instance=instance, resources={"store": store}))
+    # One drive a tick: the first is converted and registered at once, the bad one fails on the next.
+    assert [r.partition_key for r in first.run_requests] == ["drive-a"]
+    assert (bad / INGEST_ERROR).read_text().startswith("topic /nowhere (pose): no messages in drive_0.mcap")
+    assert [r.partition_key for r in second.run_requests] == ["drive-a"]  # not in the instance yet
+    assert third.run_requests == [] and not (tmp_path / "logs" / "drive-b").exists()
+    assert read_log(tmp_path / "logs" / "drive-a").manifest.log_id == "drive-a"
+
+
+@pytest.mark.e2e
+def test_an_ingested_log_builds_a_dataset_the_devkit_loads(drive, tmp_path):
+    from nuscenes.nuscenes import NuScenes
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / drive["result"].path.name).symlink_to(drive["result"].path)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"name": f"mcap-{drive['flavour']}", "channels": ["CAM_FRONT", "CAM_FRONT_LEFT"],
+                                    "keyframe_hz": 2, "sweep_hz": 10, "undistort": False, "jpeg_quality": 95}))
+    assert jadd(["build", "--spec", str(spec), "--logs", str(logs), "--workdir", str(tmp_path / "work")]) == 0
+    summary = json.loads((tmp_path / "work" / "summary.json").read_text())
+    nusc = NuScenes(version=summary["versions"][0], dataroot=summary["dataroot"], verbose=False)
+    assert len(nusc.scene) == 1 and len(nusc.sample) == 40
+    start = drives.START_S * 1_000_000
+    for channel in ("CAM_FRONT", "CAM_FRONT_LEFT"):
+        record = nusc.get("sample_data", nusc.sample[10]["data"][channel])
+        index = int(round((record["timestamp"] - start) / 100_000))
+        image = np.asarray(Image.open(Path(summary["dataroot"]) / record["filename"]).convert("RGB"))
+        assert _psnr(image, drives.image(channel, index)) > 30
+        pose = nusc.get("ego_pose", record["ego_pose_token"])
+        (x, y, _), _ = drives.pose_at((record["timestamp"] - start) / 1e6)
+        origin = drive["result"].report["map_origin"]
+        assert (pose["translation"][0] + origin["x"], pose["translation"][1] + origin["y"]) == pytest.approx((x, y), abs=0.01)
