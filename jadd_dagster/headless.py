@@ -7,6 +7,7 @@ registry ($JADD_HOME = WORKDIR) and the Dagster instance (WORKDIR/dagster_home, 
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import time
@@ -99,11 +100,14 @@ def build_dataset(spec: DatasetSpec, spec_data: dict, workdir: Path, progress=pr
     store = resources["store"].store()
     assets = list(defs.assets)
 
+    # Runs say who launched them (the daily cost report reads the tag), as Dagster+ tags UI launches.
+    tags = {"user": getpass.getuser()}
+
     def run(selection, partition_key=None, run_config=None):
         config = {**LOG_LEVEL_CONFIG, **(run_config or {})}
         return dg.materialize(
             assets, selection=selection, instance=instance, resources=resources,
-            partition_key=partition_key, run_config=config, raise_on_error=False,
+            partition_key=partition_key, run_config=config, raise_on_error=False, tags=tags,
         )
 
     # A log is ingested once: logs whose scene_index is materialized are not read again.
