@@ -101,7 +101,10 @@ def build_dataset(spec: DatasetSpec, spec_data: dict, workdir: Path, progress=pr
     assets = list(defs.assets)
 
     # Runs say who launched them (the daily cost report reads the tag), as Dagster+ tags UI launches.
-    tags = {"user": getpass.getuser()}
+    try:
+        tags = {"user": getpass.getuser()}
+    except (KeyError, OSError):  # a container's uid without a passwd entry or $USER
+        tags = {}
 
     def run(selection, partition_key=None, run_config=None):
         config = {**LOG_LEVEL_CONFIG, **(run_config or {})}
