@@ -1,0 +1,120 @@
+"""MCAP ingest throughput (MB/s of MCAP file) against plain reading of the same file, and its memory.
+
+What it measures: for each flavour (ROS 2 CDR, Foxglove protobuf) and drive length, one MCAP file
+is written with the official writers by tests/mcap_drives.py, scaled up: two cameras at 10 Hz of
+WIDTHxHEIGHT (one JPEG, encoded once to H.264 by the ingest; one H.264, remuxed), a lidar with
+POINTS points a sweep at 10 Hz, pose at 50 Hz and CAN at 100 Hz (ROS 2: raw frames decoded with
+the DBC). Then three fresh Python child processes each run one pass over the file:
+
+  plain    the baseline: mcap's reader iterating every message (make_reader().iter_messages())
+  decoded  every message decoded too (iter_decoded_messages with the ROS 2 / protobuf decoders)
+  ingest   jadd_dagster.ingest.ingest_mcap into a log folder (validated), as `jadd ingest` does
+
+and report their wall and CPU seconds, MB/s (file size / wall) and peak RSS (the child's VmHWM,
+imports included). A drive twice as long shows whether memory stays flat. Wall time on this
+shared 2-core machine also counts other people's work: CPU seconds are the steadier number.
+
+Usage: python bench/bench_ingest.py [--seconds 30 120] [--width 640 --height 360] [--points 30000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+CHILD = r"""
+import json, resource, sys, time
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+mode, path, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+if mode == "ingest":
+    from jadd_dagster.ingest import ingest_mcap, load_topic_map
+    import mcap_drives
+else:
+    from mcap.reader import make_reader
+    from mcap_protobuf.decoder import DecoderFactory as Protobuf
+    from mcap_ros2.decoder import DecoderFactory as Ros2
+wall, cpu = time.perf_counter(), time.process_time()
+messages = 0
+if mode == "ingest":
+    flavour = sys.argv[4]
+    ingest_mcap([path], out, load_topic_map(mcap_drives.EXAMPLES / "topic-maps" / f"{{flavour}}.yaml"),
+                dbc=mcap_drives.DRIVE_DBC if flavour == "ros2" else None, log_id="bench")
+else:
+    with open(path, "rb") as stream:
+        reader = make_reader(stream, decoder_factories=[Ros2(), Protobuf()])
+        items = reader.iter_messages() if mode == "plain" else reader.iter_decoded_messages()
+        for _ in items:
+            messages += 1
+wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+print(json.dumps({{"wall_s": wall, "cpu_s": cpu, "peak_rss_mib": hwm / 1024, "messages": messages}}))
+"""
+
+
+def write_bench_drive(folder: Path, flavour: str, seconds: float, size: tuple[int, int], points: int) -> Path:
+    """The tests' drive scaled to size and points (the module's constants are set for this process)."""
+    import numpy as np
+
+    import mcap_drives as drives
+
+    drives.WIDTH, drives.HEIGHT = size
+    drives.INTRINSIC = ((size[0] * 0.8, 0.0, size[0] / 2), (0.0, size[0] * 0.8, size[1] / 2), (0.0, 0.0, 1.0))
+
+    def cloud(index: int) -> np.ndarray:
+        rng = np.random.default_rng(index)
+        out = rng.uniform(-50, 50, (points, 5)).astype(np.float32)
+        out[:, 4] = np.arange(points) % 32
+        return out
+
+    drives.cloud = cloud
+    return drives.write_drive(folder, flavour, [(0, seconds)]).files[0]
+
+
+def run_child(mode: str, path: Path, out: Path, flavour: str) -> dict:
+    script = CHILD.format(tests=str(ROOT / "tests"))
+    done = subprocess.run([sys.executable, "-c", script, mode, str(path), str(out), flavour],
+                          capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, nargs="+", default=[30.0, 120.0])
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=360)
+    parser.add_argument("--points", type=int, default=30_000)
+    parser.add_argument("--flavours", nargs="+", default=["ros2", "foxglove"])
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        for flavour in args.flavours:
+            for seconds in args.seconds:
+                folder = Path(tmp) / f"{flavour}-{seconds:g}"
+                path = write_bench_drive(folder / "mcap", flavour, seconds, (args.width, args.height), args.points)
+                mb = path.stat().st_size / 1e6
+                results = {mode: run_child(mode, path, folder / f"logs-{mode}", flavour)
+                           for mode in ("plain", "decoded", "ingest")}
+                rows.append((flavour, seconds, mb, results))
+                print(f"done {flavour} {seconds:g} s ({mb:.1f} MB)", file=sys.stderr, flush=True)
+    print(f"\n{args.width}x{args.height} cameras (one JPEG, one H.264) at 10 Hz, lidar {args.points} points at 10 Hz, "
+          "pose 50 Hz, CAN 100 Hz; one MCAP file per row")
+    print("| flavour | drive s | file MB | messages | plain read s (MB/s) | decode all s (MB/s) | ingest s (MB/s) "
+          "| ingest CPU s | ingest / plain (wall) | peak RSS plain / ingest MiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for flavour, seconds, mb, r in rows:
+        p, d, i = r["plain"], r["decoded"], r["ingest"]
+        print(f"| {flavour} | {seconds:g} | {mb:.1f} | {p['messages']} | {p['wall_s']:.2f} ({mb / p['wall_s']:.0f}) "
+              f"| {d['wall_s']:.2f} ({mb / d['wall_s']:.0f}) | {i['wall_s']:.2f} ({mb / i['wall_s']:.1f}) "
+              f"| {i['cpu_s']:.2f} | {i['wall_s'] / p['wall_s']:.1f}x | {p['peak_rss_mib']:.0f} / {i['peak_rss_mib']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
