@@ -1,78 +1,90 @@
-"""Micro-benchmark: sampling one scene from a 20 s, 30 Hz H.264 camera video.
+"""Benchmark: sampling camera video at 2, 10 and 30 Hz, on 1 and 2 cores, beside two ffmpeg baselines.
 
-Compares, in one run on one generated video, our sample_scene path (2 Hz keyframes, 10 Hz sweeps;
-native, undistorted, undistorted + half size), the bare decode pass, and the ffmpeg CLI baseline
-(`ffmpeg -i in.mp4 -vf fps=10 -q:v 2 out_%05d.jpg`), and prints wall seconds, CPU seconds,
-frames written and frames per wall second.
+Footage: one 1600x900, 30 fps H.264 camera video that decodes like real driving video, made here
+with ffmpeg (`testsrc2` with temporal noise `noise=alls=8:allf=t`, libx264 preset medium, a
+keyframe every 30 frames, x264's default B-frames), or any video given with --video. It is cut into
+scenes of --scene-seconds (20 s) and each scene is sampled by `sample_scene_timed`, the worker's
+own path, for every rate x {native, undistorted, undistorted at half size} x {1 core, 2 cores}:
+keyframes at 2 Hz and sweeps at the rate (all of them keyframes at 2 Hz), JPEG quality 90.
 
-    python bench/bench_sampling.py [--width 1600 --height 900 --seconds 20]
+Every run is a fresh child process pinned to its cores with sched_setaffinity (the sampler sizes
+its threads from the affinity mask, as on a Batch child of 1 or 2 vCPUs). CPU seconds are the
+child's own rusage (all its threads) around the sampling, without its start-up; wall seconds are
+taken around the same code. On a machine that others share, CPU seconds are the figure to compare
+for one core; wall time is what the 2-core speedup is read from (1-core wall / 2-core wall: under a
+steady load both runs get a fair share per thread).
+
+Baselines, in the same run and on the same cores: ffmpeg decoding the whole file
+(`ffmpeg -i in.mp4 -f null -`), and the naive per-scene ffmpeg CLI extracting JPEGs
+(`ffmpeg -ss START -i in.mp4 -t 20 -vf fps=RATE -q:v 2 out_%05d.jpg`, one call per scene).
+
+Ratios: "× naive" is the naive CLI's CPU s over ours (higher is better); "/ decode" is our CPU s
+over the whole-file decode's (lower is better); "2-core ×" is the 1-core wall over the 2-core wall
+of the same configuration. The 2-core runs must write the same bytes as the 1-core runs: the table
+says "same bytes" (a SHA-256 over every file) or the bench fails.
+
+    python bench/bench_sampling.py [--video FILE] [--seconds 60] [--scene-seconds 20] [--rates 2 10 30]
+    python bench/bench_sampling.py --smoke   # tiny footage, seconds (the test suite runs this)
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import av
-import cv2
 import numpy as np
 import pandas as pd
 
-from jadd_dagster.camera import CameraCalibration, pinhole_intrinsic
-from jadd_dagster.logs import format as fmt
-from jadd_dagster.logs.reader import read_log
-from jadd_dagster.sampling import DecodeStats, SamplingProfile, decode_frames, sample_scene_timed, select_frames
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from jadd_dagster.camera import CameraCalibration, pinhole_intrinsic  # noqa: E402
+from jadd_dagster.logs import format as fmt  # noqa: E402
 
 CHANNEL = "CAM_FRONT"
 START_US = 1_700_000_000_000_000
+VARIANTS = ("native", "undistorted", "undistorted, half size")
+STEPS = ("decode_cpu_s", "encode_cpu_s", "write_cpu_s")
 
 
-def texture(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
-    """A road-like RGB texture with detail at every scale, larger than one frame."""
-    noise = [
-        cv2.resize(rng.random((height // s + 1, width // s + 1)).astype(np.float32), (width, height))
-        for s in (2, 9, 40, 160)
+def make_footage(path: Path, width: int, height: int, seconds: float, preset: str = "medium") -> None:
+    """A 30 fps H.264 video that decodes like driving footage: moving test pattern + temporal noise."""
+    command = [
+        _ffmpeg(), "-nostdin", "-loglevel", "error", "-y",
+        "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate=30:duration={seconds}",
+        "-vf", "noise=alls=8:allf=t", "-c:v", "libx264", "-preset", preset,
+        "-g", "30", "-keyint_min", "30", "-sc_threshold", "0", "-pix_fmt", "yuv420p", str(path),
     ]
-    gray = sum(n * w for n, w in zip(noise, (0.15, 0.25, 0.35, 0.25)))
-    img = np.stack([gray * 190 + 30, gray * 180 + 35, gray * 170 + 45], axis=2)
-    for x in range(0, width, 97):  # painted lines
-        cv2.line(img, (x, 0), (x + 200, height), (235, 235, 225), 6)
-    return np.clip(img, 0, 255).astype(np.uint8)
+    subprocess.run(command, check=True)
 
 
-def make_log(folder: Path, width: int, height: int, seconds: int) -> Path:
-    """A one-camera drive log whose video pans across a texture at 30 Hz (yuv420p H.264)."""
-    n = seconds * 30
+def make_log(folder: Path, video: Path) -> tuple[int, int, int]:
+    """A one-camera drive log around video (linked, not copied): (frames, width, height)."""
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        width, height = stream.codec_context.width, stream.codec_context.height
+        frames = stream.frames or sum(1 for _ in container.demux(stream) if _.size)
     (folder / "cameras").mkdir(parents=True)
-    big = texture(width + 2 * n, height + n // 2, np.random.default_rng(0))
-    with av.open(str(folder / fmt.video_file(CHANNEL)), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=30)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "veryfast", "crf": "23", "x264-params": "keyint=30:min-keyint=30:scenecut=0"}
-        for i in range(n):
-            rgb = big[i // 2 : i // 2 + height, 2 * i : 2 * i + width]
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, 30)
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
-    duration = seconds * 1_000_000
+    os.symlink(video.resolve(), folder / fmt.video_file(CHANNEL))
+    duration = int(frames * 1_000_000 / 30)
     calib = CameraCalibration(
         CHANNEL, width, height, pinhole_intrinsic(width, height, 100.0), distortion=(-0.28, 0.08, 0.0005, -0.0005, 0.0)
     )
     manifest = fmt.LogManifest("bench", "car", "town", START_US, duration, (CHANNEL,))
     (folder / fmt.MANIFEST).write_text(json.dumps(manifest.to_json()))
     (folder / fmt.CALIBRATION).write_text(json.dumps({CHANNEL: calib.to_json()}))
-    stamps = START_US + (2 * np.arange(n, dtype=np.int64) * 1_000_000 + 30) // 60
+    stamps = START_US + (2 * np.arange(frames, dtype=np.int64) * 1_000_000 + 30) // 60
     pd.DataFrame({"timestamp_us": stamps}).to_parquet(folder / fmt.timestamps_file(CHANNEL))
-    t = START_US + np.arange(0, duration + 1, 10_000, dtype=np.int64)
+    t = START_US + np.arange(0, duration + 100_001, 10_000, dtype=np.int64)
     can = pd.DataFrame({c: np.zeros(t.size) for c in fmt.CAN_COLUMNS[1:]})
     can = can.astype({"gear": "int8", "turn_signal": "int8"})
     can.insert(0, "timestamp_us", t)
@@ -81,83 +93,183 @@ def make_log(folder: Path, width: int, height: int, seconds: int) -> Path:
     pose = pd.DataFrame({"timestamp_us": t, "x": (t - START_US) / 1e5, "y": 1.0, "z": 0.0})
     pose = pose.assign(qw=1.0, qx=0.0, qy=0.0, qz=0.0)
     pose.to_parquet(folder / fmt.POSE)
-    return folder
+    return frames, width, height
 
 
-def timed(fn):
-    """(result, wall s, CPU s of this process and its children) of fn()."""
-    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-    wall = time.perf_counter()
-    result = fn()
-    wall = time.perf_counter() - wall
-    after = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-    cpu = sum(a.ru_utime + a.ru_stime - b.ru_utime - b.ru_stime for a, b in zip(after, usage))
-    return result, wall, cpu
+def _ffmpeg() -> str:
+    found = shutil.which("ffmpeg")
+    if not found:
+        raise SystemExit("ffmpeg not found: the baselines need it (apt-get install -y ffmpeg)")
+    return found
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--width", type=int, default=1600)
-    parser.add_argument("--height", type=int, default=900)
-    parser.add_argument("--seconds", type=int, default=20)
-    args = parser.parse_args()
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def child(job: dict) -> dict:
+    """One run, in this (pinned) process: sample every scene, or run the ffmpeg commands."""
+    if job["kind"] == "ffmpeg":
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        wall = time.perf_counter()
+        for command in job["commands"]:
+            Path(command[-1]).parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(command, check=True)
+        wall = time.perf_counter() - wall
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        frames = sum(1 for p in Path(job["out"]).rglob("*.jpg")) if job.get("out") else job["frames"]
+        return {"wall": wall, "cpu": cpu, "frames": frames}
+
+    from jadd_dagster.logs.reader import read_log
+    from jadd_dagster.sampling import SamplingProfile, sample_scene_timed, sampling_threads
+
+    log = read_log(Path(job["log"]))
+    profile = SamplingProfile.from_json(job["profile"])
+    out = Path(job["out"])
+    totals: dict[str, float] = {}
+    cpu, wall = _cpu(), time.perf_counter()
+    for i, (start, end) in enumerate(job["scenes"]):
+        _, stats = sample_scene_timed(log, i, start, end, profile, out / f"{i:04d}", f"bench/{i:04d}")
+        for name, value in stats.to_json().items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                totals[name] = totals.get(name, 0) + value
+    wall, cpu = time.perf_counter() - wall, _cpu() - cpu
+    digest = hashlib.sha256()
+    for path in sorted(out.rglob("*.jpg")):
+        digest.update(str(path.relative_to(out)).encode())
+        digest.update(path.read_bytes())
+    return {"wall": wall, "cpu": cpu, "frames": int(totals["frames"]), "threads": sampling_threads(),
+            "sha256": digest.hexdigest(), "steps": totals}
+
+
+def run_pinned(job: dict, cores: list[int]) -> dict:
+    """Run child(job) in a fresh Python process pinned to cores; its JSON result."""
+    command = [sys.executable, __file__, "--child", json.dumps(job)]
+    env = {k: v for k, v in os.environ.items() if k != "JADD_SAMPLING_THREADS"}
+    done = subprocess.run(
+        command, check=True, capture_output=True, text=True, env=env,
+        preexec_fn=lambda: os.sched_setaffinity(0, cores),
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def profile_json(rate: int, variant: str, width: int, height: int) -> dict:
+    size = [width // 2, height // 2] if variant == "undistorted, half size" else None
+    return {"keyframe_hz": 2, "sweep_hz": rate, "undistort": variant != "native", "image_size": size,
+            "jpeg_quality": 90, "channels": [CHANNEL]}
+
+
+def bench(args) -> list[dict]:
+    """Every run of the table; each row a dict (see print_table)."""
     work = Path(tempfile.mkdtemp(prefix="bench-sampling-"))
     try:
-        _, wall, _ = timed(lambda: make_log(work / "log", args.width, args.height, args.seconds))
-        print(f"video: {args.width}x{args.height}, {args.seconds} s at 30 Hz, made in {wall:.1f} s; "
-              f"{os.cpu_count()} CPUs")
-        log = read_log(work / "log")
-        end = START_US + args.seconds * 1_000_000
-        times = log.frame_timestamps(CHANNEL)
-        wanted = [s.frame_index for s in select_frames(times, START_US, end, 2, 10)]
+        video = Path(args.video) if args.video else work / "footage.mp4"
+        if not args.video:
+            t = time.perf_counter()
+            make_footage(video, args.width, args.height, args.seconds, args.preset)
+            print(f"footage made in {time.perf_counter() - t:.0f} s", flush=True)
+        frames, width, height = make_log(work / "log", video)
+        scene_us = int(args.scene_seconds * 1_000_000)
+        count = min(args.scenes or 10**9, int(frames / 30 * 1_000_000) // scene_us)
+        if count < 1:
+            raise SystemExit(f"{video}: {frames} frames is shorter than one {args.scene_seconds} s scene")
+        scenes = [(START_US + i * scene_us, START_US + (i + 1) * scene_us) for i in range(count)]
+        available = sorted(os.sched_getaffinity(0))
+        core_sets = {1: available[:1], 2: available[:2]} if len(available) >= 2 else {1: available[:1]}
+        print(f"{video.name}: {width}x{height}, {frames} frames at 30 fps; {count} scenes of {args.scene_seconds} s; "
+              f"cores {available}; load average {os.getloadavg()[0]:.1f}", flush=True)
+        ffmpeg = _ffmpeg()
         rows = []
-
-        def decode_only(frames, skip):
-            stats = DecodeStats()
-            for _ in decode_frames(log.video_path(CHANNEL), frames, len(times), stats=stats, skip_unwanted=skip):
-                pass
-            return stats
-
-        for name, frames, skip in (
-            ("decode only, every frame", list(range(len(times))), False),
-            ("decode only, 10 Hz frames", wanted, False),
-            ("decode only, 10 Hz frames, skip non-ref", wanted, True),
-        ):
-            stats, wall, cpu = timed(lambda: decode_only(frames, skip))
-            rows.append((name, wall, cpu, len(frames), f"decoded {stats.decoded}"))
-
-        profiles = {
-            "sample_scene 2/10 Hz native (YUV planes)": SamplingProfile(2, 10, False, None, 90, (CHANNEL,)),
-            "sample_scene 2/10 Hz undistort": SamplingProfile(2, 10, True, None, 90, (CHANNEL,)),
-            "sample_scene 2/10 Hz undistort + half size": SamplingProfile(
-                2, 10, True, (args.width // 2, args.height // 2), 90, (CHANNEL,)
-            ),
-        }
-        for name, profile in profiles.items():
-            out = work / "scenes" / profile.key()
-            (_, stats), wall, cpu = timed(
-                lambda: sample_scene_timed(log, 0, START_US, end, profile, out, "bench/0000")
-            )
-            detail = f"decode {stats.decode_s:.2f} s, encode {stats.encode_s:.2f} s, write {stats.write_s:.2f} s"
-            rows.append((name, wall, cpu, stats.frames, detail))
-
-        ffmpeg = shutil.which("ffmpeg")
-        if ffmpeg:
-            out = work / "ffmpeg"
-            out.mkdir()
-            command = [ffmpeg, "-loglevel", "error", "-i", str(log.video_path(CHANNEL)), "-vf", "fps=10", "-q:v", "2",
-                       str(out / "out_%05d.jpg")]
-            _, wall, cpu = timed(lambda: subprocess.run(command, check=True))
-            rows.append(("ffmpeg CLI -vf fps=10 -q:v 2", wall, cpu, len(list(out.iterdir())), ""))
-        else:
-            print("ffmpeg not found: baseline skipped (apt-get install -y ffmpeg)")
-
-        print(f"| {'path':<45} | wall s | CPU s | frames | frames/s | notes")
-        print(f"|{'-' * 47}|-------:|------:|-------:|---------:|------")
-        for name, wall, cpu, frames, notes in rows:
-            print(f"| {name:<45} | {wall:6.2f} | {cpu:5.2f} | {frames:6d} | {frames / wall:8.1f} | {notes}")
+        for cores, pinned in core_sets.items():
+            out = work / f"decode-{cores}"
+            decode = [ffmpeg, "-nostdin", "-loglevel", "error", "-i", str(video), "-map", "0:v", "-f", "null", "-"]
+            result = run_pinned({"kind": "ffmpeg", "commands": [decode], "frames": frames}, pinned)
+            rows.append({"rate": "all", "path": "ffmpeg: decode the whole file", "cores": cores, **result})
+            print(rows[-1], flush=True)
+            for rate in args.rates:
+                out = work / f"cli-{rate}-{cores}"
+                commands = [
+                    [ffmpeg, "-nostdin", "-loglevel", "error", "-ss", f"{(s - START_US) / 1e6:.6f}", "-i", str(video),
+                     "-t", f"{args.scene_seconds}", "-vf", f"fps={rate}", "-q:v", "2", str(out / f"{i:04d}" / "%05d.jpg")]
+                    for i, (s, _) in enumerate(scenes)
+                ]
+                result = run_pinned({"kind": "ffmpeg", "commands": commands, "out": str(out)}, pinned)
+                rows.append({"rate": rate, "path": "ffmpeg: naive per-scene CLI", "cores": cores, **result})
+                print(rows[-1], flush=True)
+                shutil.rmtree(out, ignore_errors=True)
+                for variant in VARIANTS:
+                    out = work / f"ours-{rate}-{variant}-{cores}".replace(" ", "").replace(",", "")
+                    job = {"kind": "sample", "log": str(work / "log"), "scenes": scenes, "out": str(out),
+                           "profile": profile_json(rate, variant, width, height)}
+                    result = run_pinned(job, pinned)
+                    rows.append({"rate": rate, "path": f"ours, {variant}", "cores": cores, **result})
+                    print({k: v for k, v in rows[-1].items() if k != "steps"}, flush=True)
+                    shutil.rmtree(out, ignore_errors=True)
+        return rows
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def print_table(rows: list[dict]) -> None:
+    def find(rate, path, cores):
+        return next((r for r in rows if r["rate"] == rate and r["path"] == path and r["cores"] == cores), None)
+
+    print("\n| rate | path | cores | frames | CPU s | CPU ms/frame | wall s | frames/s (wall) | "
+          "× naive CLI | / whole decode | 2-core × | 2-core output |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        naive = find(r["rate"], "ffmpeg: naive per-scene CLI", r["cores"])
+        decode = find("all", "ffmpeg: decode the whole file", r["cores"])
+        one = find(r["rate"], r["path"], 1)
+        ours = r["path"].startswith("ours")
+        cells = [
+            f"{r['rate']} Hz" if r["rate"] != "all" else "-", r["path"], str(r["cores"]), str(r["frames"]),
+            f"{r['cpu']:.2f}", f"{1000 * r['cpu'] / max(r['frames'], 1):.1f}", f"{r['wall']:.2f}",
+            f"{r['frames'] / r['wall']:.1f}",
+            f"{naive['cpu'] / r['cpu']:.2f}" if ours and naive else "",
+            f"{r['cpu'] / decode['cpu']:.2f}" if r["rate"] != "all" and decode else "",
+            f"{one['wall'] / r['wall']:.2f}" if r["cores"] == 2 and one else "",
+            ("same bytes" if one["sha256"] == r["sha256"] else "DIFFERENT") if ours and r["cores"] == 2 and one else "",
+        ]
+        print("| " + " | ".join(cells) + " |")
+    print("\nOur CPU seconds by step (1 core; CPU time of the thread doing each step), ms per frame:")
+    print("| rate | path | decode | colour, remap, JPEG | write | rest (selection, CAN/pose, records) |")
+    print("|---|---|---:|---:|---:|---:|")
+    for r in rows:
+        if r["path"].startswith("ours") and r["cores"] == 1:
+            n = max(r["frames"], 1)
+            steps = [r["steps"][s] for s in STEPS]
+            print(f"| {r['rate']} Hz | {r['path']} | " + " | ".join(f"{1000 * v / n:.1f}" for v in steps)
+                  + f" | {1000 * (r['cpu'] - sum(steps)) / n:.1f} |")
+    different = [r for r in rows if r["path"].startswith("ours") and r["cores"] == 2
+                 and (one := find(r["rate"], r["path"], 1)) and one["sha256"] != r["sha256"]]
+    if different:
+        raise SystemExit(f"2-core output differs from 1-core output: {[(r['rate'], r['path']) for r in different]}")
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--video", help="a 30 fps video to use instead of generating one")
+    parser.add_argument("--width", type=int, default=1600)
+    parser.add_argument("--height", type=int, default=900)
+    parser.add_argument("--seconds", type=float, default=60, help="length of the generated footage")
+    parser.add_argument("--preset", default="medium", help="x264 preset of the generated footage")
+    parser.add_argument("--scene-seconds", type=float, default=20)
+    parser.add_argument("--scenes", type=int, default=0, help="at most this many scenes (0: as many as fit)")
+    parser.add_argument("--rates", type=int, nargs="+", default=[2, 10, 30])
+    parser.add_argument("--smoke", action="store_true", help="tiny footage and scenes: checks the bench runs")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return []
+    if args.smoke:
+        args.width, args.height, args.seconds, args.scene_seconds, args.preset = 320, 180, 2, 1, "ultrafast"
+    rows = bench(args)
+    print_table(rows)
+    return rows
 
 
 if __name__ == "__main__":

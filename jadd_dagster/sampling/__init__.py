@@ -1,6 +1,14 @@
 """Sampling: camera frames of a scene at a profile's rates, decoded once and written as JPEG."""
 
-from jadd_dagster.sampling.decode import DecodeError, DecodeStats, FrameEncoder, decode_frames
+from jadd_dagster.sampling.decode import (
+    THREADS_ENV,
+    DecodeError,
+    DecodeStats,
+    FrameEncoder,
+    available_cpus,
+    decode_frames,
+    sampling_threads,
+)
 from jadd_dagster.sampling.frames import (
     MissingKeyframes,
     SamplingError,
@@ -12,6 +20,7 @@ from jadd_dagster.sampling.frames import (
 from jadd_dagster.sampling.scene import SamplingStats, sample_scene, sample_scene_timed
 
 __all__ = [
+    "THREADS_ENV",
     "DecodeError",
     "DecodeStats",
     "FrameEncoder",
@@ -20,9 +29,11 @@ __all__ = [
     "SamplingProfile",
     "SamplingStats",
     "Selection",
+    "available_cpus",
     "decode_frames",
     "sample_scene",
     "sample_scene_timed",
+    "sampling_threads",
     "select_frames",
     "target_times",
 ]

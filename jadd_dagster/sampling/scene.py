@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from jadd_dagster.camera import CameraCalibration
-from jadd_dagster.sampling.decode import DecodeStats, FrameEncoder, decode_frames
+from jadd_dagster.sampling.decode import DecodeStats, FrameEncoder, decode_frames, sampling_threads
 from jadd_dagster.sampling.frames import (
     MissingKeyframes,
     SamplingError,
@@ -32,7 +34,10 @@ class SamplingStats:
     """What sampling one scene cost. Seconds are wall time in this process.
 
     decode_s: inside the decoder (demux, seek, decode); encode_s: colour conversion, remap and
-    JPEG encoding; write_s: writing files; frames: JPEGs written; decoded: frames decoded.
+    JPEG encoding; write_s: writing files (with threads > 1, encode_s and write_s add up the
+    encoding threads' times); frames: JPEGs written; decoded: frames out of the decoder;
+    not_decoded: packets no wanted frame needed, never decoded; threads: decoder and encoder
+    threads used.
     """
 
     scene_id: str
@@ -40,10 +45,15 @@ class SamplingStats:
     keyframes: int = 0
     sweeps: int = 0
     decoded: int = 0
+    not_decoded: int = 0
     seeks: int = 0
+    threads: int = 1
     decode_s: float = 0.0
     encode_s: float = 0.0
     write_s: float = 0.0
+    decode_cpu_s: float = 0.0
+    encode_cpu_s: float = 0.0
+    write_cpu_s: float = 0.0
     wall_s: float = 0.0
     per_channel: dict[str, dict] = field(default_factory=dict)
 
@@ -51,8 +61,21 @@ class SamplingStats:
         return asdict(self)
 
 
+_SUMMED = (
+    "frames", "decoded", "not_decoded", "seeks", "decode_s", "encode_s", "write_s", "decode_cpu_s", "encode_cpu_s",
+    "write_cpu_s",
+)
+
+
 def sample_scene(
-    log, scene_index: int, start_us: int, end_us: int, profile: SamplingProfile, out_dir: Path, scene_id: str
+    log,
+    scene_index: int,
+    start_us: int,
+    end_us: int,
+    profile: SamplingProfile,
+    out_dir: Path,
+    scene_id: str,
+    threads: int | None = None,
 ) -> SceneRecord:
     """Write the scene [start_us, end_us) of a drive log into out_dir and return its record.
 
@@ -60,15 +83,27 @@ def sample_scene(
     folder. Frames in the record are grouped by channel (profile order), each in time order.
     Raises SamplingError, before anything is decoded, if a channel is missing or cannot give a
     frame for every keyframe. sample_scene_timed does the same and also returns SamplingStats.
+
+    threads: CPU threads to use (None: sampling_threads(), the CPUs this process may use). With
+    more than one, the decoder runs frame-threaded and a pool of as many threads converts and
+    encodes the frames while the next ones decode; the files are the same bytes as with one.
     """
-    return sample_scene_timed(log, scene_index, start_us, end_us, profile, out_dir, scene_id)[0]
+    return sample_scene_timed(log, scene_index, start_us, end_us, profile, out_dir, scene_id, threads)[0]
 
 
 def sample_scene_timed(
-    log, scene_index: int, start_us: int, end_us: int, profile: SamplingProfile, out_dir: Path, scene_id: str
+    log,
+    scene_index: int,
+    start_us: int,
+    end_us: int,
+    profile: SamplingProfile,
+    out_dir: Path,
+    scene_id: str,
+    threads: int | None = None,
 ) -> tuple[SceneRecord, SamplingStats]:
     """sample_scene, and what it cost (SamplingStats)."""
     wall = time.perf_counter()
+    threads = sampling_threads() if threads is None else max(1, int(threads))
     out_dir = Path(out_dir)
     manifest = log.manifest
     for channel in profile.channels:
@@ -83,17 +118,17 @@ def sample_scene_timed(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / SCENE_JSON).unlink(missing_ok=True)  # an earlier record no longer describes the folder
-    stats = SamplingStats(scene_id=scene_id)
+    stats = SamplingStats(scene_id=scene_id, threads=threads)
     cameras: dict[str, dict] = {}
     frames: list[FrameRecord] = []
     for channel, selected in selections.items():
         calib, channel_frames, channel_stats = _write_channel(
-            log, channel, selected, len(timestamps[channel]), profile, out_dir, scene_id
+            log, channel, selected, len(timestamps[channel]), profile, out_dir, scene_id, threads
         )
         cameras[channel] = calib.to_json()
         frames.extend(channel_frames)
         stats.per_channel[channel] = channel_stats
-        for name in ("frames", "decoded", "seeks", "decode_s", "encode_s", "write_s"):
+        for name in _SUMMED:
             setattr(stats, name, getattr(stats, name) + channel_stats[name])
     stats.keyframes = sum(f.is_key_frame for f in frames)
     stats.sweeps = len(frames) - stats.keyframes
@@ -147,6 +182,7 @@ def _write_channel(
     profile: SamplingProfile,
     out_dir: Path,
     scene_id: str,
+    threads: int = 1,
 ) -> tuple[CameraCalibration, list[FrameRecord], dict]:
     """Decode and write one camera's selected frames: (output calibration, FrameRecords, stats)."""
     encoder = FrameEncoder(log.calibration[channel], profile.image_size, profile.undistort, profile.jpeg_quality)
@@ -155,17 +191,27 @@ def _write_channel(
     folder.mkdir(parents=True, exist_ok=True)
     by_index = {s.frame_index: s for s in selections}
     decode = DecodeStats()
-    encode_s = write_s = 0.0
+    seconds = np.zeros(4)  # encode wall, write wall, encode CPU, write CPU
+
+    def write(index: int, frame) -> np.ndarray:
+        t0, c0 = time.perf_counter(), time.thread_time()
+        jpeg = encoder.encode(frame)
+        t1, c1 = time.perf_counter(), time.thread_time()
+        _write_atomic(folder / f"{by_index[index].timestamp_us}.jpg", jpeg)
+        return np.array([t1 - t0, time.perf_counter() - t1, c1 - c0, time.thread_time() - c1])
+
+    def done(times: np.ndarray) -> None:
+        seconds[:] += times
+
+    frames = decode_frames(
+        log.video_path(channel), list(by_index), frame_count, log.manifest.camera_hz, decode, threads=threads
+    )
     try:
-        for index, frame in decode_frames(
-            log.video_path(channel), list(by_index), frame_count, log.manifest.camera_hz, decode
-        ):
-            t0 = time.perf_counter()
-            jpeg = encoder.encode(frame)
-            t1 = time.perf_counter()
-            _write_atomic(folder / f"{by_index[index].timestamp_us}.jpg", jpeg)
-            encode_s += t1 - t0
-            write_s += time.perf_counter() - t1
+        if threads == 1:
+            for index, frame in frames:
+                done(write(index, frame))
+        else:
+            _write_in_pool(frames, write, done, threads)
     except SamplingError as err:
         raise SamplingError(f"scene {scene_id}: {channel}: {err}") from err
 
@@ -189,12 +235,37 @@ def _write_channel(
     stats = {
         "frames": len(selections),
         "decoded": decode.decoded,
+        "not_decoded": decode.not_decoded,
         "seeks": decode.seeks,
         "decode_s": decode.seconds,
-        "encode_s": encode_s,
-        "write_s": write_s,
+        "encode_s": float(seconds[0]),
+        "write_s": float(seconds[1]),
+        "decode_cpu_s": decode.cpu_seconds,
+        "encode_cpu_s": float(seconds[2]),
+        "write_cpu_s": float(seconds[3]),
     }
     return out_calib, records, stats
+
+
+def _write_in_pool(frames, write, done, threads: int) -> None:
+    """write(index, frame) for each decoded frame on a pool of threads while the decoder goes on;
+    done(result) in frame order. At most 2 x threads frames wait, so memory stays bounded.
+
+    Decoding (PyAV), remapping (OpenCV) and JPEG encoding (simplejpeg) release the GIL, so the
+    threads run on separate cores; each frame's bytes do not depend on which thread made them.
+    """
+    pending: deque[Future] = deque()
+    with ThreadPoolExecutor(threads, thread_name_prefix="jadd-sampling") as pool:
+        try:
+            for index, frame in frames:
+                pending.append(pool.submit(write, index, frame))
+                while len(pending) > 2 * threads:
+                    done(pending.popleft().result())
+            while pending:
+                done(pending.popleft().result())
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def _time_slice(table: pd.DataFrame, start_us: int, end_us: int) -> pd.DataFrame:
