@@ -383,6 +383,6 @@ def test_spend_over_the_limits_fails_the_check_and_reaches_sentry(tmp_path, sent
         assert record.status.value == "FAILED"
     [event] = sentry_here.wait_for(lambda: [e for e in sentry_here.items("event") if (e.get("tags") or {}).get("alert") == "cost"])
     assert event["level"] == "error" and event["tags"]["day"] == day
-    assert "JADD spend over limit on 2026-11-28" in event["message"]["formatted"] if isinstance(event.get("message"), dict) \
-        else "JADD spend over limit on 2026-11-28" in (event.get("message") or event["logentry"]["message"])
+    message = event.get("message") or event["logentry"]["message"]
+    assert message.startswith("JADD spend over limit on 2026-11-28: the day's spend $9.50 is over the daily limit $9.00")
     assert event["extra"]["total_usd"] == pytest.approx(9.5)
