@@ -77,6 +77,8 @@ def ingest_mcap(
     Raises IngestError naming the file, topic and message index of the first problem (and the
     reader's LogFormatError if the result is not a valid log); nothing is left in out_dir then.
     """
+    if not paths:
+        raise IngestError("no MCAP files given")
     log_id = log_id or default_log_id(paths)
     if not is_log_id(log_id):
         raise IngestError(f"log id {log_id!r} must match {LOG_ID_PATTERN.pattern} without '..' (give another one)")
@@ -285,6 +287,9 @@ class LogWriter:
         if lens is None:
             raise IngestError(f"topic {topics.calibration} (calibration of {channel}): no message")
         size = self.cameras[channel].video.size
+        if size is None:
+            raise IngestError(f"topic {topics.topic} (camera {channel}): no frame that can be decoded "
+                              f"({self.cameras[channel].video.dropped_waiting_for_keyframe} before a keyframe)")
         if size != (lens.width, lens.height):
             raise IngestError(f"topic {topics.calibration}: {channel} is calibrated for {lens.width}x{lens.height} "
                               f"images but topic {topics.topic} has {size[0]}x{size[1]} ones")

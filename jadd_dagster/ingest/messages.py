@@ -10,6 +10,7 @@ Times are integer µs since the Unix epoch; positions metres; quaternions [w, x,
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,8 +135,8 @@ def _xyz(v) -> tuple[float, float, float]:
 
 
 def _wxyz(q) -> tuple[float, float, float, float]:
-    norm = float(np.sqrt(q.w * q.w + q.x * q.x + q.y * q.y + q.z * q.z))
-    if not np.isfinite(norm) or norm < 1e-6:
+    norm = math.sqrt(q.w * q.w + q.x * q.x + q.y * q.y + q.z * q.z)
+    if not math.isfinite(norm) or norm < 1e-6:
         raise MessageError(f"rotation ({q.x}, {q.y}, {q.z}, {q.w}) is not a quaternion")
     return float(q.w) / norm, float(q.x) / norm, float(q.y) / norm, float(q.z) / norm
 
