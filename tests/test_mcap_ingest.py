@@ -11,7 +11,6 @@ from pathlib import Path
 import av
 import dagster as dg
 import numpy as np
-import pandas as pd
 import pytest
 import simplejpeg
 import yaml
@@ -25,7 +24,6 @@ import mcap_drives as drives
 from jadd_dagster.cli import main as jadd
 from jadd_dagster.ingest import INGEST_REPORT, IngestError, TopicMapError, ingest_mcap, load_topic_map, parse_topic_map
 from jadd_dagster.ingest.incoming import INGEST_ERROR, TOPIC_MAP
-from jadd_dagster.logs import format as fmt
 from jadd_dagster.logs.reader import read_log
 from jadd_dagster.scenes import cut_scenes, scene_statistics
 
@@ -73,7 +71,7 @@ def test_h264_is_remuxed_so_the_log_decodes_to_exactly_the_recorded_frames(drive
     recording, log = drive["recording"], drive["log"]
     frames = _video_frames(log.video_path("CAM_FRONT_LEFT"))
     recorded = _recorded_h264_frames(recording.files, "/cam_front_left/video")
-    assert len(frames) == len(recording.camera_frames["CAM_FRONT_LEFT"]) == 210
+    assert len(frames) == len(recorded) == len(recording.camera_frames["CAM_FRONT_LEFT"]) == 210
     assert all(np.array_equal(a, b) for a, b in zip(frames, recorded))  # bit-exact: not re-encoded
     with av.open(str(log.video_path("CAM_FRONT_LEFT"))) as container:
         stream = container.streams.video[0]
