@@ -2,7 +2,7 @@
 mcap-protobuf-support's), for the ingest tests and bench/bench_ingest.py.
 
 Two flavours of the same drive: `ros2` (CDR: sensor_msgs/CompressedImage JPEG, foxglove_msgs/
-CompressedVideo H.264, CameraInfo, tf2_msgs/TFMessage, nav_msgs/Odometry, PointCloud2, can_msgs/
+CompressedVideo H.264, CameraInfo, tf2_msgs/TFMessage (static, and the pose on /tf), nav_msgs/Odometry, PointCloud2, can_msgs/
 Frame decoded with DRIVE_DBC, std_msgs/Float64) and `foxglove` (protobuf: foxglove CompressedVideo,
 CompressedImage, CameraCalibration, FrameTransforms, PoseInFrame, Odometry, PointCloud). Images
 are real H.264 (libx264) and JPEG (libjpeg-turbo) payloads of frames that `image` regenerates,
@@ -267,6 +267,10 @@ def _ros2_messages(kind: str, payload):
                      "covariance": [0.0] * 36},
             "twist": {"twist": {"linear": {"x": SPEED_MPS, "y": 0.0, "z": 0.0}, "angular": {"x": 0.0, "y": 0.0, "z": 0.02}},
                       "covariance": [0.0] * 36}}
+        # The same pose as TF (what a localisation node broadcasts), with an unrelated transform beside it.
+        yield "/tf", "tf2_msgs/TFMessage", {"transforms": [
+            _ros_transform("base_link", "wheel_fl", (1.2, 0.8, 0.3), (0.0, 0.0, 0.0, 1.0), stamp),
+            _ros_transform("map", "base_link", position, rotation, stamp)]}
     elif kind == "can":
         stamp, t_s = payload
         speed = int(round(SPEED_MPS * 3.6 / 0.01)).to_bytes(2, "little") + bytes(6)

@@ -122,6 +122,15 @@ def test_poses_round_trip_shifted_into_a_map_frame_with_positive_x_and_y(drive):
         assert (row.qw, row.qx, row.qy, row.qz) == pytest.approx((qw, qx, qy, qz), abs=1e-12)
 
 
+def test_the_pose_can_come_from_tf(short_drive, tmp_path):
+    data = yaml.safe_load((TOPIC_MAPS / "ros2.yaml").read_text())
+    data["pose"] = {"topic": "/tf"}  # map -> base_link among the transforms on /tf
+    from_tf = ingest_mcap([short_drive], tmp_path / "tf", parse_topic_map(data), dbc=drives.DRIVE_DBC)
+    from_odometry = _ingest("ros2", [short_drive], tmp_path / "odom")
+    pd_tf, pd_odom = read_log(from_tf.path).pose(), read_log(from_odometry.path).pose()
+    assert len(pd_tf) == 150 and pd_tf.equals(pd_odom)
+
+
 def test_calibration_comes_from_camera_info_and_static_tf(drive):
     log = drive["log"]
     for channel, (translation, rotation_xyzw) in drives.CAMERA_MOUNT.items():
