@@ -859,7 +859,8 @@ def print_size(result: SizeResult) -> None:
               f"{'' if r.merge_peak_mib is None else f'{r.merge_peak_mib:,.0f}'} | {r.note} |")
     for run in result.runs():
         rows = [r for r in result.rows if r.run == run]
-        print(f"| {run} | **total** | {result.total(run):.2f} | {max(r.peak_mib for r in rows):,.0f} | "
+        print(f"| {run} | **total** | {result.total(run):.2f} | {sum(r.cpu_s for r in rows):.2f} | "
+              f"{max(r.peak_mib for r in rows):,.0f} | "
               f"{sum(r.total_requests for r in rows):,d} | "
               f"{sum(r.worker_files or 0 for r in rows):,d} | | | {sum(r.bookkeeping_s for r in rows):.2f} | "
               f"{sum(r.progress_log_s for r in rows):.2f} | | |")
