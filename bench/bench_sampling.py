@@ -15,7 +15,8 @@ for one core; wall time is what the 2-core speedup is read from (1-core wall / 2
 steady load both runs get a fair share per thread).
 
 Baselines, in the same run and on the same cores: ffmpeg decoding the whole file
-(`ffmpeg -i in.mp4 -f null -`), and the naive per-scene ffmpeg CLI extracting JPEGs
+(`ffmpeg -i in.mp4 -t SPAN -f null -`, SPAN the scenes' footage: the whole file unless --scenes
+leaves some out), and the naive per-scene ffmpeg CLI extracting JPEGs
 (`ffmpeg -ss START -i in.mp4 -t 20 -vf fps=RATE -q:v 2 out_%05d.jpg`, one call per scene).
 
 Ratios: "× naive" is the naive CLI's CPU s over ours (higher is better); "/ decode" is our CPU s
@@ -24,7 +25,7 @@ of the same configuration. The 2-core runs must write the same bytes as the 1-co
 says "same bytes" (a SHA-256 over every file) or the bench fails.
 
     python bench/bench_sampling.py [--video FILE] [--seconds 60] [--scene-seconds 20] [--rates 2 10 30]
-    python bench/bench_sampling.py --smoke   # tiny footage, seconds (the test suite runs this)
+    python bench/bench_sampling.py --smoke   # tiny footage, one rate (tests/test_sampling_speed.py runs it)
 """
 
 from __future__ import annotations
@@ -183,9 +184,11 @@ def bench(args) -> list[dict]:
         ffmpeg = _ffmpeg()
         rows = []
         for cores, pinned in core_sets.items():
-            out = work / f"decode-{cores}"
-            decode = [ffmpeg, "-nostdin", "-loglevel", "error", "-i", str(video), "-map", "0:v", "-f", "null", "-"]
-            result = run_pinned({"kind": "ffmpeg", "commands": [decode], "frames": frames}, pinned)
+            span = f"{count * args.scene_seconds}"  # the whole file when the scenes cover it (the default)
+            decode = [ffmpeg, "-nostdin", "-loglevel", "error", "-i", str(video), "-t", span, "-map", "0:v",
+                      "-f", "null", "-"]
+            result = run_pinned({"kind": "ffmpeg", "commands": [decode], "frames": int(count * scene_us * 30 / 1e6)},
+                                pinned)
             rows.append({"rate": "all", "path": "ffmpeg: decode the whole file", "cores": cores, **result})
             print(rows[-1], flush=True)
             for rate in args.rates:
@@ -199,7 +202,7 @@ def bench(args) -> list[dict]:
                 rows.append({"rate": rate, "path": "ffmpeg: naive per-scene CLI", "cores": cores, **result})
                 print(rows[-1], flush=True)
                 shutil.rmtree(out, ignore_errors=True)
-                for variant in VARIANTS:
+                for variant in args.variants:
                     out = work / f"ours-{rate}-{variant}-{cores}".replace(" ", "").replace(",", "")
                     job = {"kind": "sample", "log": str(work / "log"), "scenes": scenes, "out": str(out),
                            "profile": profile_json(rate, variant, width, height)}
@@ -259,7 +262,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--scene-seconds", type=float, default=20)
     parser.add_argument("--scenes", type=int, default=0, help="at most this many scenes (0: as many as fit)")
     parser.add_argument("--rates", type=int, nargs="+", default=[2, 10, 30])
-    parser.add_argument("--smoke", action="store_true", help="tiny footage and scenes: checks the bench runs")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--smoke", action="store_true", help="tiny footage, one rate: checks the bench runs")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -267,6 +271,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         return []
     if args.smoke:
         args.width, args.height, args.seconds, args.scene_seconds, args.preset = 320, 180, 2, 1, "ultrafast"
+        args.rates, args.variants = [10], ["native", "undistorted"]
     rows = bench(args)
     print_table(rows)
     return rows
