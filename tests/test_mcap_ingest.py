@@ -166,6 +166,8 @@ def test_can_signals_come_from_dbc_frames_and_decoded_fields(drive):
         assert set(can["gear"]) == {3}  # the vehicle's 4 (drive) through the topic map's values table
         assert can.loc[(t_s >= 5.02) & (t_s < 6), "brake"].eq(0.25).all() and can.loc[t_s < 4.98, "brake"].eq(0).all()
         assert defaults == {"accel_mps2": 0.0, "throttle": 0.0, "turn_signal": 0}
+        # std_msgs/Float64 has no header: its messages (100 Hz, 1 s of them in both files) are timed by log time.
+        assert drive["result"].report["signal_topics_stamped_by_log_time"] == {"/vehicle/brake": 2100 + 100}
     else:
         assert set(defaults) == {"steering_deg", "accel_mps2", "brake", "throttle", "gear", "turn_signal"}
 

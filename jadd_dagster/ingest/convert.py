@@ -259,6 +259,7 @@ class LogWriter:
             "file_gaps": _file_gaps(summaries),
             "camera_hz": self.camera_hz,
             "streams": {name: clock.stats() for name, clock in streams.items()},
+            "signal_topics_stamped_by_log_time": {t: c.from_log_time for t, c in self.topic_clocks.items() if c.from_log_time},
             "videos": {c: {"source": s.video.kind, "frames": s.video.frames, "reencoded": s.video.kind == "image",
                            "dropped_waiting_for_keyframe": s.video.dropped_waiting_for_keyframe} for c, s in self.cameras.items()},
             "gaps": _stream_gaps(streams),
