@@ -343,10 +343,25 @@ def test_the_daily_report_lists_the_days_builds_with_who_launched_them_and_their
     assert "yesterday" not in table and "tomorrow" not in table
     spenders = metadata["biggest_spenders"].value.splitlines()[2:]
     assert spenders[0].startswith("| big | $9.00") and spenders[1].startswith("| small | $0.5 ")
-    png = base64.b64decode(re.search(r"base64,([A-Za-z0-9+/=]+)\)", metadata["plot"].value).group(1))
+    # The plot is served by the webserver from the instance's compute-log folder, shown without a click.
+    plot = metadata["plot_file"].value
+    assert metadata["plot"].value == f"![estimate and actual cost per build](/logs/jadd-cost-report/{day}/{result.run_id}/png)"
+    assert plot.endswith(f"jadd-cost-report/{day}/{result.run_id}.png")
+    png = open(plot, "rb").read()
     assert png.startswith(b"\x89PNG") and len(png) > 1000
     [check] = result.get_asset_check_evaluations()
     assert check.check_name == CHECK_SPEND and check.passed  # under the table's (absent) limits
+
+
+def test_without_a_local_compute_log_folder_the_plot_is_embedded(tmp_path):
+    day = "2026-11-28"
+    two_builds(tmp_path, day)
+    with dg.DagsterInstance.ephemeral() as instance:  # no compute logs kept
+        result = dg.materialize([daily_cost_report], instance=instance, partition_key=day,
+                                resources=report_resources(tmp_path, TABLE))
+        metadata = result.asset_materializations_for_node("daily_cost_report")[0].metadata
+    png = base64.b64decode(re.search(r"base64,([A-Za-z0-9+/=]+)\)", metadata["plot"].value).group(1))
+    assert png.startswith(b"\x89PNG") and "plot_file" not in metadata
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import io
 import os
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import dagster as dg
 
@@ -33,6 +34,7 @@ from jadd_dagster.spec import DatasetSpec
 CHECK_SPEND = "spend_within_limits"
 REPORT_HOUR_UTC = 7  # the day of a report runs from 07:00 UTC to 07:00 UTC the next day
 BIGGEST_SPENDERS = 5
+PLOT_LOG_FOLDER = "jadd-cost-report"
 MERGE_RATE = "merge_s_per_scene"  # in a registry entry's cost["measured"]
 
 
@@ -197,6 +199,26 @@ def report_plot(rows: list[dict], title: str) -> bytes:
     return buffer.getvalue()
 
 
+def plot_metadata(context: dg.AssetExecutionContext, png: bytes) -> dict:
+    """The report's plot, shown in the UI's metadata without a click.
+
+    Dagster's UI shows Markdown metadata in place only under 1,000 characters, so the image goes by
+    URL, as the dataset preview does (defs/stages.py): the webserver serves the files of the
+    instance's local compute-log folder at /logs/<folders…>/<name>/<extension>, and the plot is
+    written there as jadd-cost-report/<day>/<run id>.png. With another compute-log manager it is
+    embedded in the Markdown instead (behind "[Show Markdown]")."""
+    alt = "estimate and actual cost per build"
+    manager = context.instance.compute_log_manager
+    if type(manager).__name__ == "LocalComputeLogManager" and hasattr(manager, "get_captured_local_path"):
+        log_key = [PLOT_LOG_FOLDER, context.partition_key, context.run.run_id]
+        path = Path(manager.get_captured_local_path(log_key, "png"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(png)
+        return {"plot": dg.MetadataValue.md(f"![{alt}](/logs/{'/'.join(log_key)}/png)"),
+                "plot_file": dg.MetadataValue.path(str(path))}
+    return {"plot": dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})")}
+
+
 def limit_breaches(rows: list[dict], table: CostTable) -> list[str]:
     """What passes the profile's limits: the day's total, and each build's actual cost."""
     breaches = []
@@ -262,9 +284,7 @@ def daily_cost_report(
             + "\n".join(f"| {name} | {format_usd(usd)} | {n} |" for name, usd, n in top)),
     }
     if rows:
-        png = report_plot(rows, f"estimate and actual cost, {context.partition_key}")
-        metadata["plot"] = dg.MetadataValue.md(
-            f"![estimate and actual cost per build](data:image/png;base64,{base64.b64encode(png).decode('ascii')})")
+        metadata.update(plot_metadata(context, report_plot(rows, f"estimate and actual cost, {context.partition_key}")))
     limits = {"daily_limit_usd": table.daily_limit_usd, "dataset_limit_usd": table.dataset_limit_usd}
     return dg.MaterializeResult(
         metadata=metadata,
