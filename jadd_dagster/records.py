@@ -35,7 +35,7 @@ class DatasetPlan:
     parts: list[PartPlan]
     scenes_per_part: int
     hours: float
-    estimate: dict  # cost.CostEstimate as a mapping
+    estimate: dict  # planning.estimate_plan: frames, cpu_hours, gpu_hours, usd, components, breakdown, work
     missing_includes: list[str] = field(default_factory=list)
     dropped_by_limit: int = 0
     gap_scenes: list[str] = field(default_factory=list)  # scenes whose CAN or pose has a gap (catalog has_gap)
