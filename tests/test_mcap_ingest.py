@@ -280,8 +280,9 @@ def test_a_bad_topic_map_names_the_field():
         ingest_mcap([Path("x.mcap")], Path("/nonexistent"), load_topic_map(TOPIC_MAPS / "ros2.yaml"))
 
 
-def test_the_sensor_converts_an_uploaded_drive_and_registers_its_log(short_drive, tmp_path):
-    from jadd_dagster.defs.automation import drive_log_sensor
+def test_uploaded_drives_are_converted_in_runs_of_their_own_and_then_registered(short_drive, tmp_path):
+    from jadd_dagster.definitions import defs
+    from jadd_dagster.defs.incoming import DRIVE_TAG
     from jadd_dagster.defs.resources import StoreResource
 
     good, bad = tmp_path / "incoming" / "drive-a", tmp_path / "incoming" / "drive-b"
@@ -291,18 +292,34 @@ def test_the_sensor_converts_an_uploaded_drive_and_registers_its_log(short_drive
         shutil.copy(drives.DRIVE_DBC, folder / "vehicle.dbc")
     shutil.copy(TOPIC_MAPS / "ros2.yaml", good / TOPIC_MAP)
     (bad / TOPIC_MAP).write_text((TOPIC_MAPS / "ros2.yaml").read_text().replace("/odom}", "/nowhere}"))
-    store = StoreResource(url=str(tmp_path))
+    resources = {"store": StoreResource(url=str(tmp_path))}
+    repo = defs.get_repository_def()
+
+    def tick(name: str):
+        with dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), repository_def=repo,
+                                     resources=resources) as context:
+            return repo.get_sensor_def(name).evaluate_tick(context)
+
     with dg.instance_for_test() as instance:
-        first = drive_log_sensor(dg.build_sensor_context(instance=instance, resources={"store": store}))
-        second = drive_log_sensor(dg.build_sensor_context(instance=instance, resources={"store": store}))
-        instance.add_dynamic_partitions("logs", ["drive-a"])
-        third = drive_log_sensor(dg.build_sensor_context(instance=instance, resources={"store": store}))
-    # One drive a tick: the first is converted and registered at once, the bad one fails on the next.
-    assert [r.partition_key for r in first.run_requests] == ["drive-a"]
-    assert (bad / INGEST_ERROR).read_text().startswith("topic /nowhere (pose): no messages in drive_0.mcap")
-    assert [r.partition_key for r in second.run_requests] == ["drive-a"]  # not in the instance yet
-    assert third.run_requests == [] and not (tmp_path / "logs" / "drive-b").exists()
+        # The sensor converts nothing itself: it asks for one run per complete drive.
+        requests = tick("incoming_drive_sensor").run_requests
+        assert sorted(r.tags[DRIVE_TAG] for r in requests) == ["drive-a", "drive-b"]
+        assert not (tmp_path / "logs").exists()
+        job = repo.get_job("convert_drive_job")
+        waiting = instance.create_run_for_job(job, run_config=requests[0].run_config, tags=requests[0].tags)
+        assert [r.tags[DRIVE_TAG] for r in tick("incoming_drive_sensor").run_requests] == [
+            r.tags[DRIVE_TAG] for r in requests[1:]]  # a drive with a run queued is not asked for again
+        instance.delete_run(waiting.run_id)
+        outcomes = {r.tags[DRIVE_TAG]: job.execute_in_process(run_config=r.run_config, instance=instance, tags=r.tags,
+                                                              resources=resources, raise_on_error=False)
+                    for r in requests}
+        assert outcomes["drive-a"].success and not outcomes["drive-b"].success
+        assert (bad / INGEST_ERROR).read_text().startswith("topic /nowhere (pose): no messages in drive_0.mcap")
+        assert tick("incoming_drive_sensor").run_requests == []  # converted, or failed and recorded
+        registered = tick("drive_log_sensor")
+    assert [r.partition_key for r in registered.run_requests] == ["drive-a"]
     assert read_log(tmp_path / "logs" / "drive-a").manifest.log_id == "drive-a"
+    assert not (tmp_path / "logs" / "drive-b").exists()
 
 
 @pytest.mark.e2e

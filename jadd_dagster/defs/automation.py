@@ -10,7 +10,6 @@ from jadd_dagster.defs.dataset_assets import dataset_frames, dataset_labels, dat
 from jadd_dagster.defs.log_assets import drive_logs, scene_index
 from jadd_dagster.defs.partitions import dataset_partitions, log_partitions
 from jadd_dagster.defs.resources import StoreResource
-from jadd_dagster.ingest.incoming import convert_incoming_drives
 from jadd_dagster.layout import CATALOG_KEY
 from jadd_dagster.logs.format import MANIFEST
 from jadd_dagster.logs.reader import LOG_ID_PATTERN, is_log_id
@@ -33,18 +32,12 @@ def new_log_ids(store: StoreResource, known: set[str]) -> list[str]:
 
 @dg.sensor(
     target=[drive_logs, scene_index], minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Every minute: converts one MCAP drive uploaded under incoming/<drive>/ (with its topic-map.yaml) "
-    "into a log under logs/, then registers each new log folder under logs/ in the store (one with its "
-    "manifest.json) as a `logs` partition and ingests it (drive_logs, scene_index).",
+    description="Every minute: registers each new log folder under logs/ in the store (one with its manifest.json, "
+    "uploaded or converted from MCAP by convert_drive_job) as a `logs` partition and ingests it (drive_logs, "
+    "scene_index).",
 )
 def drive_log_sensor(context: dg.SensorEvaluationContext, store: StoreResource) -> dg.SensorResult:
-    """Converts an incoming MCAP drive into a log (jadd_dagster.ingest.incoming), then registers
-    each new log folder in the store as a `logs` partition and ingests it."""
-    for outcome in convert_incoming_drives(store.store()):
-        if outcome.error is None:
-            context.log.info(f"converted incoming drive {outcome.drive} into logs/{outcome.drive}")
-        else:
-            context.log.error(f"incoming drive {outcome.drive} cannot be converted: {outcome.error}")
+    """Registers each new log folder in the store as a `logs` partition and ingests it."""
     known = set(context.instance.get_dynamic_partitions(log_partitions.name))
     new = new_log_ids(store, known)
     return dg.SensorResult(

@@ -70,15 +70,18 @@ def convert_drive(store: ObjectStore, drive: str) -> Path | None:
     return None
 
 
+def convert_and_record(store: ObjectStore, drive: str) -> DriveOutcome:
+    """Convert one pending drive; a failure is recorded in its ingest-error.txt (so it is not
+    tried again until that file is deleted) and returned, never raised."""
+    try:
+        convert_drive(store, drive)
+        return DriveOutcome(drive, None)
+    except (IngestError, TopicMapError, LogFormatError) as error:
+        store.put_bytes(f"{INCOMING}/{drive}/{INGEST_ERROR}", f"{error}\n".encode())
+        return DriveOutcome(drive, str(error))
+
+
 def convert_incoming_drives(store: ObjectStore, limit: int = 1) -> list[DriveOutcome]:
-    """Convert up to limit pending drives (a sensor tick must stay short); a failure is recorded
-    in the drive's ingest-error.txt."""
-    outcomes = []
-    for drive in pending_drives(store)[:limit]:
-        try:
-            convert_drive(store, drive)
-            outcomes.append(DriveOutcome(drive, None))
-        except (IngestError, TopicMapError, LogFormatError) as error:
-            store.put_bytes(f"{INCOMING}/{drive}/{INGEST_ERROR}", f"{error}\n".encode())
-            outcomes.append(DriveOutcome(drive, str(error)))
-    return outcomes
+    """Convert up to limit pending drives, in this process (what `jadd ingest` does for a folder);
+    the code location does it in a run of convert_drive_job, one per drive."""
+    return [convert_and_record(store, drive) for drive in pending_drives(store)[:limit]]
