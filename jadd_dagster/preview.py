@@ -16,7 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-PREVIEW_WIDTH_PX = 480
+# Wide enough to read the boxes in the UI, where it is shown at this size; smaller frames are
+# scaled up before the boxes are drawn, so the lines stay sharp.
+PREVIEW_WIDTH_PX = 960
 JPEG_QUALITY = 85
 PREFERRED_CAMERAS = ("CAM_FRONT",)
 
@@ -54,10 +56,11 @@ def preview_jpeg(dataroot: Path, version: str, fetch: Callable[[str, Path], None
         image = cv2.imread(path, cv2.IMREAD_COLOR)
         if image is None:
             raise FileNotFoundError(f"{record['filename']}: the preview's keyframe image is unreadable")
+        scale = PREVIEW_WIDTH_PX / image.shape[1]
+        image = cv2.resize(image, (PREVIEW_WIDTH_PX, round(image.shape[0] * scale)),
+                           interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+        view = np.diag([scale, scale, 1.0]) @ np.asarray(intrinsic)  # the camera of the resized image
         for box in boxes:
-            box.render_cv2(image, view=np.asarray(intrinsic), normalize=True, linewidth=1)
-    scale = PREVIEW_WIDTH_PX / image.shape[1]
-    if scale < 1:
-        image = cv2.resize(image, (PREVIEW_WIDTH_PX, round(image.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+            box.render_cv2(image, view=view, normalize=True, linewidth=2)
     ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     return encoded.tobytes() if ok else None

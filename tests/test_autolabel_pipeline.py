@@ -1,7 +1,9 @@
 """A dataset build with auto-labelling: boxes in the dataset, labels cached per model version."""
 
 import json
+import re
 
+import cv2
 import dagster as dg
 import pytest
 import yaml
@@ -56,7 +58,10 @@ def test_autolabelled_dataset_has_boxes_and_a_rebuild_reuses_the_labels(tmp_path
     assert 0.0 < first.metadata["autolabel_mATE"].value < 2.0  # metres, over the matched boxes
     assert first.metadata["label_s_per_scene"].value > 0  # the measured cost of labelling a scene
     merged = instance.fetch_materializations(dg.AssetKey("jadd_dataset"), limit=1).records[0].asset_materialization
-    assert merged.metadata["preview"].value.startswith("![a keyframe with its boxes](data:image/jpeg;base64,")
+    # Under 1,000 characters, so the UI shows it in place; the webserver serves the file at that URL.
+    assert re.fullmatch(r"!\[a keyframe with its boxes\]\(/logs/jadd-preview/[\w-]+/[\w-]+/jpg\)", merged.metadata["preview"].value)
+    preview = cv2.imread(merged.metadata["preview_file"].value)
+    assert preview.shape[1] == 960  # wide enough to see the boxes
 
     nusc.render_sample_data(sample["data"]["CAM_FRONT"], out_path=str(tmp_path / "boxes.png"))
     assert (tmp_path / "boxes.png").stat().st_size > 1000
@@ -76,7 +81,7 @@ def test_autolabelled_dataset_has_boxes_and_a_rebuild_reuses_the_labels(tmp_path
     from jadd_dagster.definitions import defs
     from jadd_dagster.profile import load_profile
 
-    config = {"channels": ["CAM_FRONT", "LIDAR_TOP"], "sweep_hz": 2, "autolabel_model": "baseline"}
+    config = {"channels": ["CAM_FRONT", "LIDAR_TOP"], "sweep_hz": "2", "autolabel_model": "baseline"}
     result = dg.materialize(
         list(defs.assets), selection=["autolabels"], instance=instance, resources=resources_for(load_profile()),
         partition_key="log-3-0001|0001", run_config={"ops": {"autolabels": {"config": config}}},

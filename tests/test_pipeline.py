@@ -184,7 +184,7 @@ def test_sampled_frames_can_be_materialized_directly_for_chosen_scenes(built):
 
     log_id = built["bad_scene"].split("/")[0]  # its scene 1 is good
     instance = dg.DagsterInstance.from_config(str(built["workdir"] / "dagster_home"))
-    config = {"ops": {"sampled_frames": {"config": {"channels": ["CAM_FRONT"], "sweep_hz": 2}}}}
+    config = {"ops": {"sampled_frames": {"config": {"channels": ["CAM_FRONT"], "sweep_hz": "2"}}}}
     result = dg.materialize(
         list(defs.assets), selection=["sampled_frames"], instance=instance, resources=resources_for(load_profile()),
         partition_key=f"{log_id}|0001", run_config=config,

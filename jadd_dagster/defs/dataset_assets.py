@@ -8,7 +8,6 @@ The per-scene assets `sampled_frames` and `autolabels` get one materialization p
 build computes; they are not inputs of these assets, and can be backfilled on their own.
 """
 
-import base64
 import math
 
 import dagster as dg
@@ -27,7 +26,7 @@ from jadd_dagster.defs.log_assets import catalog_rows, catalog_rows_for_partitio
 from jadd_dagster.defs.partitions import dataset_partitions, scene_partitions
 from jadd_dagster.defs.resources import AutolabelModels, PipelineSettings, RegistryResource, StoreResource
 from jadd_dagster.defs.stages import (
-    hold_dataset, plan_metadata, record_scene_materializations, run_on_backend, seconds_metadata,
+    hold_dataset, plan_metadata, preview_metadata, record_scene_materializations, run_on_backend, seconds_metadata,
 )
 from jadd_dagster.layout import STAGE_AUTOLABELED, STAGE_MERGED, STAGE_SAMPLED, plan_key, sampled_root_key, stage_record_key
 from jadd_dagster.leftovers import remove_leftovers
@@ -238,14 +237,6 @@ def score_labels(context: dg.AssetExecutionContext, spec, labelled, sampled: dic
         return None
 
 
-def preview_metadata(store, key: str) -> dict:
-    """The dataset's preview (a keyframe with its boxes, drawn by the devkit) shown inline in the UI."""
-    if not key:
-        return {}
-    image = base64.b64encode(store.get_bytes(key)).decode("ascii")
-    return {"preview": dg.MetadataValue.md(f"![a keyframe with its boxes](data:image/jpeg;base64,{image})")}
-
-
 def quality_metadata(metrics: dict | None) -> dict:
     """DetectionEval results as run metadata (nothing when there is no ground truth to score)."""
     if metrics is None:
@@ -281,7 +272,7 @@ def jadd_dataset(
             "parts": len(index.parts), "rewritten_parts": index.rewritten_parts,
             "scenes": index.scenes, "samples": index.samples, "images": index.images,
             "splits": dg.MetadataValue.json(index.splits), "failed_scenes": dg.MetadataValue.json(index.failed),
-            "merge_wall_s": index.merge_wall_s, **preview_metadata(s, index.preview),
+            "merge_wall_s": index.merge_wall_s, **preview_metadata(context, s, index.preview),
         },
         check_results=[
             dg.AssetCheckResult(check_name=name, passed=not index.checks.get(field),

@@ -1,5 +1,8 @@
 """Running a per-scene stage on the compute backend from an asset, and what the run records."""
 
+import base64
+from pathlib import Path
+
 import dagster as dg
 
 from jadd_dagster import dataset_lock
@@ -79,3 +82,33 @@ def plan_metadata(result: StageResult, frames_per_scene_s: float, settings: Pipe
         "expected_cpu_s": round(sum(cpu_s(c) for c in result.plan), 1),
         "split_plan": dg.MetadataValue.md(table),
     }
+
+
+PREVIEW_ALT = "a keyframe with its boxes"
+PREVIEW_LOG_FOLDER = "jadd-preview"
+
+
+def preview_metadata(context: dg.AssetExecutionContext, store, key: str) -> dict:
+    """The dataset's preview (a keyframe with its boxes, drawn by the devkit), shown in the UI's
+    metadata tables without a click.
+
+    Dagster's UI renders Markdown metadata in place only when it is under 1,000 characters (longer
+    ones hide behind "[Show Markdown]"), so the image comes by URL. The webserver serves the files
+    of the instance's local compute-log folder at /logs/<folders…>/<name>/<extension>: the preview
+    is written there as jadd-preview/<dataset>/<run id>.jpg and the Markdown points at it. With
+    another compute-log manager (S3, …), or a webserver under a path prefix, the image is embedded in
+    the Markdown instead, behind "[Show Markdown]". store: the ObjectStore holding key.
+    """
+    if not key:
+        return {}
+    data = store.get_bytes(key)
+    manager = context.instance.compute_log_manager
+    if type(manager).__name__ == "LocalComputeLogManager" and hasattr(manager, "get_captured_local_path"):
+        log_key = [PREVIEW_LOG_FOLDER, context.partition_key, context.run.run_id]
+        path = Path(manager.get_captured_local_path(log_key, "jpg"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return {"preview": dg.MetadataValue.md(f"![{PREVIEW_ALT}](/logs/{'/'.join(log_key)}/jpg)"),
+                "preview_file": dg.MetadataValue.path(str(path))}
+    image = base64.b64encode(data).decode("ascii")
+    return {"preview": dg.MetadataValue.md(f"![{PREVIEW_ALT}](data:image/jpeg;base64,{image})")}
