@@ -91,3 +91,20 @@ def test_the_schedule_skips_when_no_spec_is_valid(world):
     with dg.instance_for_test() as instance:
         result = tick(schedule, instance, resources, NIGHT)
     assert not result.run_requests and "no valid dataset spec" in result.skip_message
+
+
+@pytest.mark.e2e
+def test_backfilling_autolabels_alone_samples_the_scenes_it_needs_first(world):
+    """A UI backfill of the per-scene autolabels with nothing sampled yet: no other selection is needed."""
+    _, resources = world
+    with dg.instance_for_test() as instance:
+        ingest(instance, resources)
+        (log_id,) = instance.get_dynamic_partitions("logs")
+        key = f"{log_id}|0000"
+        config = {"channels": ["CAM_FRONT"], "keyframe_hz": "2", "sweep_hz": "2", "image_width": 96, "image_height": 54}
+        result = dg.materialize(list(defs.assets), selection=["autolabels"], partition_key=key, instance=instance,
+                                resources=resources, run_config={"ops": {"autolabels": {"config": config}}})
+        [event] = [e for e in result.asset_materializations_for_node("autolabels") if e.asset_key.path == ["autolabels"]]
+        assert (event.metadata["sampled_first"].value, event.metadata["computed"].value) == (1, 1)
+        assert event.metadata["boxes"].value > 0
+        assert instance.get_materialized_partitions(dg.AssetKey("sampled_frames")) == {key}
