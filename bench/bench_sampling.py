@@ -26,6 +26,7 @@ says "same bytes" (a SHA-256 over every file) or the bench fails.
 
     python bench/bench_sampling.py [--video FILE] [--seconds 60] [--scene-seconds 20] [--rates 2 10 30]
     python bench/bench_sampling.py --smoke   # tiny footage, one rate (tests/test_sampling_speed.py runs it)
+    python bench/bench_sampling.py --video FILE --encode-profile   # FrameEncoder's steps, CPU ms a frame
 """
 
 from __future__ import annotations
@@ -252,6 +253,49 @@ def print_table(rows: list[dict]) -> None:
         raise SystemExit(f"2-core output differs from 1-core output: {[(r['rate'], r['path']) for r in different]}")
 
 
+def encode_profile(video: Path, frames: int = 30) -> None:
+    """CPU ms per frame of each step of FrameEncoder (one core, this thread), on frames of video."""
+    import cv2
+    import simplejpeg
+
+    from jadd_dagster.sampling import FrameEncoder, decode_frames
+    from jadd_dagster.sampling.decode import _CHROMA_LINE, _LUMA_LINE
+
+    with av.open(str(video)) as container:
+        count = container.streams.video[0].frames
+    decoded = [f for _, f in decode_frames(video, list(range(frames)), count, threads=1)]
+    width, height = decoded[0].width, decoded[0].height
+    calib = CameraCalibration(
+        CHANNEL, width, height, pinhole_intrinsic(width, height, 100.0), distortion=(-0.28, 0.08, 0.0005, -0.0005, 0.0)
+    )
+    print(f"\nFrameEncoder by step, CPU ms per {width}x{height} frame (1 core, {frames} frames):")
+    print("| variant | luma remap | chroma remaps | range conversion | JPEG | whole encode() |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for variant in VARIANTS:
+        size = (width // 2, height // 2) if variant == "undistorted, half size" else None
+        encoder = FrameEncoder(calib, size, variant != "native", 90)
+        times = np.zeros(5)
+        for frame in decoded:
+            planes = [np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width] for p in frame.planes[:3]]
+            t = [time.thread_time()]
+            if encoder.luma is not None:
+                planes[0] = encoder.luma(planes[0])
+            t.append(time.thread_time())
+            if encoder.chroma is not None:
+                planes[1:] = [encoder.chroma(planes[1]), encoder.chroma(planes[2])]
+            t.append(time.thread_time())
+            lines = (_LUMA_LINE, _CHROMA_LINE, _CHROMA_LINE)
+            planes = [cv2.addWeighted(p, a, p, 0.0, b) for p, (a, b) in zip(planes, lines)]
+            t.append(time.thread_time())
+            simplejpeg.encode_jpeg_yuv_planes(*planes, quality=90)
+            t.append(time.thread_time())
+            encoder.encode(frame)
+            t.append(time.thread_time())
+            times += np.diff(t)
+        cells = " | ".join(f"{1000 * v / frames:.1f}" for v in times)
+        print(f"| {variant} | {cells} |")
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--video", help="a 30 fps video to use instead of generating one")
@@ -264,14 +308,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--rates", type=int, nargs="+", default=[2, 10, 30])
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--smoke", action="store_true", help="tiny footage, one rate: checks the bench runs")
+    parser.add_argument("--encode-profile", action="store_true",
+                        help="only time FrameEncoder's steps on the first frames of --video, one core")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.encode_profile:
+        if not args.video:
+            raise SystemExit("--encode-profile needs --video")
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:1])
+        import cv2
+
+        cv2.setNumThreads(1)
+        encode_profile(Path(args.video))
+        return []
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return []
     if args.smoke:
         args.width, args.height, args.seconds, args.scene_seconds, args.preset = 320, 180, 2, 1, "ultrafast"
-        args.rates, args.variants = [10], ["native", "undistorted"]
+        args.rates, args.variants = [10], ["undistorted"]
     rows = bench(args)
     print_table(rows)
     return rows
