@@ -89,3 +89,23 @@ def test_the_readme_documents_every_parameter():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     missing = [n for n in DatasetSpec.model_fields if f"`{n}`" not in readme]
     assert not missing
+
+
+def test_zero_means_none_for_the_optional_numbers():
+    spec = parse_spec({"name": "ok", "max_scenes": 0, "image_width": 0, "image_height": 0, "budget_usd": 0})
+    assert (spec.max_scenes, spec.image_size, spec.budget_usd) == (None, None, None)
+    assert spec.spec_hash() == parse_spec({"name": "ok"}).spec_hash()  # the same dataset as leaving them out
+    with pytest.raises(SpecError, match="^max_scenes:"):
+        parse_spec({"name": "ok", "max_scenes": -1})
+
+
+def test_a_bad_name_is_refused_with_the_naming_rule():
+    for name in ("../evil", "Demo", "-x", "a" * 64, "a b"):
+        with pytest.raises(SpecError, match=r"^name: .* is not a dataset name: use 1-63 lower-case letters"):
+            parse_spec({"name": name})
+    assert parse_spec({"name": "a" * 63}).name == "a" * 63
+
+
+def test_the_launchpads_text_rates_give_the_same_spec():
+    assert parse_spec({"name": "ok", "keyframe_hz": "5", "sweep_hz": "10"}) == parse_spec(
+        {"name": "ok", "keyframe_hz": 5, "sweep_hz": 10})
