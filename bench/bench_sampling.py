@@ -184,15 +184,16 @@ def bench(args) -> list[dict]:
               f"cores {available}; load average {os.getloadavg()[0]:.1f}", flush=True)
         ffmpeg = _ffmpeg()
         rows = []
+        span = f"{count * args.scene_seconds}"  # the whole file when the scenes cover it (the default)
+        decode = [ffmpeg, "-nostdin", "-loglevel", "error", "-i", str(video), "-t", span, "-map", "0:v", "-f", "null", "-"]
+        # Each configuration runs on 1 core and then at once on 2, so that both see the same load.
         for cores, pinned in core_sets.items():
-            span = f"{count * args.scene_seconds}"  # the whole file when the scenes cover it (the default)
-            decode = [ffmpeg, "-nostdin", "-loglevel", "error", "-i", str(video), "-t", span, "-map", "0:v",
-                      "-f", "null", "-"]
             result = run_pinned({"kind": "ffmpeg", "commands": [decode], "frames": int(count * scene_us * 30 / 1e6)},
                                 pinned)
             rows.append({"rate": "all", "path": "ffmpeg: decode the whole file", "cores": cores, **result})
             print(rows[-1], flush=True)
-            for rate in args.rates:
+        for rate in args.rates:
+            for cores, pinned in core_sets.items():
                 out = work / f"cli-{rate}-{cores}"
                 commands = [
                     [ffmpeg, "-nostdin", "-loglevel", "error", "-ss", f"{(s - START_US) / 1e6:.6f}", "-i", str(video),
@@ -203,7 +204,8 @@ def bench(args) -> list[dict]:
                 rows.append({"rate": rate, "path": "ffmpeg: naive per-scene CLI", "cores": cores, **result})
                 print(rows[-1], flush=True)
                 shutil.rmtree(out, ignore_errors=True)
-                for variant in args.variants:
+            for variant in args.variants:
+                for cores, pinned in core_sets.items():
                     out = work / f"ours-{rate}-{variant}-{cores}".replace(" ", "").replace(",", "")
                     job = {"kind": "sample", "log": str(work / "log"), "scenes": scenes, "out": str(out),
                            "profile": profile_json(rate, variant, width, height)}
@@ -211,6 +213,7 @@ def bench(args) -> list[dict]:
                     rows.append({"rate": rate, "path": f"ours, {variant}", "cores": cores, **result})
                     print({k: v for k, v in rows[-1].items() if k != "steps"}, flush=True)
                     shutil.rmtree(out, ignore_errors=True)
+        rows.sort(key=lambda r: (r["cores"], r["rate"] != "all"))  # stable: rates and paths in run order
         return rows
     finally:
         shutil.rmtree(work, ignore_errors=True)
