@@ -26,7 +26,7 @@ from jadd_dagster.autolabel.groundtruth import ground_truth_annotations  # noqa:
 from jadd_dagster.autolabel.quality import scenes_to_score, score_autolabels  # noqa: E402
 from jadd_dagster.autolabel.tracking import label_scene  # noqa: E402
 from jadd_dagster.logs import read_log  # noqa: E402
-from jadd_dagster.logs.generator import make_logs  # noqa: E402
+from jadd_dagster.sim import make_logs  # noqa: E402
 from jadd_dagster.sampling import SamplingProfile, sample_scene  # noqa: E402
 from jadd_dagster.sampling.lidar import add_lidar_frames  # noqa: E402
 from jadd_dagster.scene_record import SceneRecord  # noqa: E402

@@ -1,4 +1,8 @@
-"""`jadd`: make synthetic logs, ingest recorded ones, build datasets headless, list the registry, run a worker."""
+"""`jadd`: make synthetic logs, ingest recorded ones, build datasets headless, list the registry, run a worker.
+
+Only the two demo commands reach the simulator (jadd_dagster.sim), each in its own function
+(cmd_make_logs, make_demo_logs_in) and only when run: tests/test_boundary.py allows those two and
+no other import of it in the production package."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ DEMO_SPEC = Path(__file__).resolve().parents[1] / "assets" / "datasets" / "demo.
 
 
 def cmd_make_logs(args) -> int:
-    from jadd_dagster.logs.generator import make_logs
+    from jadd_dagster.sim import make_logs
 
     started = time.monotonic()
     paths = make_logs(
@@ -93,12 +97,7 @@ def _run_build(spec_path: Path, workdir: Path, logs_dir: Path | None, make_demo_
     headless.use_workdir(workdir)
     store = headless.current_store()
     if make_demo_logs is not None:
-        from jadd_dagster.logs.generator import make_logs
-
-        logs_dir = workdir.resolve() / "demo-logs"
-        shutil.rmtree(logs_dir, ignore_errors=True)
-        print(f"generating {make_demo_logs['n_logs']} synthetic logs")
-        make_logs(logs_dir, **make_demo_logs)
+        logs_dir = make_demo_logs_in(workdir, make_demo_logs)
     headless.add_logs(Path(logs_dir), store)
     try:
         result = headless.build_dataset(spec, spec_data, workdir)
@@ -128,6 +127,18 @@ def _run_build(spec_path: Path, workdir: Path, logs_dir: Path | None, make_demo_
         for problem in problems:
             print(f"CHECK {check} failed: {problem}", file=sys.stderr)
     return 0 if result.ok else 1
+
+
+def make_demo_logs_in(workdir: Path, settings: dict) -> Path:
+    """Generate the demo's synthetic logs (jadd_dagster.sim.make_logs with settings) into a fresh
+    workdir/demo-logs; returns that folder."""
+    from jadd_dagster.sim import make_logs
+
+    logs_dir = workdir.resolve() / "demo-logs"
+    shutil.rmtree(logs_dir, ignore_errors=True)
+    print(f"generating {settings['n_logs']} synthetic logs")
+    make_logs(logs_dir, **settings)
+    return logs_dir
 
 
 def cmd_demo(args) -> int:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from jadd_dagster.cli import main as jadd
-from jadd_dagster.logs.generator import make_logs
+from jadd_dagster.sim import make_logs
 
 pytestmark = pytest.mark.e2e
 

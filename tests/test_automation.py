@@ -20,7 +20,7 @@ NIGHT = datetime(2026, 11, 30, 2, 0, tzinfo=timezone.utc)
 def world(tmp_path: Path, monkeypatch):
     """A store with one small log, a folder of standard specs, and the profile's resources."""
     from jadd_dagster.defs.resources import resources_for
-    from jadd_dagster.logs.generator import make_logs
+    from jadd_dagster.sim import make_logs
     from jadd_dagster.profile import load_profile
 
     monkeypatch.setenv("JADD_HOME", str(tmp_path))

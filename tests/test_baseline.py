@@ -28,9 +28,9 @@ from jadd_dagster.camera import (
     quaternion_from_matrix,
     yaw_quaternion,
 )
-from jadd_dagster.logs.generator import make_logs
+from jadd_dagster.sim import make_logs
 from jadd_dagster.logs.reader import read_log
-from jadd_dagster.logs.render import CLASS_RGB, FACE_SHADES
+from jadd_dagster.sim.render import CLASS_RGB, FACE_SHADES
 from jadd_dagster.sampling import SamplingProfile, sample_scene
 from jadd_dagster.sampling.lidar import add_lidar_frames
 from jadd_dagster.scene_record import SceneRecord

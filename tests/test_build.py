@@ -15,7 +15,7 @@ from jadd_dagster.camera import matrix_from_quaternion
 from jadd_dagster.compute.chunks import ChunkManifest
 from jadd_dagster.compute.worker import result_key, run_chunk
 from jadd_dagster.layout import PART_RECORD, STAGE_SAMPLED, part_key, preview_key, sampled_root_key
-from jadd_dagster.logs.generator import make_logs
+from jadd_dagster.sim import make_logs
 from jadd_dagster.logs.reader import read_log
 from jadd_dagster.part_merge import merge_stored_part, part_version
 from jadd_dagster.planning import assign_parts, forced_splits, sampling_profile

@@ -82,7 +82,7 @@ def test_a_sensor_tick_on_a_new_log_registers_and_ingests_it(tmp_path: Path, mon
     """The tick as the daemon evaluates it (run requests resolved against the sensor's target on a
     persistent instance), then the run it requests, executed."""
     from jadd_dagster.defs.resources import resources_for
-    from jadd_dagster.logs.generator import make_logs
+    from jadd_dagster.sim import make_logs
     from jadd_dagster.profile import load_profile
 
     monkeypatch.setenv("JADD_HOME", str(tmp_path))

@@ -23,8 +23,8 @@ from jadd_dagster.autolabel.evaluate import (
 )
 from jadd_dagster.autolabel.groundtruth import ground_truth_annotations, yaw_quaternion
 from jadd_dagster.camera import matrix_from_quaternion, project_points
-from jadd_dagster.logs.generator import make_logs
-from jadd_dagster.logs.lidar import lidar_points_per_object, read_sweep
+from jadd_dagster.sim import make_logs
+from jadd_dagster.logs.sweeps import lidar_points_per_object, read_sweep
 from jadd_dagster.logs.reader import read_log
 from jadd_dagster.merge import merge_scenes
 from jadd_dagster.nuscenes.tables import calibrated_sensor_record, sample_data_filename

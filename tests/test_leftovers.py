@@ -46,7 +46,7 @@ def test_old_staging_folders_go_and_recent_ones_stay(tmp_path):
 def test_a_sampling_worker_killed_mid_scene_leaves_a_leftover_that_clean_removes(tmp_path, capsys):
     """SIGKILL a real worker while it writes a scene; `jadd store clean` reclaims the folder."""
     from jadd_dagster.compute.chunks import ChunkManifest
-    from jadd_dagster.logs.generator import make_logs
+    from jadd_dagster.sim import make_logs
     from jadd_dagster.logs.reader import read_log
     from jadd_dagster.planning import sampling_profile
     from jadd_dagster.scenes import cut_scenes

@@ -35,14 +35,14 @@ from jadd_dagster.logs import (
     POSE_COLUMNS,
     POSE_DTYPES,
     LogFormatError,
-    make_logs,
     read_log,
     timestamps_file,
     validate_log,
     video_file,
 )
-from jadd_dagster.logs.generator import LOCATIONS, STEERING_RATIO, WHEELBASE_M
-from jadd_dagster.logs.render import LANE_SPACING_M, LANE_WIDTH_M, camera_rays, render_frame
+from jadd_dagster.sim import make_logs
+from jadd_dagster.sim.generator import LOCATIONS, STEERING_RATIO, WHEELBASE_M
+from jadd_dagster.sim.render import LANE_SPACING_M, LANE_WIDTH_M, camera_rays, render_frame
 
 SEED = 5
 CHANNELS = ("CAM_FRONT", "CAM_FRONT_LEFT")

@@ -368,7 +368,7 @@ def test_an_onnx_model_from_the_profile_labels_a_dataset_end_to_end(tmp_path, mo
     from nuscenes.nuscenes import NuScenes
 
     from jadd_dagster.cli import main as jadd
-    from jadd_dagster.logs.generator import make_logs
+    from jadd_dagster.sim import make_logs
     from profiles import use_profile
 
     # Whatever the image, one car low in the middle of it (320x180 letterboxes into 64x64 with 14 px

@@ -11,7 +11,7 @@ import yaml
 
 from jadd_dagster.cli import main as jadd
 from jadd_dagster.logs.format import MANIFEST
-from jadd_dagster.logs.generator import make_logs
+from jadd_dagster.sim import make_logs
 
 pytestmark = pytest.mark.e2e
 

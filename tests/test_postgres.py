@@ -9,7 +9,7 @@ import yaml
 
 from jadd_dagster import headless
 from jadd_dagster.cli import main as jadd
-from jadd_dagster.logs.generator import make_logs
+from jadd_dagster.sim import make_logs
 from jadd_dagster.profile import PROFILES_DIR
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]

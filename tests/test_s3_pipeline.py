@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from jadd_dagster.cli import main as jadd
-from jadd_dagster.logs.generator import make_logs
+from jadd_dagster.sim import make_logs
 from jadd_dagster.s3store import S3Store
 from profiles import use_profile
 

@@ -473,7 +473,7 @@ def test_resize_sets_the_image_size_and_scales_the_intrinsics(dot_log, tmp_path)
 
 
 def test_sample_a_generated_log(tmp_path):
-    generator = pytest.importorskip("jadd_dagster.logs.generator")
+    generator = pytest.importorskip("jadd_dagster.sim.generator")
     reader = pytest.importorskip("jadd_dagster.logs.reader")
     channels = ("CAM_FRONT", "CAM_BACK_LEFT")
     (path,) = generator.make_logs(tmp_path / "logs", 1, 0.1, 7, channels=channels, image_size=(320, 180))

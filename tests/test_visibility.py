@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from jadd_dagster.camera import CameraCalibration, camera_to_ego_rotation, pinhole_intrinsic, quaternion_from_matrix
-from jadd_dagster.logs.objects import CLASS_INDEX, Boxes
-from jadd_dagster.logs.visibility import ObjectVisibility
+from jadd_dagster.categories import CLASS_INDEX
+from jadd_dagster.logs.tracks import Boxes
+from jadd_dagster.visibility import ObjectVisibility
 from jadd_dagster.nuscenes.tables import visibility_level
 
 # A level camera looking along the ego's x axis, 1.6 m up.

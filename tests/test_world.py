@@ -25,24 +25,21 @@ from jadd_dagster.camera import (
     project_points,
     quaternion_from_matrix,
 )
+from jadd_dagster.categories import CLASS_INDEX
+from jadd_dagster.geometry import count_points_in_boxes
 from jadd_dagster.logs import (
     OBJECT_COLUMNS,
     LogFormatError,
-    make_logs,
     read_log,
     validate_log,
 )
-from jadd_dagster.logs.drive import simulate_drive
-from jadd_dagster.logs.lidar import (
-    count_points_in_boxes,
-    lidar_calibration,
-    lidar_points_per_object,
-    lidar_rays,
-    simulate_sweep,
-)
-from jadd_dagster.logs.objects import CLASS_INDEX, Boxes
-from jadd_dagster.logs.render import CLASS_RGB, camera_rays, render_frame
-from jadd_dagster.logs.world import simulate_world
+from jadd_dagster.logs.sweeps import lidar_points_per_object
+from jadd_dagster.logs.tracks import Boxes
+from jadd_dagster.sim import make_logs
+from jadd_dagster.sim.drive import simulate_drive
+from jadd_dagster.sim.lidar import lidar_calibration, lidar_rays, simulate_sweep
+from jadd_dagster.sim.render import CLASS_RGB, camera_rays, render_frame
+from jadd_dagster.sim.world import simulate_world
 
 SEED = 21
 # nuScenes detection classes: category name -> (detection class, mean [w, l, h] metres).

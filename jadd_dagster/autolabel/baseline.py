@@ -1,9 +1,13 @@
-"""A classical-vision 2D detector for the synthetic logs' flat-coloured objects (no weights).
+"""A classical-vision 2D detector for flat-coloured objects (no weights): the demo's default model.
 
-The renderer (logs/render.py) paints every object in one saturated hue per class (CLASS_HUE_DEG),
-its faces in shades of that hue, and the world around it in low-saturation greys (ground, haze),
-yellow paint and a blue sky. So: keep saturated pixels, give each the class whose hue is nearest
-(rejecting the paint's and the sky's hues), and take connected components per class. Faces of one
+It reads a colour code: every object painted in one saturated hue per class (CLASS_HUE_DEG), its
+faces in shades of that hue, and the world around it in low-saturation greys (ground, haze),
+yellow paint and a blue sky. The demo world's renderer (jadd_dagster.sim) paints with this code,
+so the detector needs no weights and labels the demo logs; on camera images of real roads it finds
+little, and a real deployment configures an ONNX model (autolabel/models.py).
+
+So: keep saturated pixels, give each the class whose hue is nearest (rejecting the paint's and the
+sky's hues), and take connected components per class. Faces of one
 box share the hue, not the shade, so they join into one component. Hazed distant objects lose
 saturation; MIN_SATURATION sets how far away (about 80 m) they are still found.
 """
@@ -14,8 +18,13 @@ import cv2
 import numpy as np
 
 from jadd_dagster.autolabel.base import Detection2D, Detector2D, box_area
-from jadd_dagster.logs.objects import CLASS_BY_NAME
-from jadd_dagster.logs.render import CLASS_HUE_DEG
+from jadd_dagster.categories import CLASS_BY_NAME
+
+# One hue (degrees) per detection class, away from the yellow paint (~47°) and the sky (~215°).
+CLASS_HUE_DEG = {
+    "car": 0, "truck": 28, "construction_vehicle": 80, "bus": 115, "traffic_cone": 150, "motorcycle": 180,
+    "bicycle": 250, "trailer": 280, "pedestrian": 310, "barrier": 338,
+}
 
 MIN_SATURATION = 50  # 0..255; the haze and grey ground stay below ~25
 MIN_VALUE = 40  # 0..255; JPEG ringing in dark corners is not an object
@@ -24,7 +33,7 @@ MIN_AREA_PX = 8  # smaller components are JPEG noise or objects too far to place
 MIN_SIDE_PX = 3  # JPEG's colour fringes along edges (red against sky reads as purple) are 1-2 px thin ...
 MAX_ASPECT = 6.0  # ... and long
 FRINGE_INSIDE = 0.5  # a component this much inside a 4× larger one of another class is its fringe
-# Hues that are not objects: the yellow lane paint and the sky (render.YELLOW_LINE_RGB, ZENITH_RGB).
+# Hues that are not objects: yellow lane paint and the sky (the demo renderer's YELLOW_LINE_RGB, ZENITH_RGB).
 BACKGROUND_HUES_DEG = (47.0, 216.0)
 
 _CLASS_NAMES = tuple(CLASS_HUE_DEG)

@@ -1,7 +1,7 @@
-"""Ground-truth 3D boxes of a sampled scene, straight from the synthetic log's objects.
+"""Ground-truth 3D boxes of a sampled scene, straight from its log's objects.
 
 The reference the auto-labels are evaluated against (autolabel/quality.py), for logs that carry
-ground truth (the generator's objects.parquet).
+ground truth (objects.parquet: a labelled drive, or the demo world's objects).
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ import numpy as np
 
 from jadd_dagster.autolabel.base import NO_LIDAR_POINTS
 from jadd_dagster.autolabel.lifting import ego_yaw
-from jadd_dagster.logs.lidar import CHANNEL, lidar_points_per_object, read_sweep
-from jadd_dagster.logs.objects import yaw_matrix
-from jadd_dagster.logs.visibility import ObjectVisibility
+from jadd_dagster.geometry import yaw_matrix
+from jadd_dagster.logs.sweeps import CHANNEL, lidar_points_per_object, read_sweep
 from jadd_dagster.sampling.lidar import nearest_sweeps
 from jadd_dagster.nuscenes.tables import visibility_level
 from jadd_dagster.scene_record import SceneRecord
+from jadd_dagster.visibility import ObjectVisibility
 
 MAX_DISTANCE_M = 60.0  # beyond every nuScenes detection class range (50 m at most)
-MIN_SEEN_PX = 2  # visible pixels (at logs.visibility.TEST_WIDTH_PX) that make a box observable
+MIN_SEEN_PX = 2  # visible pixels (at visibility.TEST_WIDTH_PX) that make a box observable
 
 
 def yaw_quaternion(yaw: float) -> list[float]:
@@ -49,7 +49,7 @@ def ground_truth_annotations(
 
     log is a logs.reader.DriveLog with objects (none: no annotations). Boxes are the objects at the
     keyframe time within max_distance_m (metres, horizontal) of the ego. visibility is the share of
-    the box the log's cameras see (logs.visibility; pass cameras, an ObjectVisibility of the log's
+    the box the log's cameras see (jadd_dagster.visibility; pass cameras, an ObjectVisibility of the log's
     calibration, to reuse its rays).
     num_lidar_pts counts the points of the keyframe's lidar sweep inside the box
     (lidar_points_per_object; the sweep is read from scene_dir, the sampled scene, when it has the

@@ -5,7 +5,7 @@ meets the ground where the object stands, at its nearest face. With a lidar swee
 the points that project into the 2D box, stand above the ground and lie near that first guess tell
 the nearest face's distance directly (their LIDAR_NEAR_PERCENTILE along the ray): lidar ranges are
 centimetres off where the flat-ground lift is metres off at 50 m. The box's size comes from its
-class's mean size (logs/objects.CLASSES); its centre lies half the box's depth further along the
+class's mean size (categories.CLASSES); its centre lies half the box's depth further along the
 (horizontal) viewing ray, a depth that depends on the box's yaw, which tracking may only learn
 later: so a LiftedBox keeps the contact point and the ray, and places the centre for any yaw.
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from jadd_dagster.autolabel.base import Box3D, Detection2D
 from jadd_dagster.camera import CameraCalibration, matrix_from_quaternion
-from jadd_dagster.logs.objects import CLASS_BY_CATEGORY
+from jadd_dagster.categories import CLASS_BY_CATEGORY
 
 MAX_RANGE_M = 80.0  # contact points further than this are too uncertain to keep
 # Detection boxes are pixel edges, and an object's colour bleeds about a pixel below its true

@@ -1,6 +1,6 @@
 """How good a dataset's auto-labels are: nuScenes DetectionEval against the logs' ground truth.
 
-Only logs that carry ground truth (the synthetic ones: objects.parquet) can be scored. The scored
+Only logs that carry ground truth (objects.parquet: labelled drives, the demo world) can be scored. The scored
 scenes are the dataset's 'val' scenes, at most MAX_SCORED_SCENES of them (scenes_to_score): the
 score is a sample, so a dataset of 160,000 scenes costs what one of a few hundred does. Their
 ground truth goes into a tables-only dataset (same deterministic tokens, no images), and the
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from jadd_dagster.autolabel.evaluate import evaluate_detections
 from jadd_dagster.autolabel.groundtruth import ground_truth_annotations
-from jadd_dagster.logs.visibility import ObjectVisibility
+from jadd_dagster.visibility import ObjectVisibility
 from jadd_dagster.nuscenes.tables import sample_tokens
 from jadd_dagster.scene_record import SceneRecord
 

@@ -27,9 +27,10 @@ import numpy as np
 from jadd_dagster.autolabel.base import NO_LIDAR_POINTS, Box3D, Detector2D, box_area
 from jadd_dagster.autolabel.lifting import LiftedBox, camera_pose, lift_to_3d, pixel_positions
 from jadd_dagster.camera import CameraCalibration, matrix_from_quaternion
+from jadd_dagster.categories import CLASS_BY_CATEGORY
+from jadd_dagster.geometry import points_in_box
 from jadd_dagster.logs.format import LidarCalibration
-from jadd_dagster.logs.lidar import CHANNEL, points_in_box, read_sweep, sweep_to_ego
-from jadd_dagster.logs.objects import CLASS_BY_CATEGORY
+from jadd_dagster.logs.sweeps import CHANNEL, read_sweep, sweep_to_ego
 from jadd_dagster.nuscenes.tables import visibility_level
 from jadd_dagster.scene_record import SceneRecord
 

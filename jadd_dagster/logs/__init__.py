@@ -1,5 +1,6 @@
-"""Raw drive logs: the format, a validating reader and a synthetic generator with ground truth
-(objects in a simulated world, and optionally a roof lidar)."""
+"""Raw drive logs: the format and a validating reader, with optional ground-truth objects and lidar.
+
+Synthetic logs of this format come from the demo world, jadd_dagster.sim (never imported here)."""
 
 from jadd_dagster.logs.format import (
     CAMERA_CHANNELS,
@@ -16,7 +17,6 @@ from jadd_dagster.logs.format import (
     timestamps_file,
     video_file,
 )
-from jadd_dagster.logs.generator import make_logs
 from jadd_dagster.logs.reader import (
     CAN_DTYPES,
     OBJECT_DTYPES,
@@ -44,7 +44,6 @@ __all__ = [
     "LogManifest",
     "lidar_sweep_file",
     "lidar_timestamps_file",
-    "make_logs",
     "read_log",
     "timestamps_file",
     "validate_log",

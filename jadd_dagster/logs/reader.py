@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from jadd_dagster.camera import DISTORTION_MODEL, MAX_MOUNT_OFFSET_M, CameraCalibration, implausible_fields
 from jadd_dagster.logs import format as fmt
-from jadd_dagster.logs.objects import Boxes, Tracks
+from jadd_dagster.logs.tracks import Boxes, Tracks
 
 # Column dtypes of DriveLog.can() and DriveLog.pose(), whatever integer/float widths the files use.
 CAN_DTYPES = {
@@ -109,7 +109,7 @@ class DriveLog:
         return self._objects.at(int(timestamp_us)).to_frame(int(timestamp_us)).astype(OBJECT_DTYPES)
 
     def boxes_at(self, timestamp_us: int) -> Boxes | None:
-        """The objects at timestamp_us as arrays (logs.objects.Boxes, map frame; the rows of
+        """The objects at timestamp_us as arrays (logs.tracks.Boxes, map frame; the rows of
         objects_at in the same order), or None when the log has no objects."""
         return self._objects.at(int(timestamp_us)) if self._objects is not None else None
 

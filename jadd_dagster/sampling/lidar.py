@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from jadd_dagster.logs.format import LIDAR_POINT_DIMS
-from jadd_dagster.logs.lidar import CHANNEL
+from jadd_dagster.logs.sweeps import CHANNEL
 from jadd_dagster.scene_record import EgoPose, FrameRecord, SceneRecord
 
 MAX_OFFSET_US = 25_000  # a keyframe takes the nearest sweep no further than this (half a 20 Hz period)

@@ -1,5 +1,5 @@
 """Ground-truth objects for the synthetic logs: lanes and traffic of the ten nuScenes detection
-classes (logs/objects.py) around the ego.
+classes (categories.py) around the ego.
 
 The ego's own path is the road. Lanes run at fixed lateral offsets from it (right-hand traffic;
 LANES): traffic with the ego on its right, two oncoming lanes on its left, a bike lane and a
@@ -13,7 +13,7 @@ Objects are sampled at OBJECT_HZ on the log's clock and kept while within RELEVA
 (from the first to the last such sample, checked every RELEVANCE_EVERY samples). Boxes are
 nuScenes-style: centre (x, y, z = height / 2) in the map frame, size [width, length, height] in
 metres, yaw in rad about the map z axis (0 = map +x, the direction of the box's length); the
-class table, boxes and tracks are in logs/objects.py.
+class table is categories.py, boxes and tracks logs/tracks.py.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ import numpy as np
 import pyarrow as pa
 
 from jadd_dagster.logs import format as fmt
-from jadd_dagster.logs.drive import CAN_HZ, EGO_BOX_HALF_WIDTH, EGO_BOX_X, Drive
-from jadd_dagster.logs.objects import CLASS_BY_NAME, wrap_angle
+from jadd_dagster.categories import CLASS_BY_NAME
+from jadd_dagster.geometry import wrap_angle
+from jadd_dagster.sim.drive import CAN_HZ, EGO_BOX_HALF_WIDTH, EGO_BOX_X, Drive
 
 OBJECT_HZ = 10
 RELEVANT_M = 100.0  # objects are kept while this close to the ego (centre to ego origin) ...

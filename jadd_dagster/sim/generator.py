@@ -1,8 +1,8 @@
 """Synthetic drive logs in the raw log format (logs/format.py), with known ground truth.
 
-The ego drives a simulated trajectory (logs/drive.py); the world's objects move around it
-(logs/world.py, written as objects.parquet); CAN, pose, camera videos with the objects drawn in,
-and optionally the LIDAR_TOP sweeps (logs/lidar.py) are all derived from those, so later stages
+The ego drives a simulated trajectory (sim/drive.py); the world's objects move around it
+(sim/world.py, written as objects.parquet); CAN, pose, camera videos with the objects drawn in,
+and optionally the LIDAR_TOP sweeps (sim/lidar.py) are all derived from those, so later stages
 can be checked against them. Everything is drawn from numpy generators seeded by (seed, log
 index[, stream]): a log does not depend on how many other logs are generated with it.
 """
@@ -30,7 +30,8 @@ from jadd_dagster.camera import (
     quaternion_from_matrix,
 )
 from jadd_dagster.logs import format as fmt
-from jadd_dagster.logs.drive import (  # noqa: F401  (re-exported: the generator's constants)
+from jadd_dagster.logs.tracks import Tracks
+from jadd_dagster.sim.drive import (  # noqa: F401  (re-exported: the generator's constants)
     CAN_HZ,
     POSE_HZ,
     STEERING_RATIO,
@@ -40,10 +41,9 @@ from jadd_dagster.logs.drive import (  # noqa: F401  (re-exported: the generator
     pose_table,
     simulate_drive,
 )
-from jadd_dagster.logs.lidar import lidar_calibration, sweep_offsets_us, write_lidar
-from jadd_dagster.logs.objects import Tracks
-from jadd_dagster.logs.render import render_video
-from jadd_dagster.logs.world import simulate_world
+from jadd_dagster.sim.lidar import lidar_calibration, sweep_offsets_us, write_lidar
+from jadd_dagster.sim.render import render_video
+from jadd_dagster.sim.world import simulate_world
 
 WORLD_STREAM, LIDAR_STREAM = 1, 2  # the world and the lidar draw from their own generators
 

@@ -1,14 +1,15 @@
 """LIDAR_TOP for the synthetic logs: a 32-beam spinning lidar on the roof, like nuScenes'.
 
 Each sweep casts BEAMS x AZIMUTH_STEPS rays from the sensor against the flat ground (z = 0 in the
-map frame) and the world's object boxes (logs/world.py) and keeps the nearest hit within RANGE_M,
+map frame) and the world's object boxes (sim/world.py) and keeps the nearest hit within RANGE_M,
 with Gaussian range noise. The sensor sits high enough that its lowest beam (about -31 degrees)
 clears the ego's roof and meets the ground beyond the car's footprint. A sweep is taken at one
 instant, its timestamp: the ego and the objects are where they are then (no smear over the 50 ms
 revolution), so a sweep needs no motion compensation.
 
 Points are written in the sensor frame as nuScenes .pcd.bin files: float32 x, y, z (metres),
-intensity (0..255), ring index (0 = lowest beam). Intensity follows the surface: dark asphalt,
+intensity (0..255), ring index (0 = lowest beam); reading them, and counting points per object, is
+real-log work in logs/sweeps.py. Intensity follows the surface: dark asphalt,
 bright lane paint, a per-class level for objects (retro-reflective cones brightest).
 """
 
@@ -18,16 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jadd_dagster.camera import matrix_from_quaternion, quaternion_from_matrix
+from jadd_dagster.categories import CLASSES
+from jadd_dagster.geometry import ray_boxes, yaw_matrix
 from jadd_dagster.logs import format as fmt
-from jadd_dagster.logs.objects import CLASSES, Boxes, Tracks, ray_boxes, yaw_matrix
-from jadd_dagster.logs.render import ground_pattern
-
-CHANNEL = "LIDAR_TOP"
+from jadd_dagster.logs.sweeps import CHANNEL
+from jadd_dagster.logs.tracks import Boxes, Tracks
+from jadd_dagster.sim.render import ground_pattern
 BEAMS = 32
 ELEVATIONS_DEG = np.linspace(-30.67, 10.67, BEAMS)  # Velodyne HDL-32E, 1.33 degrees apart
 AZIMUTH_STEPS = 1084  # rays per beam and revolution (about 0.33 degrees)
@@ -170,54 +171,6 @@ def _candidate_rays(rays: LidarRays, centres_ego: np.ndarray, radius: np.ndarray
     return np.concatenate(rays_out), np.concatenate(boxes_out)
 
 
-def points_in_box(points: np.ndarray, centre, size, yaw: float, margin: float = 0.0) -> int:
-    """How many points (N, >= 3; x, y, z metres) lie in a box (centre (3,), size [w, l, h] metres,
-    yaw rad about z), all in one frame, the box grown by margin metres on every side."""
-    return int(count_points_in_boxes(points, np.asarray([centre]), np.asarray([size]), np.asarray([yaw]), margin)[0])
-
-
-def count_points_in_boxes(
-    points: np.ndarray, centres: np.ndarray, sizes: np.ndarray, yaws: np.ndarray, margin: float = 0.0
-) -> np.ndarray:
-    """Points (N, >= 3) inside each of B boxes (centres (B, 3), sizes (B, 3) [w, l, h], yaws (B,)),
-    all in one frame with z up; (B,) int64."""
-    xyz = np.asarray(points, dtype=np.float64)[:, :3]
-    counts = np.zeros(len(centres), dtype=np.int64)
-    for b, (centre, size, yaw) in enumerate(zip(centres, sizes, yaws)):
-        rel = xyz - centre
-        c, s = np.cos(yaw), np.sin(yaw)
-        along, across = c * rel[:, 0] + s * rel[:, 1], -s * rel[:, 0] + c * rel[:, 1]
-        inside = ((np.abs(along) <= size[1] / 2 + margin) & (np.abs(across) <= size[0] / 2 + margin)
-                  & (np.abs(rel[:, 2]) <= size[2] / 2 + margin))
-        counts[b] = int(inside.sum())
-    return counts
-
-
-def sweep_to_ego(points: np.ndarray, calib: fmt.LidarCalibration) -> np.ndarray:
-    """Sensor-frame points (N, >= 3) in the ego frame (N, 3)."""
-    return points[:, :3].astype(np.float64) @ matrix_from_quaternion(calib.rotation).T + np.asarray(calib.translation)
-
-
-def lidar_points_per_object(
-    log, timestamp_us: int, channel: str = CHANNEL, margin: float = 0.1, sweep: np.ndarray | None = None
-) -> pd.Series:
-    """Ground truth num_lidar_pts: lidar points of the sweep at timestamp_us inside each object's
-    box (grown by margin metres: returns lie on the surface, with range noise), by instance_id.
-    log is a DriveLog with objects, and with that sweep unless it is given (sensor-frame points,
-    e.g. read from a sampled scene)."""
-    sweep = log.lidar_sweep(channel, timestamp_us) if sweep is None else sweep
-    points = sweep_to_ego(sweep, log.lidar_calibration[channel])
-    boxes = log.objects_at(timestamp_us)
-    if boxes.empty:
-        return pd.Series(dtype=np.int64)
-    translation, rotation = log.pose_at(np.array([timestamp_us]))
-    ego_rot = matrix_from_quaternion(rotation[0])
-    centres = (boxes[["x", "y", "z"]].to_numpy() - translation[0]) @ ego_rot
-    yaws = boxes["yaw"].to_numpy() - np.arctan2(ego_rot[1, 0], ego_rot[0, 0])
-    counts = count_points_in_boxes(points, centres, boxes[["width", "length", "height"]].to_numpy(), yaws, margin)
-    return pd.Series(counts, index=boxes["instance_id"].to_numpy(), name="num_lidar_pts")
-
-
 def write_lidar(
     folder: Path, calib: fmt.LidarCalibration, sweep_us: np.ndarray, start_time_us: int,
     t_us: np.ndarray, x: np.ndarray, y: np.ndarray, yaw: np.ndarray, objects: Tracks | None,
@@ -237,8 +190,3 @@ def write_lidar(
     stamps = pa.table({"timestamp_us": pa.array(sweep_us + start_time_us, pa.int64())})
     pq.write_table(stamps, folder / fmt.lidar_timestamps_file(calib.channel))
     return len(sweep_us)
-
-
-def read_sweep(path: Path) -> np.ndarray:
-    """A .pcd.bin sweep as (N, fmt.LIDAR_POINT_DIMS) float32."""
-    return np.fromfile(path, dtype=np.float32).reshape(-1, fmt.LIDAR_POINT_DIMS)
