@@ -26,11 +26,11 @@ from jadd_dagster.autolabel.groundtruth import ground_truth_annotations  # noqa:
 from jadd_dagster.autolabel.quality import scenes_to_score, score_autolabels  # noqa: E402
 from jadd_dagster.autolabel.tracking import label_scene  # noqa: E402
 from jadd_dagster.logs import read_log  # noqa: E402
-from jadd_dagster.sim import make_logs  # noqa: E402
 from jadd_dagster.sampling import SamplingProfile, sample_scene  # noqa: E402
 from jadd_dagster.sampling.lidar import add_lidar_frames  # noqa: E402
 from jadd_dagster.scene_record import SceneRecord  # noqa: E402
 from jadd_dagster.scenes import cut_scenes  # noqa: E402
+from jadd_dagster.sim import make_logs  # noqa: E402
 
 CHANNELS = ("CAM_FRONT", "CAM_FRONT_LEFT", "CAM_FRONT_RIGHT")
 VAL_FRACTION = 0.5

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jadd_dagster.nuscenes.splits import TRAIN, VAL, split_name
 from jadd_dagster.nuscenes.tables import MAX_SCENES
 from jadd_dagster.nuscenes.writer import PartWriter, prepare_scene, version_name
 from jadd_dagster.scene_record import SceneRecord
@@ -30,7 +31,7 @@ class MergeResult:
 
     versions: version folder names under dataroot (one per part); scene_names: scene_id -> scene-NNNN
     in merge order within its part (part_of); failed: (scene_id, or the folder when unreadable, reason); splits: scenes per
-    split ('train', 'val').
+    split (nuscenes.splits.TRAIN, VAL: 'jadd-train', 'jadd-val').
     """
 
     dataroot: Path
@@ -49,13 +50,14 @@ class MergeResult:
 
 
 def split_score(scene_id: str, seed: int) -> float:
-    """Uniform number in [0, 1) from the scene id and seed: the scene is 'val' below val_fraction."""
+    """Uniform number in [0, 1) from the scene id and seed: the scene is in VAL below val_fraction."""
     digest = hashlib.md5(f"{seed}:{scene_id}".encode("utf-8")).hexdigest()
     return int(digest, 16) / float(1 << 128)
 
 
 def assign_splits(scene_ids: Sequence[str], val_fraction: float, seed: int = 0) -> dict[str, str]:
-    """'train' or 'val' for each scene id, decided by split_score alone (stable as scenes are added).
+    """TRAIN or VAL (nuscenes/splits.py) for each scene id, decided by split_score alone (stable as
+    scenes are added).
 
     When hashing leaves a split empty, the scene closest to the threshold moves: val gets one when
     val_fraction > 0 and there are at least 2 scenes; train gets one when val_fraction < 1.
@@ -63,13 +65,13 @@ def assign_splits(scene_ids: Sequence[str], val_fraction: float, seed: int = 0) 
     if not 0.0 <= val_fraction <= 1.0:
         raise ValueError("val_fraction must lie in [0, 1]")
     scores = {scene_id: split_score(scene_id, seed) for scene_id in scene_ids}
-    splits = {scene_id: ("val" if score < val_fraction else "train") for scene_id, score in scores.items()}
+    splits = {scene_id: split_name(score < val_fraction) for scene_id, score in scores.items()}
     if not scores:
         return splits
-    if val_fraction > 0 and len(scores) >= 2 and "val" not in splits.values():
-        splits[min(scores, key=lambda s: (scores[s], s))] = "val"
-    if val_fraction < 1 and "train" not in splits.values():
-        splits[max(scores, key=lambda s: (scores[s], s))] = "train"
+    if val_fraction > 0 and len(scores) >= 2 and VAL not in splits.values():
+        splits[min(scores, key=lambda s: (scores[s], s))] = VAL
+    if val_fraction < 1 and TRAIN not in splits.values():
+        splits[max(scores, key=lambda s: (scores[s], s))] = TRAIN
     return splits
 
 
@@ -192,7 +194,7 @@ def merge_scenes(
             pass
     splits = assign_splits(sorted(set(readable.values())), val_fraction, seed)
     groups = [dirs[i : i + scenes_per_part] for i in range(0, len(dirs), scenes_per_part)] or [[]]
-    result = MergeResult(dataroot, [], 0, 0, 0, 0, 0, splits={"train": 0, "val": 0})
+    result = MergeResult(dataroot, [], 0, 0, 0, 0, 0, splits={TRAIN: 0, VAL: 0})
     for number, group in enumerate(groups):
         version = version_name(name) if len(groups) == 1 else version_name(name, number)
         part = merge_part(

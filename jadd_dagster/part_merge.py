@@ -23,12 +23,15 @@ from jadd_dagster.compute.chunks import SceneTask
 from jadd_dagster.layout import PART_RECORD, part_key, preview_key, sampled_root_key
 from jadd_dagster.logs.format import LIDAR_CHANNELS
 from jadd_dagster.merge import merge_part, split_score
+from jadd_dagster.nuscenes.splits import current_name, split_name
 from jadd_dagster.nuscenes.writer import VERSION_PREFIX
 from jadd_dagster.records import PartRecord, to_json
 from jadd_dagster.scene_record import SCENE_CAN, SCENE_JSON, SCENE_POSE, SceneRecord
 from jadd_dagster.storage import ObjectStore
 
-MERGE_FORMAT = 1  # part of every part's content hash: bump it when the merge writes other tables
+# Part of every part's content hash: bump it when the merge writes other tables. 2: splits named
+# jadd-train and jadd-val (nuscenes/splits.py), so parts written with train and val merge again.
+MERGE_FORMAT = 2
 CHECKS = ("frame_counts", "nuscenes_invariants", "devkit")
 
 
@@ -42,8 +45,10 @@ def part_version(name: str, part: int, content: dict) -> str:
 
 def split_of(val_fraction: float, forced: dict[str, str]) -> Callable[[str], str]:
     """A scene's split: forced (the plan's few exceptions that keep both splits non-empty), else
-    by merge.split_score alone, which is stable as scenes are added."""
-    return lambda scene_id: forced.get(scene_id) or ("val" if split_score(scene_id, 0) < val_fraction else "train")
+    by merge.split_score alone, which is stable as scenes are added. A forced split of a plan stored
+    before the rename ('train', 'val') is read as its current name."""
+    return lambda scene_id: current_name(forced[scene_id]) if scene_id in forced else split_name(
+        split_score(scene_id, 0) < val_fraction)
 
 
 def expected_frames_per_channel(scene_length_s: float, keyframe_hz: int, sweep_hz: int) -> int:

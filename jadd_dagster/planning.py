@@ -19,6 +19,7 @@ from jadd_dagster.curation import select_scenes
 from jadd_dagster.logs.format import CAMERA_CHANNELS
 from jadd_dagster.merge import assign_splits, split_score
 from jadd_dagster.nuscenes.parts import default_scenes_per_part
+from jadd_dagster.nuscenes.splits import split_name
 from jadd_dagster.records import DatasetPlan, PartPlan
 from jadd_dagster.sampling import SamplingProfile
 from jadd_dagster.spec import DatasetSpec
@@ -76,7 +77,7 @@ def forced_splits(scene_ids: list[str], val_fraction: float) -> dict[str, str]:
     """The scenes whose split differs from the hash rule (part_merge.split_of): the one or two that
     merge.assign_splits moves so that neither split is empty."""
     assigned = assign_splits(scene_ids, val_fraction)
-    return {s: split for s, split in assigned.items() if split != ("val" if split_score(s, 0) < val_fraction else "train")}
+    return {s: split for s, split in assigned.items() if split != split_name(split_score(s, 0) < val_fraction)}
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,8 @@ class DatasetSpec(BaseModel):
     )
     include_can_bus: bool = Field(default=True, description="Write can_bus/ files in the devkit's format.")
     val_fraction: float = Field(
-        default=0.2, ge=0.0, le=1.0, description="Share of scenes in the 'val' split of splits.json, 0-1."
+        default=0.2, ge=0.0, le=1.0,
+        description="Share of scenes in the 'jadd-val' split of splits.json, 0-1 (the rest: 'jadd-train').",
     )
     budget_usd: float | None = Field(
         default=None, gt=0,

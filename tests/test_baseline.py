@@ -17,8 +17,8 @@ import pytest
 
 from jadd_dagster.autolabel.base import Detection2D
 from jadd_dagster.autolabel.baseline import BaselineDetector
-from jadd_dagster.autolabel.lifting import BOTTOM_INSET_PX, LiftedBox, lift_to_3d
 from jadd_dagster.autolabel.groundtruth import ground_truth_annotations
+from jadd_dagster.autolabel.lifting import BOTTOM_INSET_PX, LiftedBox, lift_to_3d
 from jadd_dagster.autolabel.tracking import label_scene, track
 from jadd_dagster.camera import (
     CameraCalibration,
@@ -28,12 +28,12 @@ from jadd_dagster.camera import (
     quaternion_from_matrix,
     yaw_quaternion,
 )
-from jadd_dagster.sim import make_logs
 from jadd_dagster.logs.reader import read_log
-from jadd_dagster.sim.render import CLASS_RGB, FACE_SHADES
 from jadd_dagster.sampling import SamplingProfile, sample_scene
 from jadd_dagster.sampling.lidar import add_lidar_frames
 from jadd_dagster.scene_record import SceneRecord
+from jadd_dagster.sim import make_logs
+from jadd_dagster.sim.render import CLASS_RGB, FACE_SHADES
 
 VISIBLE_RANGE_M = 40.0
 MIN_HEIGHT_PX = 6.0

@@ -15,14 +15,15 @@ from jadd_dagster.camera import matrix_from_quaternion
 from jadd_dagster.compute.chunks import ChunkManifest
 from jadd_dagster.compute.worker import result_key, run_chunk
 from jadd_dagster.layout import PART_RECORD, STAGE_SAMPLED, part_key, preview_key, sampled_root_key
-from jadd_dagster.sim import make_logs
 from jadd_dagster.logs.reader import read_log
+from jadd_dagster.nuscenes.splits import VAL
 from jadd_dagster.part_merge import merge_stored_part, part_version
 from jadd_dagster.planning import assign_parts, forced_splits, sampling_profile
 from jadd_dagster.records import DatasetPlan, PartPlan
 from jadd_dagster.registry import SceneOutput
 from jadd_dagster.scene_record import SceneRecord
 from jadd_dagster.scenes import cut_scenes
+from jadd_dagster.sim import make_logs
 from jadd_dagster.spec import DatasetSpec
 from jadd_dagster.storage import LocalStore
 
@@ -132,7 +133,7 @@ def test_a_part_keeps_its_version_until_its_content_changes():
 def test_only_the_scenes_that_keep_both_splits_non_empty_are_forced():
     assert forced_splits([f"s{i}" for i in range(2000)], 0.2) == {}
     forced = forced_splits(["only-one", "and-two"], 0.0001)  # hashing puts both in train
-    assert list(forced.values()) == ["val"]
+    assert list(forced.values()) == [VAL]
 
 
 def _write_labels(store, outputs, boxes: dict[str, list[dict]]) -> dict[str, str]:
@@ -199,10 +200,10 @@ def test_publishing_keeps_the_previous_index_parts_and_deletes_older_ones(tmp_pa
     previous = DatasetIndex("d", "h", "", "", [IndexPart(1, "v1.0-d-part0001-bbbbbbbb", 1, 1, 1, {})], 1, 1, 1, {},
                             "", "r0", "")
     write_record(store, index_key("d"), previous)
-    part = PartRecord(1, "v1.0-d-part0001-cccccccc", 1, 40, 40, 40, 0, {"a/0000": "scene-0001"}, {"a/0000": "val"}, {},
+    part = PartRecord(1, "v1.0-d-part0001-cccccccc", 1, 40, 40, 40, 0, {"a/0000": "scene-0001"}, {"a/0000": VAL}, {},
                       {"frame_counts": [], "nuscenes_invariants": [], "devkit": []}, 1.0)
     index = build.publish_index(store, plan, [part], [], "r1", 1, 1.0)
-    assert index.versions == ["v1.0-d-part0001-cccccccc"] and index.splits == {"val": 1}
+    assert index.versions == ["v1.0-d-part0001-cccccccc"] and index.splits == {VAL: 1}
     # Readers of the previous index keep its parts until the next build; older ones go.
     assert sorted(p.name for p in root.iterdir()) == [
         "v1.0-d-part0001-bbbbbbbb", "v1.0-d-part0001-cccccccc", "v1.0-dx-part0001-dddddddd"]

@@ -1,7 +1,9 @@
-"""LIDAR_TOP in datasets, ground-truth annotations from the log, and the devkit's detection evaluation.
+"""LIDAR_TOP in datasets, ground-truth annotations from the log, and the devkit's detection and
+tracking evaluation, run on the dataset as it is.
 
 One tiny synthetic log with lidar (45 s: 2 scenes of 20 s, 41 keyframes each) is sampled, given its
-LIDAR_TOP keyframes and merged with the log's ground truth as sample_annotations, half the scenes in val.
+LIDAR_TOP keyframes and merged with the log's ground truth as sample_annotations, half the scenes in
+jadd-val.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import math
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,16 +26,17 @@ from jadd_dagster.autolabel.evaluate import (
 )
 from jadd_dagster.autolabel.groundtruth import ground_truth_annotations, yaw_quaternion
 from jadd_dagster.camera import matrix_from_quaternion, project_points
-from jadd_dagster.sim import make_logs
-from jadd_dagster.logs.sweeps import lidar_points_per_object, read_sweep
 from jadd_dagster.logs.reader import read_log
+from jadd_dagster.logs.sweeps import lidar_points_per_object, read_sweep
 from jadd_dagster.merge import merge_scenes
+from jadd_dagster.nuscenes.splits import RESERVED, SPLITS, TRAIN, VAL
 from jadd_dagster.nuscenes.tables import calibrated_sensor_record, sample_data_filename
 from jadd_dagster.nuscenes.validate import validate_dataset
 from jadd_dagster.sampling import SamplingProfile, sample_scene
 from jadd_dagster.sampling.lidar import MAX_OFFSET_US, add_lidar_frames, nearest_sweeps
 from jadd_dagster.scene_record import SceneRecord
 from jadd_dagster.scenes import cut_scenes
+from jadd_dagster.sim import make_logs
 
 PROFILE = SamplingProfile(keyframe_hz=2, sweep_hz=2, channels=("CAM_FRONT",))
 
@@ -59,7 +63,7 @@ def built(tmp_path_factory):
 
 
 def val_tokens(nusc, result) -> list[str]:
-    val = set(json.loads((result.dataroot / result.versions[0] / "splits.json").read_text())["val"])
+    val = set(json.loads((result.dataroot / result.versions[0] / "splits.json").read_text())[VAL])
     return [s["token"] for s in nusc.sample if nusc.get("scene", s["scene_token"])["name"] in val]
 
 
@@ -86,7 +90,7 @@ def test_lidar_keyframes_are_the_nearest_sweeps_and_saved_with_the_scene(built):
 
 def test_devkit_loads_lidar_top_and_annotations(built):
     nusc, result = built["nusc"], built["result"]
-    assert result.failed == [] and result.scenes == 2 and result.splits == {"train": 1, "val": 1}
+    assert result.failed == [] and result.scenes == 2 and result.splits == {TRAIN: 1, VAL: 1}
     assert validate_dataset(result.dataroot, result.versions[0]) == []
     assert len(nusc.sample_annotation) == result.sample_annotations > 0
     sensor = next(s for s in nusc.sensor if s["channel"] == "LIDAR_TOP")
@@ -148,7 +152,7 @@ def test_ground_truth_as_predictions_scores_perfectly(built, tmp_path):
     nusc, result = built["nusc"], built["result"]
     tokens = val_tokens(nusc, result)
     metrics = evaluate_detections(
-        result.dataroot, result.versions[0], predictions_from_annotations(nusc, tokens), "val", tmp_path
+        result.dataroot, result.versions[0], predictions_from_annotations(nusc, tokens), VAL, tmp_path
     )
     assert metrics["samples"] == len(tokens) and metrics["classes_present"]
     assert all(metrics["per_class_AP"][c] >= 0.99 for c in metrics["classes_present"])
@@ -164,16 +168,16 @@ def test_shifted_boxes_score_clearly_lower(built, tmp_path):
         token: [{**box, "translation": [box["translation"][0] + 3.0, *box["translation"][1:]]} for box in boxes]
         for token, boxes in predictions.items()
     }
-    degraded = evaluate_detections(result.dataroot, result.versions[0], shifted, "val", tmp_path)
+    degraded = evaluate_detections(result.dataroot, result.versions[0], shifted, VAL, tmp_path)
     assert degraded["mAP_present"] < 0.5
-    assert degraded["mAP"] < evaluate_detections(result.dataroot, result.versions[0], predictions, "val")["mAP"] - 0.1
+    assert degraded["mAP"] < evaluate_detections(result.dataroot, result.versions[0], predictions, VAL)["mAP"] - 0.1
 
 
 def test_dropping_half_the_boxes_scores_clearly_lower(built, tmp_path):
     nusc, result = built["nusc"], built["result"]
     predictions = predictions_from_annotations(nusc, val_tokens(nusc, result))
     halved = {token: boxes[::2] for token, boxes in predictions.items()}
-    assert evaluate_detections(result.dataroot, result.versions[0], halved, "val", tmp_path)["mAP_present"] < 0.8
+    assert evaluate_detections(result.dataroot, result.versions[0], halved, VAL, tmp_path)["mAP_present"] < 0.8
 
 
 def _cameras_only(log, record):
@@ -236,7 +240,7 @@ def test_a_camera_only_dataset_is_evaluated_from_its_camera_poses(built, tmp_pat
     assert all("LIDAR_TOP" not in s["data"] for s in nusc.sample)
     tokens = val_tokens(nusc, result)
     metrics = evaluate_detections(
-        result.dataroot, result.versions[0], predictions_from_annotations(nusc, tokens), "val", tmp_path / "eval")
+        result.dataroot, result.versions[0], predictions_from_annotations(nusc, tokens), VAL, tmp_path / "eval")
     assert metrics["classes_present"] and metrics["mAP_present"] >= 0.99
     assert metrics["errors"]["mATE"] == pytest.approx(0.0, abs=1e-6)
     # The dataset itself still has no LIDAR_TOP: the stand-in lived in the evaluation's devkit object.
@@ -283,7 +287,7 @@ def test_scored_scenes_are_the_datasets_val_scenes_capped_evenly():
     from jadd_dagster.merge import assign_splits
 
     ids = [f"log-{i % 7}/{i:04d}" for i in range(1000)]
-    val = sorted(s for s, split in assign_splits(ids, 0.2).items() if split == "val")
+    val = sorted(s for s, split in assign_splits(ids, 0.2).items() if split == VAL)
     assert scenes_to_score(reversed(ids), 0.2, max_scenes=10_000) == val and 150 < len(val) < 250
     capped = scenes_to_score(ids, 0.2, max_scenes=25)
     assert len(capped) == 25 and set(capped) <= set(val) and capped == sorted(capped)
@@ -293,8 +297,8 @@ def test_scored_scenes_are_the_datasets_val_scenes_capped_evenly():
 def test_predicting_nothing_scores_zero_over_the_classes_present(built, tmp_path):
     nusc, result = built["nusc"], built["result"]
     tokens = val_tokens(nusc, result)
-    perfect = evaluate_detections(result.dataroot, result.versions[0], predictions_from_annotations(nusc, tokens), "val")
-    empty = evaluate_detections(result.dataroot, result.versions[0], {}, "val", tmp_path)
+    perfect = evaluate_detections(result.dataroot, result.versions[0], predictions_from_annotations(nusc, tokens), VAL)
+    empty = evaluate_detections(result.dataroot, result.versions[0], {}, VAL, tmp_path)
     assert empty["mAP"] == 0.0 and empty["NDS"] == 0.0 and empty["samples"] == len(tokens)
     assert empty["classes_present"] == perfect["classes_present"] != []
 
@@ -310,3 +314,90 @@ def test_sample_tokens_are_known_without_the_tables(built):
             chain.append(token)
             token = nusc.get("sample", token)["next"]
         assert sample_tokens(record) == chain and len(chain) == len(record.keyframe_times_us)
+
+
+# --- the devkit's own evaluation, run on the dataset as written (README "Evaluating with the devkit") ---
+
+
+def test_our_split_names_are_custom_splits_for_the_devkit(built):
+    from nuscenes.utils.splits import create_splits_scenes, is_predefined_split
+
+    assert RESERVED == set(create_splits_scenes())  # the devkit's reserved names, as this devkit has them
+    assert not any(is_predefined_split(split_name=s) for s in SPLITS)
+    result = built["result"]
+    splits = json.loads((result.dataroot / result.versions[0] / "splits.json").read_text())
+    assert sorted(splits) == sorted(SPLITS) and not RESERVED & set(splits)
+
+
+def _results_file(nusc, tokens, path, tracking: bool = False) -> str:
+    """A results file in the devkit's format: every observable annotation of the samples as a box
+    with score 1, as a detector (or tracker, with the annotation's instance as its track) would write."""
+    from nuscenes.eval.detection.utils import category_to_detection_name
+    from nuscenes.eval.tracking.utils import category_to_tracking_name
+
+    results = {}
+    for token in tokens:
+        boxes = []
+        for ann in (nusc.get("sample_annotation", a) for a in nusc.get("sample", token)["anns"]):
+            name = (category_to_tracking_name if tracking else category_to_detection_name)(ann["category_name"])
+            if name is None or ann["num_lidar_pts"] == 0:
+                continue
+            velocity = [0.0 if math.isnan(v) else float(v) for v in nusc.box_velocity(ann["token"])[:2]]
+            box = {"sample_token": token, "translation": ann["translation"], "size": ann["size"],
+                   "rotation": ann["rotation"], "velocity": velocity}
+            if tracking:
+                box.update(tracking_id=ann["instance_token"], tracking_name=name, tracking_score=1.0)
+            else:
+                attribute = [nusc.get("attribute", t)["name"] for t in ann["attribute_tokens"]]
+                box.update(detection_name=name, detection_score=1.0, attribute_name=(attribute or [""])[0])
+            boxes.append(box)
+        results[token] = boxes
+    meta = {"use_camera": True, "use_lidar": True, "use_radar": False, "use_map": False, "use_external": False}
+    Path(path).write_text(json.dumps({"meta": meta, "results": results}))
+    return str(path)
+
+
+def test_the_devkits_detection_eval_runs_on_the_dataset_with_our_val_split(built, tmp_path):
+    from nuscenes.eval.common.config import config_factory
+    from nuscenes.eval.detection.evaluate import DetectionEval
+
+    result = built["result"]
+    dataroot, version = str(result.dataroot), result.versions[0]
+    nusc = NuScenes(version=version, dataroot=dataroot, verbose=False)
+    tokens = val_tokens(nusc, result)
+    results = _results_file(nusc, tokens, tmp_path / "results.json")
+    evaluation = DetectionEval(nusc, config=config_factory("detection_cvpr_2019"), result_path=results,
+                               eval_set="jadd-val", output_dir=str(tmp_path / "detection"), verbose=False)
+    assert set(evaluation.gt_boxes.sample_tokens) == set(tokens)
+    present = {box.detection_name for box in evaluation.gt_boxes.all}
+    metrics = evaluation.main(render_curves=False)
+    assert present and all(metrics["mean_dist_aps"][c] >= 0.99 for c in present)
+    assert all(metrics["label_tp_errors"][c]["trans_err"] == pytest.approx(0.0, abs=1e-6) for c in present)
+    # The devkit's reserved name is the official val list, which this version cannot have.
+    with pytest.raises(AssertionError, match="not compatible with NuScenes version"):
+        DetectionEval(nusc, config=config_factory("detection_cvpr_2019"), result_path=results, eval_set="val",
+                      output_dir=str(tmp_path / "official"), verbose=False)
+
+
+def test_the_devkits_tracking_eval_runs_on_the_dataset_with_our_val_split(built, tmp_path):
+    pytest.importorskip("motmetrics", reason="the devkit's TrackingEval needs motmetrics==1.4.0 (not a dependency yet)")
+    from nuscenes.eval.common.config import config_factory
+    from nuscenes.eval.tracking.evaluate import TrackingEval
+
+    result = built["result"]
+    dataroot, version = str(result.dataroot), result.versions[0]
+    nusc = NuScenes(version=version, dataroot=dataroot, verbose=False)
+    results = _results_file(nusc, val_tokens(nusc, result), tmp_path / "tracks.json", tracking=True)
+    evaluation = TrackingEval(config=config_factory("tracking_nips_2019"), result_path=results, eval_set="jadd-val",
+                              output_dir=str(tmp_path / "tracking"), nusc_version=version, nusc_dataroot=dataroot,
+                              verbose=False)
+    metrics = evaluation.main(render_curves=False)
+    scored = [name for name, amota in metrics["label_metrics"]["amota"].items() if not math.isnan(amota)]
+    assert scored and all(metrics["label_metrics"]["amota"][name] >= 0.99 for name in scored)
+    assert metrics["ids"] == 0 and metrics["fp"] == 0
+
+
+def test_our_scoring_refuses_a_reserved_split_name(built):
+    result = built["result"]
+    with pytest.raises(ValueError, match="reserves"):
+        evaluate_detections(result.dataroot, result.versions[0], {}, "val")

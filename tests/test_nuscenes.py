@@ -25,6 +25,7 @@ from nuscenes.utils.splits import get_scenes_of_custom_split  # noqa: E402
 
 from jadd_dagster.merge import MergeResult, assign_splits, merge_scenes  # noqa: E402
 from jadd_dagster.nuscenes import writer  # noqa: E402
+from jadd_dagster.nuscenes.splits import TRAIN, VAL  # noqa: E402
 from jadd_dagster.nuscenes.tables import MAX_SCENES, SCENE_NUMBER_BLACKLIST, TABLE_NAMES, scene_numbers  # noqa: E402
 from jadd_dagster.nuscenes.tokens import is_token, make_token  # noqa: E402
 from jadd_dagster.nuscenes.validate import validate_dataset  # noqa: E402
@@ -61,7 +62,7 @@ def test_merge_result_counts_what_was_written(merged):
     assert merged.sample_data == merged.images == N_SCENES * N_CHANNELS * fx.N_FRAMES
     assert sorted(merged.scene_names) == ["log-0000/0000", "log-0000/0001", "log-0001/0000", "log-0001/0001"]
     assert sorted(merged.scene_names.values()) == ["scene-0001", "scene-0002", "scene-0003", "scene-0004"]
-    assert merged.splits["train"] + merged.splits["val"] == N_SCENES
+    assert merged.splits[TRAIN] + merged.splits[VAL] == N_SCENES
     assert {p.name for p in (merged.dataroot / merged.versions[0]).glob("*.json")} == {
         *(f"{t}.json" for t in TABLE_NAMES),
         "splits.json",
@@ -201,23 +202,23 @@ def test_map_mask_covers_the_ego_poses(nusc):
 
 
 def test_custom_splits_are_read_by_the_devkit(merged, nusc):
-    train = get_scenes_of_custom_split("train", nusc)
-    val = get_scenes_of_custom_split("val", nusc)
+    train = get_scenes_of_custom_split(TRAIN, nusc)
+    val = get_scenes_of_custom_split(VAL, nusc)
     assert val and train and sorted(train + val) == sorted(s["name"] for s in nusc.scene)
-    assert len(val) == merged.splits["val"]
+    assert len(val) == merged.splits[VAL]
 
 
 def test_assign_splits_keeps_both_splits_non_empty():
     ids = [f"log-0000/{i:04d}" for i in range(2)]
-    assert sorted(assign_splits(ids, 0.01).values()) == ["train", "val"]
-    assert sorted(assign_splits(ids, 0.99).values()) == ["train", "val"]
-    assert set(assign_splits(ids, 0.0).values()) == {"train"}
-    assert set(assign_splits(ids, 1.0).values()) == {"val"}
-    assert assign_splits(["only"], 0.5) == {"only": "train"}
+    assert sorted(assign_splits(ids, 0.01).values()) == [TRAIN, VAL]
+    assert sorted(assign_splits(ids, 0.99).values()) == [TRAIN, VAL]
+    assert set(assign_splits(ids, 0.0).values()) == {TRAIN}
+    assert set(assign_splits(ids, 1.0).values()) == {VAL}
+    assert assign_splits(["only"], 0.5) == {"only": TRAIN}
     many = [f"log-0001/{i:04d}" for i in range(400)]
     splits = assign_splits(many, 0.2, seed=3)
     assert splits == assign_splits(list(reversed(many)), 0.2, seed=3)
-    assert 50 < sum(v == "val" for v in splits.values()) < 110
+    assert 50 < sum(v == VAL for v in splits.values()) < 110
     assert splits != assign_splits(many, 0.2, seed=4)
 
 
@@ -416,7 +417,7 @@ def _break_dangling_reference(root, version):
 
 
 def _break_split(root, version):
-    (root / version / "splits.json").write_text(json.dumps({"train": ["scene-9999"], "val": []}))
+    (root / version / "splits.json").write_text(json.dumps({TRAIN: ["scene-9999"], VAL: []}))
     return None, None
 
 

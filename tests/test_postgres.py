@@ -9,8 +9,8 @@ import yaml
 
 from jadd_dagster import headless
 from jadd_dagster.cli import main as jadd
-from jadd_dagster.sim import make_logs
 from jadd_dagster.profile import PROFILES_DIR
+from jadd_dagster.sim import make_logs
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 

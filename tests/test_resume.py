@@ -9,11 +9,11 @@ from jadd_dagster import build
 from jadd_dagster.compute.dispatch import run_stage
 from jadd_dagster.compute.local import run_local_chunks
 from jadd_dagster.layout import STAGE_SAMPLED
-from jadd_dagster.sim import make_logs
 from jadd_dagster.logs.reader import read_log
 from jadd_dagster.planning import sampling_profile
 from jadd_dagster.registry import Registry
 from jadd_dagster.scenes import cut_scenes
+from jadd_dagster.sim import make_logs
 from jadd_dagster.spec import DatasetSpec
 from jadd_dagster.storage import LocalStore
 

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from jadd_dagster.cli import main as jadd
-from jadd_dagster.sim import make_logs
 from jadd_dagster.s3store import S3Store
+from jadd_dagster.sim import make_logs
 from profiles import use_profile
 
 pytestmark = [pytest.mark.e2e, pytest.mark.s3]

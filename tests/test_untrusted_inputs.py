@@ -13,8 +13,8 @@ import pytest
 
 from jadd_dagster.camera import CameraCalibration, pinhole_intrinsic, undistortion_maps
 from jadd_dagster.logs import LogFormatError, read_log, validate_log
-from jadd_dagster.sim import make_logs
 from jadd_dagster.logs.stored import list_log_ids, open_stored_log
+from jadd_dagster.sim import make_logs
 from jadd_dagster.storage import LocalStore
 from verbatim_s3 import put_raw, verbatim_s3_store  # noqa: F401  (a fixture)
 

@@ -8,8 +8,8 @@ import pytest
 from jadd_dagster.camera import CameraCalibration, camera_to_ego_rotation, pinhole_intrinsic, quaternion_from_matrix
 from jadd_dagster.categories import CLASS_INDEX
 from jadd_dagster.logs.tracks import Boxes
-from jadd_dagster.visibility import ObjectVisibility
 from jadd_dagster.nuscenes.tables import visibility_level
+from jadd_dagster.visibility import ObjectVisibility
 
 # A level camera looking along the ego's x axis, 1.6 m up.
 FRONT = CameraCalibration("CAM_FRONT", 320, 180, pinhole_intrinsic(320, 180, 70.0), translation=(0.0, 0.0, 1.6),

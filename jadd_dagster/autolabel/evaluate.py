@@ -1,18 +1,19 @@
 """Score 3D box predictions against a JADD dataset's sample_annotations with the nuScenes devkit.
 
-    metrics = evaluate_detections(dataroot, "v1.0-mini", predictions, "val", output_dir)
+    metrics = evaluate_detections(dataroot, "v1.0-demo", predictions, "jadd-val", output_dir)
 
-The devkit's DetectionEval (detection_cvpr_2019 config) does the matching and scoring; this module
-only writes the results file it reads and makes our splits reachable. DetectionEval maps the names
-train/val/test to the official nuScenes scenes, so a JADD split is evaluated as a custom split: an
-evaluation view of the version folder (symbolic links to its tables and files) whose splits.json
-has the same scenes under "jadd-<split>". The dataset itself is never changed.
+The devkit's DetectionEval (detection_cvpr_2019 config) does the matching and scoring, opened on
+the dataset's own dataroot and version: our split names (nuscenes/splits.py) are custom splits
+that the devkit reads from the version's splits.json, so nothing is renamed, linked or copied.
+This module writes the results file it reads and condenses its summary.
 
 DetectionEval reads each sample's ego pose (for the boxes' distance from the ego) through its
-LIDAR_TOP sample_data. A camera-only dataset has none, so the devkit object opened on the view is
-given the reference camera's keyframe under that key, in memory (stand_in_lidar); the ego poses of
-one keyframe's sensors are milliseconds apart. The devkit drops ground-truth boxes with neither
-lidar nor radar points: ground truth without lidar marks its observable boxes with one point.
+LIDAR_TOP sample_data. A camera-only dataset has none, so the devkit object is given the reference
+camera's keyframe under that key, in memory (stand_in_lidar); the ego poses of one keyframe's
+sensors are milliseconds apart. (A dataset sampled with LIDAR_TOP needs no stand-in: the devkit's
+DetectionEval and TrackingEval run on it as they are, see the README.) The devkit drops
+ground-truth boxes with neither lidar nor radar points: ground truth without lidar marks its
+observable boxes with one point.
 """
 
 from __future__ import annotations
@@ -21,23 +22,21 @@ import contextlib
 import io
 import json
 import math
-import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from nuscenes import NuScenes
 from nuscenes.eval.common.config import config_factory
+from nuscenes.eval.common.loaders import get_samples_of_custom_split
 from nuscenes.eval.detection.evaluate import DetectionEval
+
+from jadd_dagster.categories import DETECTION_CLASSES
+from jadd_dagster.nuscenes.splits import LEGACY_NAMES, RESERVED, VAL
 
 EVAL_CONFIG = "detection_cvpr_2019"
 LIDAR_CHANNEL = "LIDAR_TOP"
 REFERENCE_CAMERAS = ("CAM_FRONT",)  # stand-in for a missing LIDAR_TOP; else the first camera by name
-SPLIT_PREFIX = "jadd-"
-DETECTION_CLASSES = (
-    "car", "truck", "bus", "trailer", "construction_vehicle", "pedestrian", "motorcycle", "bicycle",
-    "traffic_cone", "barrier",
-)
 # nuScenes category (exact name or prefix ending in '.') to detection class, as the devkit's
 # category_to_detection_name; categories not listed (animals, debris, emergency vehicles...) are not scored.
 _CATEGORY_CLASSES = (
@@ -141,21 +140,15 @@ def split_scenes(dataroot: Path, version: str, split: str) -> list[str]:
     return list(splits[split])
 
 
-def evaluation_view(dataroot: Path, version: str, split: str, view_root: Path) -> str:
-    """Make view_root a dataroot whose version folder links to dataroot/version's files and whose
-    splits.json has the split as the custom split SPLIT_PREFIX + split; returns that split name."""
-    dataroot, view_root = Path(dataroot).resolve(), Path(view_root)
-    name = SPLIT_PREFIX + split
-    folder = view_root / version
-    folder.mkdir(parents=True, exist_ok=True)
-    for child in (dataroot / version).iterdir():  # the tables, and the part's maps/ and can_bus/
-        if child.name != "splits.json":
-            os.symlink(child, folder / child.name)
-    for child in dataroot.iterdir():
-        if child.is_dir() and child.name != version and not child.name.startswith("."):
-            os.symlink(child, view_root / child.name)
-    (folder / "splits.json").write_text(json.dumps({name: split_scenes(dataroot, version, split)}))
-    return name
+def check_split_name(version: str, split: str) -> None:
+    """ValueError for a split name the devkit reserves (it would score the official nuScenes scenes
+    of it, or assert an official version), naming ours instead."""
+    if split in RESERVED:
+        hint = f" (the dataset's {split!r} split is {LEGACY_NAMES[split]!r} since the rename)" if split in LEGACY_NAMES else ""
+        raise ValueError(
+            f"{version}: split {split!r} is one the nuScenes devkit reserves for its official scene lists{hint}; "
+            "datasets written before the rename have train/val splits and must be merged again (a rebuild does it)"
+        )
 
 
 def stand_in_lidar(nusc: NuScenes) -> int:
@@ -179,7 +172,7 @@ def evaluate_detections(
     dataroot: Path,
     version: str,
     predictions: Mapping[str, Sequence[Mapping]],
-    eval_split: str = "val",
+    eval_split: str = VAL,
     output_dir: Path | None = None,
 ) -> dict:
     """nuScenes detection metrics of predictions (sample token -> boxes, see detection_results) on
@@ -193,27 +186,27 @@ def evaluate_detections(
     the classes present that define them; the devkit's own means count absent classes as 1) and
     samples. output_dir receives results.json and the devkit's metrics_summary.json.
     """
+    check_split_name(version, eval_split)
+    split_scenes(dataroot, version, eval_split)  # (a clear error for a split the version lacks)
     output_dir = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="jadd-eval-"))
     output_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="jadd-eval-view-") as view:
-        split = evaluation_view(dataroot, version, eval_split, Path(view))
-        nusc = NuScenes(version=version, dataroot=view, verbose=False)
-        stand_in_lidar(nusc)
-        scenes = set(split_scenes(dataroot, version, eval_split))
-        tokens = [s["token"] for s in nusc.sample if nusc.get("scene", s["scene_token"])["name"] in scenes]
-        result_path = output_dir / "results.json"
-        results = detection_results(predictions, tokens)
-        result_path.write_text(json.dumps(results))
-        if not any(results["results"].values()):
-            return _nothing_predicted(nusc, split, len(tokens))  # DetectionEval raises on no boxes at all
-        # main() prints its summary even when not verbose, and the loaders draw tqdm bars on stderr.
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            evaluation = DetectionEval(
-                nusc, config=config_factory(EVAL_CONFIG), result_path=str(result_path), eval_set=split,
-                output_dir=str(output_dir), verbose=False,
-            )
-            present = sorted({box.detection_name for box in evaluation.gt_boxes.all})
-            summary = evaluation.main(render_curves=False)
+    nusc = NuScenes(version=version, dataroot=str(dataroot), verbose=False)
+    stand_in_lidar(nusc)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        tokens = get_samples_of_custom_split(split_name=eval_split, nusc=nusc)  # as DetectionEval takes them
+    result_path = output_dir / "results.json"
+    results = detection_results(predictions, tokens)
+    result_path.write_text(json.dumps(results))
+    if not any(results["results"].values()):
+        return _nothing_predicted(nusc, eval_split, len(tokens))  # DetectionEval raises on no boxes at all
+    # main() prints its summary even when not verbose, and the loaders draw tqdm bars on stderr.
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        evaluation = DetectionEval(
+            nusc, config=config_factory(EVAL_CONFIG), result_path=str(result_path), eval_set=eval_split,
+            output_dir=str(output_dir), verbose=False,
+        )
+        present = sorted({box.detection_name for box in evaluation.gt_boxes.all})
+        summary = evaluation.main(render_curves=False)
     per_class = {name: float(ap) for name, ap in summary["mean_dist_aps"].items()}
     return {
         "mAP": float(summary["mean_ap"]),
@@ -229,12 +222,7 @@ def evaluate_detections(
 def _nothing_predicted(nusc: NuScenes, split: str, samples: int) -> dict:
     """The metrics DetectionEval gives when nothing is predicted (it refuses to run then): AP 0,
     every true-positive error 1 (so NDS 0), over the ground-truth classes it would keep."""
-    from nuscenes.eval.common.loaders import (
-        add_center_dist,
-        filter_eval_boxes,
-        get_samples_of_custom_split,
-        load_gt_of_sample_tokens,
-    )
+    from nuscenes.eval.common.loaders import add_center_dist, filter_eval_boxes, load_gt_of_sample_tokens
     from nuscenes.eval.detection.data_classes import DetectionBox
 
     config = config_factory(EVAL_CONFIG)

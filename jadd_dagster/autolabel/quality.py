@@ -1,7 +1,7 @@
 """How good a dataset's auto-labels are: nuScenes DetectionEval against the logs' ground truth.
 
 Only logs that carry ground truth (objects.parquet: labelled drives, the demo world) can be scored. The scored
-scenes are the dataset's 'val' scenes, at most MAX_SCORED_SCENES of them (scenes_to_score): the
+scenes are the dataset's validation scenes (split jadd-val), at most MAX_SCORED_SCENES of them (scenes_to_score): the
 score is a sample, so a dataset of 160,000 scenes costs what one of a few hundred does. Their
 ground truth goes into a tables-only dataset (same deterministic tokens, no images), and the
 auto-labels are submitted as predictions. With LIDAR_TOP sampled, a
@@ -18,6 +18,7 @@ from pathlib import Path
 from jadd_dagster.autolabel.evaluate import evaluate_detections
 from jadd_dagster.autolabel.groundtruth import ground_truth_annotations
 from jadd_dagster.visibility import ObjectVisibility
+from jadd_dagster.nuscenes.splits import VAL
 from jadd_dagster.nuscenes.tables import sample_tokens
 from jadd_dagster.scene_record import SceneRecord
 
@@ -30,7 +31,7 @@ def scenes_to_score(scene_ids: Iterable[str], val_fraction: float, max_scenes: i
     from jadd_dagster.merge import assign_splits
 
     splits = assign_splits(sorted(set(scene_ids)), val_fraction)
-    val = sorted(scene_id for scene_id, split in splits.items() if split == "val")
+    val = sorted(scene_id for scene_id, split in splits.items() if split == VAL)
     if len(val) <= max_scenes:
         return val
     step = len(val) / max_scenes
@@ -73,4 +74,4 @@ def score_autolabels(
                 for box in labels.get(record.scene_id, []):
                     predictions.setdefault(tokens[box["keyframe_index"]], []).append(box)
         eval_dir = Path(tmp) / "eval"
-        return {**evaluate_detections(root, merged.versions[0], predictions, "val", eval_dir), "scenes": merged.scenes}
+        return {**evaluate_detections(root, merged.versions[0], predictions, VAL, eval_dir), "scenes": merged.scenes}

@@ -9,7 +9,8 @@ one per scene (or instance) and never cross a scene boundary; no two scenes star
 per channel of its scene; a sweep belongs to the following sample (the earliest sample of its scene
 at or after it); timestamps are integer µs; quaternions have 4 components and unit norm; filenames
 are relative and exist; a camera's calibration has a 3x3 intrinsic and a lidar's []; fileformat fits the
-sensor modality (jpg, pcd); scene and instance counts match; splits.json names existing scenes.
+sensor modality (jpg, pcd); scene and instance counts match; splits.json names existing scenes
+under split names the devkit does not reserve (nuscenes/splits.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
+from jadd_dagster.nuscenes.splits import RESERVED, SPLITS
 from jadd_dagster.nuscenes.tables import FILE_FORMATS, TABLE_NAMES
 from jadd_dagster.nuscenes.tokens import is_token
 
@@ -345,6 +347,9 @@ def _check_splits(folder: Path, tables, problems: _Problems) -> None:
     names = {scene.get("name") for scene in tables["scene"]}
     split_of: dict[str, str] = {}
     for split, scenes in splits.items():
+        if split in RESERVED:
+            problems.add("splits", f"split {split!r} is one the devkit reserves for the official nuScenes scenes "
+                         f"(its evaluation would not read it from splits.json); ours are {list(SPLITS)}")
         for name in scenes:
             if name not in names:
                 problems.add("splits", f"split {split} names {name!r}, which is not a scene of this version")
