@@ -3,7 +3,7 @@
 Generates logs with objects and LIDAR_TOP, samples every 20 s scene (2 Hz keyframes, undistorted),
 labels it with the baseline twice (timed per scene): from the cameras alone, then with the scene's
 LIDAR_TOP keyframes added. A dataset whose sample_annotation table is the ground truth is merged
-and nuScenes DetectionEval runs on the 'val' split for (a) both baseline label sets and (b) the
+and nuScenes DetectionEval runs on the 'jadd-val' split for (a) both baseline label sets and (b) the
 ground truth itself submitted as predictions (the upper bound, which proves the path). It also
 compares the labels' estimated visibility with the ground truth's (matched by centre distance).
 

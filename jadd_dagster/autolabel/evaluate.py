@@ -144,7 +144,8 @@ def check_split_name(version: str, split: str) -> None:
     """ValueError for a split name the devkit reserves (it would score the official nuScenes scenes
     of it, or assert an official version), naming ours instead."""
     if split in RESERVED:
-        hint = f" (the dataset's {split!r} split is {LEGACY_NAMES[split]!r} since the rename)" if split in LEGACY_NAMES else ""
+        renamed = LEGACY_NAMES.get(split)
+        hint = f" (the dataset's {split!r} split is {renamed!r} since the rename)" if renamed else ""
         raise ValueError(
             f"{version}: split {split!r} is one the nuScenes devkit reserves for its official scene lists{hint}; "
             "datasets written before the rename have train/val splits and must be merged again (a rebuild does it)"

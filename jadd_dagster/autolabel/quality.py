@@ -1,12 +1,12 @@
 """How good a dataset's auto-labels are: nuScenes DetectionEval against the logs' ground truth.
 
-Only logs that carry ground truth (objects.parquet: labelled drives, the demo world) can be scored. The scored
-scenes are the dataset's validation scenes (split jadd-val), at most MAX_SCORED_SCENES of them (scenes_to_score): the
-score is a sample, so a dataset of 160,000 scenes costs what one of a few hundred does. Their
-ground truth goes into a tables-only dataset (same deterministic tokens, no images), and the
-auto-labels are submitted as predictions. With LIDAR_TOP sampled, a
-ground-truth box counts when the sweep has points in it, as in nuScenes; without, when one of the
-dataset's cameras sees it (autolabel/groundtruth.py).
+Only logs that carry ground truth (objects.parquet: labelled drives, the demo world) can be
+scored. The scored scenes are the dataset's validation scenes (split jadd-val), at most
+MAX_SCORED_SCENES of them (scenes_to_score): the score is a sample, so a dataset of 160,000 scenes
+costs what one of a few hundred does. Their ground truth goes into a tables-only dataset (same
+deterministic tokens, no images), and the auto-labels are submitted as predictions. With LIDAR_TOP
+sampled, a ground-truth box counts when the sweep has points in it, as in nuScenes; without, when
+one of the dataset's cameras sees it (autolabel/groundtruth.py).
 """
 
 from __future__ import annotations
