@@ -130,6 +130,15 @@ def test_a_part_keeps_its_version_until_its_content_changes():
     assert part_version("d", 3, content).startswith("v1.0-d-part0003-")
 
 
+def test_a_forced_split_stored_under_an_old_name_is_written_under_the_new_one():
+    from jadd_dagster.nuscenes.splits import TRAIN
+    from jadd_dagster.part_merge import split_of
+
+    assert split_of(0.0, {"a/0000": "val", "a/0001": VAL})("a/0000") == VAL
+    assert split_of(1.0, {"a/0000": "train"})("a/0000") == TRAIN
+    assert {split_of(0.5, {})(f"a/{i:04d}") for i in range(50)} == {TRAIN, VAL}
+
+
 def test_only_the_scenes_that_keep_both_splits_non_empty_are_forced():
     assert forced_splits([f"s{i}" for i in range(2000)], 0.2) == {}
     forced = forced_splits(["only-one", "and-two"], 0.0001)  # hashing puts both in train

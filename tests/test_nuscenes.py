@@ -421,6 +421,13 @@ def _break_split(root, version):
     return None, None
 
 
+def _break_split_name(root, version):
+    """The old names: the devkit takes train and val for its official scene lists."""
+    splits = json.loads((root / version / "splits.json").read_text())
+    (root / version / "splits.json").write_text(json.dumps({"train": splits[TRAIN], "val": splits[VAL]}))
+    return None, None
+
+
 def _break_absolute_filename(root, version):
     sd = _table(root, version, "sample_data")
     sd[1]["filename"] = str(root / sd[1]["filename"])
@@ -440,6 +447,7 @@ def _break_absolute_filename(root, version):
         (_break_scene_count, "scene"),
         (_break_dangling_reference, "reference"),
         (_break_split, "splits"),
+        (_break_split_name, "splits"),
         (_break_absolute_filename, "file"),
     ],
 )
