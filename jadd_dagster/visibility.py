@@ -225,10 +225,16 @@ def ground_hits(height_m: float, up: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 def ground_depth(rays: CameraRays, up_row: np.ndarray, height_m: float) -> np.ndarray:
     """(H*W,) float32 metres along each ray to the flat ground z = 0, inf where it sees above the
-    horizon, for a camera height_m above the ground whose ego-to-map rotation has third row up_row."""
-    up = sum(np.float32(up_row[c]) * rays.directions_ego[c] for c in range(3))
-    distance, ground = ground_hits(height_m, up)
-    return np.where(ground, distance, np.float32(np.inf)).astype(np.float32)
+    horizon, for a camera height_m above the ground whose ego-to-map rotation has third row up_row.
+    The last one is kept in rays.views: on flat ground every frame of a drive has the same."""
+    key = ("ground_depth", tuple(np.round(up_row, 9)), round(float(height_m), 6))
+    if key not in rays.views:
+        for old in [k for k in rays.views if isinstance(k, tuple) and k[:1] == ("ground_depth",)]:
+            del rays.views[old]
+        up = sum(np.float32(up_row[c]) * rays.directions_ego[c] for c in range(3))
+        distance, ground = ground_hits(height_m, up)
+        rays.views[key] = np.where(ground, distance, np.float32(np.inf)).astype(np.float32)
+    return rays.views[key]
 
 
 @dataclass(frozen=True)
