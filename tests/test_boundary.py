@@ -79,6 +79,7 @@ def test_the_simulator_is_its_own_package_and_production_is_everything_else():
     assert (PACKAGE / "sim" / "__init__.py").is_file()
     modules = {module_name(p) for p in production_modules()}
     assert {"jadd_dagster.cli", "jadd_dagster.logs.reader", "jadd_dagster.autolabel.tracking"} <= modules
+    assert any(m.startswith("jadd_dagster.ingest.") for m in modules)  # the real-log adapter (MCAP) is production
     assert not any(is_sim(m) for m in modules)
     for name in ("generator", "drive", "world", "render", "lidar", "objects", "visibility"):
         assert not (PACKAGE / "logs" / f"{name}.py").exists(), f"logs/{name}.py is the simulator's"
