@@ -29,7 +29,7 @@ import pytest
 
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from jadd_dagster.logs.generator import make_logs
+from jadd_dagster.sim import make_logs
 from services.browser import chromium_path, start_dagster_ui
 
 pytestmark = pytest.mark.browser
