@@ -222,3 +222,24 @@ def test_chunk_progress_reports_failures_the_last_chunk_and_otherwise_at_most_on
     assert sum("exit code 1" in line for line in lines) == 1
     assert lines[-1] == "sampled: chunk 1000/1000 finished, 1 failed so far (last 2.0 s)"
     assert 10 <= len(lines) <= 12  # every 10 s, the failure and the last one, not 1,000
+
+
+def test_local_workers_share_the_cpus_among_them_unless_the_user_says_otherwise(tmp_path, monkeypatch):
+    from jadd_dagster.compute import local
+    from jadd_dagster.sampling.decode import THREADS_ENV, available_cpus
+
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    assert local.worker_threads(1) == {THREADS_ENV: str(available_cpus())}
+    assert local.worker_threads(available_cpus() * 4) == {THREADS_ENV: "1"}
+    # What the pool gives each worker process it starts:
+    store = LocalStore(tmp_path)
+    store.write_json("m.json", ChunkManifest("g", STAGE_SAMPLED, {}, store.url, "runs/r", []).to_json())
+    seen = []
+    real_popen = local.subprocess.Popen
+    monkeypatch.setattr(local.subprocess, "Popen", lambda *a, env, **k: seen.append(env) or real_popen(*a, env=env, **k))
+    local.run_local_chunks(store.url, ["m.json"] * 2, max_workers=2 * available_cpus())
+    assert [env[THREADS_ENV] for env in seen] == ["1", "1"]
+    monkeypatch.setenv(THREADS_ENV, "3")
+    assert local.worker_threads(64) == {}
+    local.run_local_chunks(store.url, ["m.json"], max_workers=64)
+    assert seen[-1][THREADS_ENV] == "3"

@@ -29,6 +29,16 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def worker_threads(workers: int) -> dict[str, str]:
+    """The sampling threads each of `workers` concurrent workers may use, so that together they use
+    the CPUs once (each worker alone would take them all); nothing when the user has set it."""
+    from jadd_dagster.sampling.decode import THREADS_ENV, available_cpus
+
+    if os.environ.get(THREADS_ENV, "").strip():
+        return {}
+    return {THREADS_ENV: str(max(1, available_cpus() // max(1, workers)))}
+
+
 def run_local_chunks(
     store_url: str,
     manifest_keys: list[str],
@@ -45,6 +55,7 @@ def run_local_chunks(
     if envs is not None and len(envs) != len(manifest_keys):
         raise ValueError(f"{len(envs)} environments for {len(manifest_keys)} manifests")
     workers = max_workers or default_workers()
+    threads = worker_threads(workers)
     pending = list(enumerate(manifest_keys))
     running: list[tuple[subprocess.Popen, str, float, object]] = []
     outcomes: list[ChunkOutcome] = []
@@ -57,7 +68,7 @@ def run_local_chunks(
                     [sys.executable, "-m", "jadd_dagster.compute.worker", "--store", store_url, "--manifest", key],
                     stdout=subprocess.DEVNULL,
                     stderr=err,
-                    env={**os.environ, **envs[index]} if envs is not None else None,
+                    env={**threads, **os.environ, **(envs[index] if envs is not None else {})},
                 )
                 running.append((proc, key, time.monotonic(), err))
             time.sleep(0.05)
