@@ -56,8 +56,14 @@ class CostTable:
     usd_per_1000_put: float = 0.005
     usd_per_1000_get: float = 0.0004
     storage_months: float = 1.0
-    cpu_seconds_per_frame: float = 0.02
-    cpu_seconds_per_frame_undistorted: float | None = None  # None: cpu_seconds_per_frame
+    # Sampling seconds per output frame, by sweep rate (Hz): decoding is shared by the frames taken
+    # from it, so a frame costs more at lower rates. Measured on 1600x900 x264 footage that decodes
+    # like real driving video, one core (bench/RESULTS.md, "Sampling at 2, 10 and 30 Hz"; 5 Hz
+    # interpolated). A single number applies at every rate.
+    cpu_seconds_per_frame: float | Mapping[int, float] = field(
+        default_factory=lambda: {2: 0.092, 5: 0.060, 10: 0.037, 30: 0.022})
+    cpu_seconds_per_frame_undistorted: float | Mapping[int, float] | None = field(
+        default_factory=lambda: {2: 0.104, 5: 0.075, 10: 0.056, 30: 0.038})  # None: cpu_seconds_per_frame
     autolabel_seconds_per_scene: Mapping[str, float] = field(default_factory=lambda: {"baseline": 23.0})
     default_autolabel_seconds_per_scene: float = 23.0
     merge_seconds_per_scene: float = 0.35
@@ -91,6 +97,10 @@ class CostTable:
                 values[name] = {str(k): _number(f"{where}.{name}.{k}", v) for k, v in value.items()}
             elif name == "cpu_seconds_per_frame_undistorted" and value is None:
                 values[name] = None
+            elif name in ("cpu_seconds_per_frame", "cpu_seconds_per_frame_undistorted") and isinstance(value, Mapping):
+                values[name] = {_rate(f"{where}.{name}", k): _number(f"{where}.{name}.{k}", v) for k, v in value.items()}
+                if not values[name]:
+                    raise CostTableError(f"{where}.{name}: give seconds for at least one rate, or one number")
             elif name == "measured_entries":
                 values[name] = int(_number(f"{where}.{name}", value, positive=True))
             else:
@@ -104,18 +114,35 @@ class CostTable:
         """The table as a profile would write it (what the Dagster resource carries)."""
         data = asdict(self)
         data["autolabel_seconds_per_scene"] = dict(self.autolabel_seconds_per_scene)
+        for name in ("cpu_seconds_per_frame", "cpu_seconds_per_frame_undistorted"):
+            if isinstance(data[name], Mapping):
+                data[name] = dict(data[name])
         daily, dataset = data.pop("daily_limit_usd"), data.pop("dataset_limit_usd")
         data["limits"] = {k: v for k, v in (("daily_usd", daily), ("dataset_usd", dataset)) if v is not None}
         return data
 
-    def seconds_per_frame(self, undistort: bool) -> float:
-        """Fallback CPU seconds to sample one frame (decode, select, undistort/resize, encode)."""
+    def seconds_per_frame(self, undistort: bool, sweep_hz: int = 10) -> float:
+        """Fallback CPU seconds to sample one frame at sweep_hz (decode, select, undistort/resize,
+        encode); a rate the table lacks takes the nearest rate's figure."""
+        value = self.cpu_seconds_per_frame
         if undistort and self.cpu_seconds_per_frame_undistorted is not None:
-            return self.cpu_seconds_per_frame_undistorted
-        return self.cpu_seconds_per_frame
+            value = self.cpu_seconds_per_frame_undistorted
+        if isinstance(value, Mapping):
+            return float(value[min(value, key=lambda rate: (abs(rate - sweep_hz), rate))])
+        return float(value)
 
     def label_seconds_per_scene(self, model: str) -> float:
         return float(self.autolabel_seconds_per_scene.get(model, self.default_autolabel_seconds_per_scene))
+
+
+def _rate(where: str, value) -> int:
+    try:
+        rate = int(value)
+    except (TypeError, ValueError):
+        raise CostTableError(f"{where}: {value!r} is not a rate in Hz") from None
+    if rate <= 0 or str(rate) != str(value).strip():
+        raise CostTableError(f"{where}: {value!r} is not a rate in Hz")
+    return rate
 
 
 def _number(where: str, value, positive: bool = False) -> float:

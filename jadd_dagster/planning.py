@@ -113,7 +113,7 @@ def estimate_plan(
     to_label = [s for s in ids if s not in inputs.labelled] if spec.autolabel else []
     merging = parts_to_merge(parts, kept, set(to_sample) | set(to_label))
     cameras = sum(1 for c in spec.channels if c in CAMERA_CHANNELS)
-    sampling = inputs.sampling or median_rate([], table.seconds_per_frame(spec.undistort), "frame")
+    sampling = inputs.sampling or median_rate([], table.seconds_per_frame(spec.undistort, spec.sweep_hz), "frame")
     labelling = inputs.labelling or median_rate([], table.label_seconds_per_scene(spec.autolabel_model), "scene")
     merge = inputs.merging or median_rate([], table.merge_seconds_per_scene, "scene")
     work = estimate_work(

@@ -401,3 +401,23 @@ def test_spend_over_the_limits_fails_the_check_and_reaches_sentry(tmp_path, sent
     message = event.get("message") or event["logentry"]["message"]
     assert message.startswith("JADD spend over limit on 2026-11-28: the day's spend $9.50 is over the daily limit $9.00")
     assert event["extra"]["total_usd"] == pytest.approx(9.5)
+
+
+def test_fallback_sampling_seconds_depend_on_the_rate_and_a_profile_may_give_them_per_rate_or_as_one_number():
+    from jadd_dagster.cost import CostTable, CostTableError
+
+    table = CostTable()
+    # Decoding is shared by the frames taken from it: a frame at 2 Hz costs more than one at 30 Hz.
+    assert table.seconds_per_frame(False, 2) > table.seconds_per_frame(False, 10) > table.seconds_per_frame(False, 30)
+    assert table.seconds_per_frame(True, 10) > table.seconds_per_frame(False, 10)
+    parsed = CostTable.from_mapping({"cpu_seconds_per_frame": {"2": 0.1, 30: 0.02}, "cpu_seconds_per_frame_undistorted": 0.05})
+    assert parsed.seconds_per_frame(False, 2) == 0.1 and parsed.seconds_per_frame(False, 30) == 0.02
+    assert parsed.seconds_per_frame(False, 10) == 0.1  # the nearest rate given (2 Hz: 8 away, 30 Hz: 20)
+    assert parsed.seconds_per_frame(True, 5) == 0.05
+    # What the Dagster resource carries (keys as text) parses back to the same table.
+    assert CostTable.from_mapping({k: v for k, v in parsed.to_mapping().items()
+                                   if k != "limits"}).seconds_per_frame(False, 30) == 0.02
+    with pytest.raises(CostTableError, match=r"cost.cpu_seconds_per_frame: 'fast' is not a rate in Hz"):
+        CostTable.from_mapping({"cpu_seconds_per_frame": {"fast": 0.1}})
+    with pytest.raises(CostTableError, match=r"cost.cpu_seconds_per_frame.10: must be at least 0"):
+        CostTable.from_mapping({"cpu_seconds_per_frame": {10: -1}})

@@ -54,7 +54,7 @@ def plan_costing(
         wanted = set(scene_ids)
         sampled = set(reg.cached_scene_outputs(STAGE_SAMPLED, profile_key, wanted))
         recent = reg.recent_seconds(STAGE_SAMPLED, profile_key, table.measured_entries)
-        sampling = median_rate(recent, table.seconds_per_frame(spec.undistort), "frame")
+        sampling = median_rate(recent, table.seconds_per_frame(spec.undistort, spec.sweep_hz), "frame")
         labelled, labelling, gpu = set(), None, False
         if spec.autolabel:
             config, _, cache_key = label_cache(spec, models)
