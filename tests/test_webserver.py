@@ -66,7 +66,7 @@ def test_the_ui_shows_every_asset_with_its_partitions_and_checks(webserver):
     nodes = {tuple(n["assetKey"]["path"]): n for n in graphql(webserver, QUERY)["data"]["assetNodes"]}
     assert set(nodes) == {("drive_logs",), ("scene_index",), ("scene_catalog",), ("dataset_plan",),
                           ("sampled_frames",), ("autolabels",), ("dataset_frames",), ("dataset_labels",),
-                          ("jadd_dataset",), ("dataset_registry",)}
+                          ("jadd_dataset",), ("dataset_registry",), ("daily_cost_report",)}
     dims = {k[0]: [(d["name"], d["dynamicPartitionsDefinitionName"]) for d in n["partitionDefinition"]["dimensionTypes"]]
             for k, n in nodes.items() if n["isPartitioned"]}
     assert dims["sampled_frames"] == [("log", "logs"), ("scene", None)]
@@ -74,4 +74,4 @@ def test_the_ui_shows_every_asset_with_its_partitions_and_checks(webserver):
     assert not nodes[("scene_catalog",)]["isPartitioned"]
     checks = {c["name"] for n in nodes.values() for c in n["assetChecksOrError"]["checks"]}
     assert checks == {"calibration_is_sane", "timestamps_are_monotonic", "frame_counts_match_rates",
-                      "nuscenes_invariants_hold", "devkit_loads_every_version"}
+                      "nuscenes_invariants_hold", "devkit_loads_every_version", "spend_within_limits"}
