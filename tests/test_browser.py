@@ -39,6 +39,7 @@ DATASET = "browser-test"
 DATASET_CONFIG = "ops:\n  dataset_plan:\n    config:\n      description: built in the browser test\n"
 IN_PROCESS = "execution:\n  config:\n    in_process: {}\n"
 BAD_VALUE = "      keyframe_hz: 7\n"  # a rate the sampling does not offer (2, 5, 10 or 30 Hz)
+BAD_NAME = "../evil"  # a dataset name that would climb out of datasets/ in the store
 RUN_TIMEOUT_S = 600
 UI_TIMEOUT_MS = 60_000
 
@@ -206,7 +207,7 @@ class Session:
         row = self.page.locator("tr").filter(has=self.page.get_by_text(key, exact=True)).first
         row.wait_for()
         # Cells: the key, on some pages the event's time, the value.
-        cells = [cell.inner_text().strip() for cell in row.locator("td").all()][1:]
+        cells = [cell.inner_text().strip() for cell in row.locator(":scope > td").all()][1:]
         values = [c for c in cells if c and not re.fullmatch(r"[A-Z][a-z]{2} \d{1,2}, \d{1,2}:\d{2} [AP]M", c)]
         return values[-1] if values else ""
 
@@ -239,6 +240,18 @@ def test_a_bad_launchpad_value_is_refused_before_launch(session):
             assert not launchpad.get_by_role("button", name=re.compile(r"Materialize$")).is_enabled(), \
                 "the launchpad shows the error but still lets the run launch"
     assert not s.ui.runs_of_partition("launchpad-check"), "a run was launched with the bad value"
+
+    with s.step("a-bad-dataset-name-never-stays-a-partition"):
+        # Dagster's 'Add partition' takes any text; the partition-keys sensor removes a key that
+        # breaks the naming rules at its next tick (every 30 s), with no action from the user.
+        s.add_partition(launchpad, BAD_NAME)
+        deadline = time.monotonic() + RUN_TIMEOUT_S / 2
+        while BAD_NAME in s.ui.partition_keys("dataset_plan"):
+            assert time.monotonic() < deadline, f"{BAD_NAME!r} is still a datasets partition"
+            time.sleep(3)
+        s.goto("/assets/dataset_plan?view=partitions")
+        s.page.get_by_text("launchpad-check", exact=True).first.wait_for()
+        assert s.page.get_by_text(BAD_NAME, exact=True).count() == 0
 
 
 def test_a_dataset_is_built_from_the_ui_and_a_new_log_is_ingested_by_the_sensor(session, ui, store_logs):
@@ -276,6 +289,7 @@ def test_a_dataset_is_built_from_the_ui_and_a_new_log_is_ingested_by_the_sensor(
         s.goto(f"/assets/dataset_plan?view=partitions&partition={DATASET}")
         cost = s.metadata_value("estimated_cost_usd")
         assert float(cost) > 0, cost
+        assert "sampling" in s.metadata_value("cost_estimate")  # the estimate's breakdown table
         assert s.metadata_value("scenes") == str(len(store_logs["initial"]))
         assert ui.latest_metadata("dataset_frames", DATASET) is None, "frames were sampled before the plan was seen"
 
@@ -316,4 +330,4 @@ def test_a_dataset_is_built_from_the_ui_and_a_new_log_is_ingested_by_the_sensor(
         s.goto(f"/assets/scene_index?view=partitions&partition={new.name}")
         page.get_by_text("Latest materialization").first.wait_for()
         s.goto(f"/locations/{ui.location}/sensors/drive_log_sensor")
-        page.get_by_text("drive_log_sensor").first.wait_for()
+        page.get_by_text(re.compile(r"1 partitions? created")).first.wait_for()  # the tick that found it

@@ -95,6 +95,12 @@ class DagsterUI:
             ... on Runs { results { runId status } } } }""", {"p": partition})
         return data["runsOrError"]["results"]
 
+    def partition_keys(self, asset: str) -> list[str]:
+        """The partition keys of an asset's partition set, as the UI lists them."""
+        data = self.graphql("query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { ... on AssetNode { "
+                            "partitionKeys } } }", {"key": {"path": [asset]}})
+        return data["assetNodeOrError"].get("partitionKeys") or []
+
     def wait_for_run(self, run_id: str, timeout_s: float) -> None:
         """Until the run succeeds; raises with its errors when it fails or is canceled, or on timeout."""
         deadline = time.monotonic() + timeout_s
