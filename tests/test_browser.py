@@ -78,7 +78,7 @@ def store_logs(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ui(store_logs, artifacts, chromium):
+def ui(chromium, store_logs, artifacts):
     root = store_logs["root"]
 
     def terminated(signum, frame):  # `timeout` sends SIGTERM: stop the servers on the way out
