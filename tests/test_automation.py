@@ -33,9 +33,11 @@ def world(tmp_path: Path, monkeypatch):
 
 def tick(schedule, instance, resources, when):
     repo = defs.get_repository_def()
-    context = dg.build_schedule_context(instance=instance, scheduled_execution_time=when, repository_def=repo,
-                                        resources=resources, instance_ref=instance.get_ref())
-    return schedule.evaluate_tick(context)
+    # As a context manager: the context's own instance is closed, and so it does not stay Dagster's
+    # current state storage for the tests that follow.
+    with dg.build_schedule_context(instance=instance, scheduled_execution_time=when, repository_def=repo,
+                                   resources=resources, instance_ref=instance.get_ref()) as context:
+        return schedule.evaluate_tick(context)
 
 
 def run(request, instance, resources):
