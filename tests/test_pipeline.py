@@ -201,6 +201,10 @@ def test_the_split_plan_is_in_the_run_metadata(built):
     events = instance.fetch_materializations(dg.AssetKey("dataset_frames"), limit=10, ascending=True).records
     metadata = events[0].asset_materialization.metadata
     assert metadata["scenes_computed_in_chunks"].value == 7 and metadata["chunks"].value == 3
-    # 7 scenes × 20 s × 10 Hz × 2 channels × 0.02 CPU s per frame (resources/local.yaml).
-    assert metadata["expected_cpu_s"].value == pytest.approx(7 * 20 * 10 * 2 * 0.02)
+    # 7 scenes × 20 s × 10 Hz × 2 channels × the profile's CPU s per frame (resources/local.yaml, 10 Hz).
+    from jadd_dagster.profile import load_profile
+
+    per_frame = load_profile("local").cost.seconds_per_frame(False, 10)
+    assert per_frame == 0.037
+    assert metadata["expected_cpu_s"].value == pytest.approx(7 * 20 * 10 * 2 * per_frame)
     assert "| sampled-00000 |" in metadata["split_plan"].value
