@@ -11,11 +11,9 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 import pandas as pd
 import pytest
-import sentry_sdk
 
 from test_batch import BRIEF_CHILD, FakeComputeEnvironment, aws, empty_chunks, materialize_stage  # noqa: F401 - aws: moto's Batch
 
-from jadd_dagster import observability
 from jadd_dagster.build import actual_work
 from jadd_dagster.cost import (
     CAN_BUS_FILES_PER_SCENE, GETS_PER_LABELLED_SCENE, GETS_PER_MERGED_SCENE, GETS_PER_SAMPLED_SCENE, PUTS_PER_LABELLED_SCENE,
@@ -362,20 +360,6 @@ def test_without_a_local_compute_log_folder_the_plot_is_embedded(tmp_path):
         metadata = result.asset_materializations_for_node("daily_cost_report")[0].metadata
     png = base64.b64decode(re.search(r"base64,([A-Za-z0-9+/=]+)\)", metadata["plot"].value).group(1))
     assert png.startswith(b"\x89PNG") and "plot_file" not in metadata
-
-
-@pytest.fixture
-def sentry_here(sentry_endpoint, monkeypatch):
-    """Sentry initialised in this process, as the code location does when SENTRY_DSN is set."""
-    monkeypatch.setenv("SENTRY_DSN", sentry_endpoint.dsn)
-    monkeypatch.setattr(observability, "_enabled", False)
-    monkeypatch.setattr(observability, "_secret_env", set())
-    assert observability.init_sentry("dagster")
-    yield sentry_endpoint
-    sentry_sdk.flush(timeout=5)
-    sentry_sdk.get_client().close()
-    sentry_sdk.get_global_scope().set_client(None)
-    sentry_sdk.get_isolation_scope().clear()
 
 
 def test_spend_over_the_limits_fails_the_check_and_reaches_sentry(tmp_path, sentry_here):

@@ -35,20 +35,6 @@ def tags_of(event: dict) -> dict:
     return dict(tags) if isinstance(tags, dict) else {key: value for key, value in tags}
 
 
-@pytest.fixture
-def sentry_here(sentry_endpoint, monkeypatch):
-    """Sentry initialised in this process (the code location's side), sending to the endpoint."""
-    monkeypatch.setenv("SENTRY_DSN", sentry_endpoint.dsn)
-    monkeypatch.setattr(observability, "_enabled", False)
-    monkeypatch.setattr(observability, "_secret_env", set())
-    assert observability.init_sentry("dagster")
-    yield sentry_endpoint
-    sentry_sdk.flush(timeout=5)
-    sentry_sdk.get_client().close()
-    sentry_sdk.get_global_scope().set_client(None)
-    sentry_sdk.get_isolation_scope().clear()
-
-
 def test_a_failed_scene_and_a_crashed_chunk_reach_sentry_with_their_tags_and_without_secrets(sentry_here, monkeypatch, tmp_path):
     endpoint = sentry_here
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS_SECRET)

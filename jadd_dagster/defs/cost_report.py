@@ -11,12 +11,10 @@
   `cost.limits`, and then also sends a Sentry event when SENTRY_DSN is set.
 """
 
-import base64
 import io
 import os
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import dagster as dg
 
@@ -26,6 +24,7 @@ from jadd_dagster.cost import COMPONENTS, ChunkMeter, CostBreakdown, CostTable, 
 from jadd_dagster.defs.autolabel_assets import label_cache
 from jadd_dagster.defs.compute_resources import BatchComputeBackend
 from jadd_dagster.defs.resources import AutolabelModels, PipelineSettings, RegistryResource
+from jadd_dagster.defs.stages import image_metadata
 from jadd_dagster.layout import STAGE_AUTOLABELED, STAGE_SAMPLED
 from jadd_dagster.planning import CostInputs, sampling_profile, settings_table
 from jadd_dagster.registry import DatasetEntry
@@ -200,23 +199,9 @@ def report_plot(rows: list[dict], title: str) -> bytes:
 
 
 def plot_metadata(context: dg.AssetExecutionContext, png: bytes) -> dict:
-    """The report's plot, shown in the UI's metadata without a click.
-
-    Dagster's UI shows Markdown metadata in place only under 1,000 characters, so the image goes by
-    URL, as the dataset preview does (defs/stages.py): the webserver serves the files of the
-    instance's local compute-log folder at /logs/<folders…>/<name>/<extension>, and the plot is
-    written there as jadd-cost-report/<day>/<run id>.png. With another compute-log manager it is
-    embedded in the Markdown instead (behind "[Show Markdown]")."""
-    alt = "estimate and actual cost per build"
-    manager = context.instance.compute_log_manager
-    if type(manager).__name__ == "LocalComputeLogManager" and hasattr(manager, "get_captured_local_path"):
-        log_key = [PLOT_LOG_FOLDER, context.partition_key, context.run.run_id]
-        path = Path(manager.get_captured_local_path(log_key, "png"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(png)
-        return {"plot": dg.MetadataValue.md(f"![{alt}](/logs/{'/'.join(log_key)}/png)"),
-                "plot_file": dg.MetadataValue.path(str(path))}
-    return {"plot": dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})")}
+    """The report's plot, shown in the UI without a click like the dataset preview
+    (stages.image_metadata), written as jadd-cost-report/<day>/<run id>.png."""
+    return image_metadata(context, "plot", png, "png", "image/png", PLOT_LOG_FOLDER, "estimate and actual cost per build")
 
 
 def limit_breaches(rows: list[dict], table: CostTable) -> list[str]:

@@ -88,27 +88,34 @@ PREVIEW_ALT = "a keyframe with its boxes"
 PREVIEW_LOG_FOLDER = "jadd-preview"
 
 
-def preview_metadata(context: dg.AssetExecutionContext, store, key: str) -> dict:
-    """The dataset's preview (a keyframe with its boxes, drawn by the devkit), shown in the UI's
-    metadata tables without a click.
+def image_metadata(
+    context: dg.AssetExecutionContext, name: str, data: bytes, extension: str, mime: str, folder: str, alt: str,
+) -> dict:
+    """An image shown in the UI's metadata tables without a click: metadata `name` (Markdown) and,
+    where the file is written, `<name>_file`.
 
     Dagster's UI renders Markdown metadata in place only when it is under 1,000 characters (longer
     ones hide behind "[Show Markdown]"), so the image comes by URL. The webserver serves the files
-    of the instance's local compute-log folder at /logs/<folders…>/<name>/<extension>: the preview
-    is written there as jadd-preview/<dataset>/<run id>.jpg and the Markdown points at it. With
-    another compute-log manager (S3, …), or a webserver under a path prefix, the image is embedded in
-    the Markdown instead, behind "[Show Markdown]". store: the ObjectStore holding key.
-    """
-    if not key:
-        return {}
-    data = store.get_bytes(key)
+    of the instance's local compute-log folder at /logs/<folders…>/<name>/<extension>: the image
+    is written there as <folder>/<partition>/<run id>.<extension> and the Markdown points at it.
+    With another compute-log manager (S3, …), or a webserver under a path prefix, the image is
+    embedded in the Markdown instead, behind "[Show Markdown]"."""
     manager = context.instance.compute_log_manager
     if type(manager).__name__ == "LocalComputeLogManager" and hasattr(manager, "get_captured_local_path"):
-        log_key = [PREVIEW_LOG_FOLDER, context.partition_key, context.run.run_id]
-        path = Path(manager.get_captured_local_path(log_key, "jpg"))
+        log_key = [folder, context.partition_key, context.run.run_id]
+        path = Path(manager.get_captured_local_path(log_key, extension))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        return {"preview": dg.MetadataValue.md(f"![{PREVIEW_ALT}](/logs/{'/'.join(log_key)}/jpg)"),
-                "preview_file": dg.MetadataValue.path(str(path))}
-    image = base64.b64encode(data).decode("ascii")
-    return {"preview": dg.MetadataValue.md(f"![{PREVIEW_ALT}](data:image/jpeg;base64,{image})")}
+        return {name: dg.MetadataValue.md(f"![{alt}](/logs/{'/'.join(log_key)}/{extension})"),
+                f"{name}_file": dg.MetadataValue.path(str(path))}
+    encoded = base64.b64encode(data).decode("ascii")
+    return {name: dg.MetadataValue.md(f"![{alt}](data:{mime};base64,{encoded})")}
+
+
+def preview_metadata(context: dg.AssetExecutionContext, store, key: str) -> dict:
+    """The dataset's preview (a keyframe with its boxes, drawn by the devkit), shown in the UI
+    without a click (image_metadata), written as jadd-preview/<dataset>/<run id>.jpg. store: the
+    ObjectStore holding key."""
+    if not key:
+        return {}
+    return image_metadata(context, "preview", store.get_bytes(key), "jpg", "image/jpeg", PREVIEW_LOG_FOLDER, PREVIEW_ALT)

@@ -118,3 +118,22 @@ def sentry_endpoint() -> Iterator[SentryEndpoint]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def sentry_here(sentry_endpoint, monkeypatch) -> Iterator[SentryEndpoint]:
+    """Sentry initialised in this process (the code location's side, as when SENTRY_DSN is set),
+    sending to the endpoint; closed and cleared afterwards."""
+    import sentry_sdk
+
+    from jadd_dagster import observability
+
+    monkeypatch.setenv("SENTRY_DSN", sentry_endpoint.dsn)
+    monkeypatch.setattr(observability, "_enabled", False)
+    monkeypatch.setattr(observability, "_secret_env", set())
+    assert observability.init_sentry("dagster")
+    yield sentry_endpoint
+    sentry_sdk.flush(timeout=5)
+    sentry_sdk.get_client().close()
+    sentry_sdk.get_global_scope().set_client(None)
+    sentry_sdk.get_isolation_scope().clear()
