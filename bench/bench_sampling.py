@@ -262,7 +262,7 @@ def encode_profile(video: Path, frames: int = 30) -> None:
     import simplejpeg
 
     from jadd_dagster.sampling import FrameEncoder, decode_frames
-    from jadd_dagster.sampling.decode import _CHROMA_LINE, _LUMA_LINE
+    from jadd_dagster.sampling.encode import _CHROMA_LINE, _LUMA_LINE
 
     with av.open(str(video)) as container:
         count = container.streams.video[0].frames

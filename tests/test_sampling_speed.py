@@ -149,7 +149,7 @@ def test_limited_to_full_range_is_the_previous_lookup_table_for_every_value(logs
     """The range conversion moved from cv2.LUT to cv2.addWeighted (float32, SIMD): every input value
     of every plane size (vector body and scalar tail) maps as the tables did, so native JPEGs are
     the bytes the LUT gave."""
-    from jadd_dagster.sampling.decode import _CHROMA_LINE, _CHROMA_TO_FULL, _LUMA_LINE, _LUMA_TO_FULL
+    from jadd_dagster.sampling.encode import _CHROMA_LINE, _CHROMA_TO_FULL, _LUMA_LINE, _LUMA_TO_FULL
 
     values = np.tile(np.arange(256, dtype=np.uint8), 4 * 1600 * 3).reshape(-1, 1600)  # 1600 wide, as video
     for (scale, offset), table in ((_LUMA_LINE, _LUMA_TO_FULL), (_CHROMA_LINE, _CHROMA_TO_FULL)):

@@ -4,11 +4,11 @@ from jadd_dagster.sampling.decode import (
     THREADS_ENV,
     DecodeError,
     DecodeStats,
-    FrameEncoder,
     available_cpus,
     decode_frames,
     sampling_threads,
 )
+from jadd_dagster.sampling.encode import FrameEncoder
 from jadd_dagster.sampling.frames import (
     MissingKeyframes,
     SamplingError,

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from jadd_dagster.camera import CameraCalibration
-from jadd_dagster.sampling.decode import DecodeStats, FrameEncoder, decode_frames, sampling_threads
+from jadd_dagster.sampling.decode import DecodeStats, decode_frames, sampling_threads
+from jadd_dagster.sampling.encode import FrameEncoder
 from jadd_dagster.sampling.frames import (
     MissingKeyframes,
     SamplingError,
