@@ -1,6 +1,8 @@
-"""MCAP files of one drive into one log of our format (logs/format.py), streaming.
+"""The recording of one drive (MCAP files, or rosbag2 bags) into one log of our format
+(logs/format.py), streaming.
 
     ingest_mcap([a.mcap, b.mcap], Path("store/logs"), load_topic_map(Path("ros2.yaml")))
+    ingest_drive([Path("bag_dir")], Path("store/logs"), topic_map, format="rosbag2")
 
 One pass over the messages of the mapped topics in log-time order (the files merged), after a
 probe of each camera's first frames for the log's frame rate. Times are the messages' own
@@ -28,7 +30,7 @@ import numpy as np
 
 from jadd_dagster.camera import CameraCalibration
 from jadd_dagster.ingest.can import CanSignals, load_dbc
-from jadd_dagster.ingest.mcap_reader import IngestError, McapDrive, McapMessage
+from jadd_dagster.ingest.mcap_reader import IngestError, McapDrive, McapMessage, RecordedDrive
 from jadd_dagster.ingest.messages import (
     Intrinsics,
     MessageError,
@@ -37,12 +39,14 @@ from jadd_dagster.ingest.messages import (
     header_stamp_us,
     image_payload,
     intrinsics,
+    is_transform_message,
     point_cloud,
     poses,
     transforms,
 )
 from jadd_dagster.ingest.streams import CameraStream, CanTable, Clock, LidarStream, PoseStream, gaps
-from jadd_dagster.ingest.tf_tree import StaticTree
+from jadd_dagster.ingest.rosbag_reader import Rosbag2Drive, is_rosbag2
+from jadd_dagster.ingest.tf_tree import PoseChain, StaticTree
 from jadd_dagster.ingest.topic_map import TopicMap
 from jadd_dagster.logs import format as fmt
 from jadd_dagster.logs.reader import LOG_ID_PATTERN, is_log_id, read_log
@@ -53,6 +57,7 @@ INGEST_REPORT = "ingest.json"
 MAP_MARGIN_M = 50.0  # the poses' smallest x and y in the log's map frame
 PROBE_FRAMES = 10  # first frames of each camera that give the log's frame rate
 RATE_TOLERANCE = 0.05  # cameras of one log run at one rate, within 5 %
+READERS: dict[str, type[RecordedDrive]] = {"mcap": McapDrive, "rosbag2": Rosbag2Drive}
 
 
 @dataclass(frozen=True)
@@ -65,20 +70,42 @@ class IngestResult:
 
 
 def default_log_id(paths: Sequence[Path]) -> str:
-    """The first file's name without .mcap and without a split index ('drive_0.mcap' -> 'drive')."""
-    return re.sub(r"_\d+$", "", Path(paths[0]).name.removesuffix(".mcap"))
+    """A bag directory's name, or the first file's name without .mcap / .db3 and without a split
+    index ('drive_0.mcap' -> 'drive')."""
+    first = Path(paths[0])
+    if first.is_dir():
+        return first.name
+    return re.sub(r"_\d+$", "", first.name.removesuffix(".mcap").removesuffix(".db3"))
+
+
+def detect_format(paths: Sequence[Path]) -> str:
+    """'rosbag2' when every path is a bag directory or .db3 file, 'mcap' when every path is a
+    .mcap file; IngestError otherwise."""
+    kinds = {"rosbag2" if is_rosbag2(p) else "mcap" if Path(p).suffix == ".mcap" else None for p in paths}
+    if len(kinds) != 1 or None in kinds:
+        raise IngestError(f"cannot tell the recording's format of {', '.join(Path(p).name for p in paths)}: give "
+                          "MCAP files (.mcap) or rosbag2 bags (directories with metadata.yaml, or .db3 files)")
+    return kinds.pop()
 
 
 def ingest_mcap(
     paths: Sequence[Path], out_dir: Path, topic_map: TopicMap, dbc: Path | None = None, log_id: str | None = None
 ) -> IngestResult:
-    """Convert the MCAP files of one drive into the log out_dir/<log_id>.
+    """Convert the MCAP files of one drive into the log out_dir/<log_id> (see ingest_drive)."""
+    return ingest_drive(paths, out_dir, topic_map, dbc, log_id, format="mcap")
+
+
+def ingest_drive(
+    paths: Sequence[Path], out_dir: Path, topic_map: TopicMap, dbc: Path | None = None, log_id: str | None = None,
+    format: str = "mcap",
+) -> IngestResult:
+    """Convert the recording of one drive (format: a READERS key) into the log out_dir/<log_id>.
 
     Raises IngestError naming the file, topic and message index of the first problem (and the
     reader's LogFormatError if the result is not a valid log); nothing is left in out_dir then.
     """
     if not paths:
-        raise IngestError("no MCAP files given")
+        raise IngestError(f"no {format} files given")
     log_id = log_id or default_log_id(paths)
     if not is_log_id(log_id):
         raise IngestError(f"log id {log_id!r} must match {LOG_ID_PATTERN.pattern} without '..' (give another one)")
@@ -88,7 +115,7 @@ def ingest_mcap(
     if topic_map.uses_dbc and dbc is None:
         raise IngestError("the topic map reads DBC signals (can.signals ... message:), but no DBC file was given")
     database = load_dbc(dbc, topic_map.can) if dbc is not None else None
-    with McapDrive(paths) as drive:
+    with READERS[format](paths) as drive:
         writer = LogWriter(topic_map, database)
         missing = drive.topics_missing(list(writer.roles))
         if missing:
@@ -103,7 +130,7 @@ def ingest_mcap(
             empty = writer.empty_topics()
             if empty:
                 raise _missing_topics(empty, writer.roles, paths)
-            manifest, report = writer.finish(log_id, drive.summaries)
+            manifest, report = writer.finish(log_id, drive.summaries, drive.format)
             read_log(staging, label=str(target), log_id=log_id)
             staging.chmod(0o777 & ~process_umask())  # mkdtemp made it 0700
             os.rename(staging, target)
@@ -171,6 +198,8 @@ class LogWriter:
         self.intrinsics: dict[str, Intrinsics] = {}
         self.sensor_frames: dict[str, str] = {}
         self.static = StaticTree()
+        self.pose_chain = PoseChain(self.map.map_frame, self.map.ego_frame, self.static, self.map.pose.topic,
+                                    self.map.tf_static)
         self.counts = {t: 0 for t in self.roles}
 
     def add(self, message: McapMessage) -> None:
@@ -207,7 +236,12 @@ class LogWriter:
         stream.add(self._stamp(message, header_stamp_us(msg), stream.clock), point_cloud(msg))
 
     def _pose(self, message: McapMessage) -> None:
-        for stamp, position, rotation in poses(message.decoded(), self.map.map_frame, self.map.ego_frame):
+        msg = message.decoded()
+        if is_transform_message(msg):  # links of the chain map -> ... -> ego, composed in finish
+            for transform in transforms(msg):
+                self.pose_chain.add(transform, message.log_time_ns // 1000)
+            return
+        for stamp, position, rotation in poses(msg, self.map.ego_frame):
             self.pose.add(self._stamp(message, stamp, self.pose.clock), position, rotation)
 
     def _static(self, message: McapMessage) -> None:
@@ -228,8 +262,13 @@ class LogWriter:
         clock.accept(stamp)
         self.signals.on_message(message.topic, msg, stamp)
 
-    def finish(self, log_id: str, summaries) -> tuple[fmt.LogManifest, dict]:
+    def finish(self, log_id: str, summaries, source_format: str = "mcap") -> tuple[fmt.LogManifest, dict]:
         """Close the streams and write calibration, pose, ingest.json and (last) the manifest."""
+        if self.pose_chain.links or not len(self.pose.clock.times):  # the pose came from TF
+            for stamp, position, rotation in zip(*self.pose_chain.poses()):
+                self.pose.add(int(stamp), tuple(position), tuple(rotation))
+            self.pose.clock.from_log_time += self.pose_chain.from_log_time
+            self.pose.clock.duplicates += self.pose_chain.duplicates
         for stream in (*self.cameras.values(), *self.lidars.values()):
             stream.close()
         self.can_table.close()
@@ -254,7 +293,7 @@ class LogWriter:
             lidar_channels=tuple(self.lidars),
         )
         report = {
-            "source_format": "mcap",
+            "source_format": source_format,
             "files": [_file_entry(s) for s in summaries],
             "file_gaps": _file_gaps(summaries),
             "camera_hz": self.camera_hz,
@@ -264,6 +303,7 @@ class LogWriter:
                            "dropped_waiting_for_keyframe": s.video.dropped_waiting_for_keyframe} for c, s in self.cameras.items()},
             "gaps": _stream_gaps(streams),
             "map_origin": {"frame": self.map.map_frame, "x": -shift[0], "y": -shift[1], "z": 0.0},
+            "pose_chain": self.pose_chain.report or None,
             "can_defaults": self.signals.defaults,
             "can_rows_before_every_signal": self.signals.rows_waiting,
             "topic_map": self.map.model_dump(mode="json"),

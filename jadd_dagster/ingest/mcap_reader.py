@@ -4,6 +4,10 @@ Reading goes through the `mcap` library's indexed reader (one chunk in memory at
 ecosystem's decoders: ROS 2 CDR (mcap-ros2-support) and protobuf (mcap-protobuf-support, e.g.
 Foxglove's schemas). Messages are decoded only when asked, so topics we skip cost no decoding.
 Several files are merged by log time (files split by time, or by topic, or overlapping).
+
+RecordedDrive is what convert.py reads: McapDrive here, Rosbag2Drive (rosbag_reader.py) for
+rosbag2's SQLite storage; both give McapMessage objects (file, topic, per-file topic index, log
+time, lazily decoded message) and FileSummary objects.
 """
 
 from __future__ import annotations
@@ -68,8 +72,48 @@ class FileSummary:
     topic_schemas: dict[str, str]
 
 
-class McapDrive:
+class RecordedDrive:
+    """The recorded files of one drive as one log-time-ordered stream of messages; subclasses
+    open the files in __enter__ (filling summaries) and give each file's messages, in log-time
+    order, from _file_streams."""
+
+    format = ""
+    summaries: list[FileSummary]
+
+    def __enter__(self) -> "RecordedDrive":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def _file_streams(self, topics: set[str]) -> list[Iterator[McapMessage]]:
+        raise NotImplementedError
+
+    def topics_missing(self, topics: Sequence[str]) -> list[str]:
+        """The topics no file has a message on, as far as the files' summaries tell (files without
+        a summary may still hold them)."""
+        if any(s.topic_counts is None for s in self.summaries):
+            return []
+        return [t for t in topics if not any(s.topic_counts.get(t, 0) for s in self.summaries)]
+
+    def messages(self, topics: Sequence[str]) -> Iterator[McapMessage]:
+        """Every message on these topics in all files, in log-time order (ties: file order)."""
+        return heapq.merge(*self._file_streams(set(topics)), key=lambda m: m.log_time_ns)
+
+    def first_messages(self, topic: str, count: int) -> list[McapMessage]:
+        """The first count messages of one topic in log-time order (reads only the first chunks)."""
+        out = []
+        for message in self.messages([topic]):
+            out.append(message)
+            if len(out) == count:
+                break
+        return out
+
+
+class McapDrive(RecordedDrive):
     """The MCAP files of one drive, opened for reading (use as a context manager)."""
+
+    format = "mcap"
 
     def __init__(self, paths: Sequence[Path]):
         if not paths:
@@ -115,26 +159,8 @@ class McapDrive:
         start, end = (stats.message_start_time, stats.message_end_time) if stats.message_count else (None, None)
         return FileSummary(path, start, end, counts, schemas)
 
-    def topics_missing(self, topics: Sequence[str]) -> list[str]:
-        """The topics no file has a message on, as far as the files' summaries tell (files without
-        a summary may still hold them)."""
-        if any(s.topic_counts is None for s in self.summaries):
-            return []
-        return [t for t in topics if not any(s.topic_counts.get(t, 0) for s in self.summaries)]
-
-    def messages(self, topics: Sequence[str]) -> Iterator[McapMessage]:
-        """Every message on these topics in all files, in log-time order (ties: file order)."""
-        streams = [self._file_messages(i, set(topics)) for i in range(len(self._readers))]
-        return heapq.merge(*streams, key=lambda m: m.log_time_ns)
-
-    def first_messages(self, topic: str, count: int) -> list[McapMessage]:
-        """The first count messages of one topic in log-time order (reads only the first chunks)."""
-        out = []
-        for message in self.messages([topic]):
-            out.append(message)
-            if len(out) == count:
-                break
-        return out
+    def _file_streams(self, topics: set[str]) -> list[Iterator[McapMessage]]:
+        return [self._file_messages(i, topics) for i in range(len(self._readers))]
 
     def _file_messages(self, number: int, topics: set[str]) -> Iterator[McapMessage]:
         reader, name = self._readers[number], self.paths[number].name

@@ -1,7 +1,7 @@
 """Reading the fields we need from decoded ROS 2 and Foxglove messages.
 
-The decoders of mcap-ros2-support (CDR) and mcap-protobuf-support give objects with the schema's
-field names as attributes; ROS 2 and Foxglove name the same things differently (header.stamp vs
+The decoders of mcap-ros2-support (CDR), mcap-protobuf-support and rosbags (rosbag2's CDR) give
+objects with the schema's field names as attributes (rosbags gives numeric arrays as numpy arrays); ROS 2 and Foxglove name the same things differently (header.stamp vs
 timestamp, k vs K, child_frame_id vs body_frame_id), so each accessor tries the spellings of the
 message types it supports and raises MessageError naming the field it could not find.
 
@@ -108,13 +108,22 @@ def is_h264_keyframe(data: bytes) -> bool:
     return False
 
 
+def _numbers(msg, *names: str) -> list[float]:
+    """The numbers of the first of these array fields the message has (a list, a protobuf
+    repeated field or a numpy array), [] when it has none."""
+    for name in names:
+        values = getattr(msg, name, None)
+        if values is not None:
+            return [float(v) for v in values]
+    return []
+
+
 def intrinsics(msg) -> Intrinsics:
     """A sensor_msgs/CameraInfo or foxglove CameraCalibration as Intrinsics.
 
     plumb_bob (k1, k2, p1, p2, k3) is OpenCV's model; rational_polynomial is taken when its k4..k6
     are zero. Any other model (e.g. equidistant fisheye) is refused: our format has none."""
-    k = list(getattr(msg, "k", None) or getattr(msg, "K", None) or [])
-    d = [float(v) for v in (getattr(msg, "d", None) or getattr(msg, "D", None) or [])]
+    k, d = _numbers(msg, "k", "K"), _numbers(msg, "d", "D")
     model = str(field(msg, "distortion_model"))
     if len(k) != 9:
         raise MessageError(f"the camera matrix K has {len(k)} values, expected 9")
@@ -155,14 +164,15 @@ def transforms(msg) -> list[Transform]:
     raise MessageError("not a transform message (TFMessage, FrameTransform or FrameTransforms)")
 
 
-def poses(msg, map_frame: str, ego_frame: str) -> list[tuple[int | None, tuple, tuple]]:
-    """The ego poses in a pose message: (stamp µs or None, position, [w, x, y, z]).
+def is_transform_message(msg) -> bool:
+    """Whether a message is TF (tf2_msgs/TFMessage, foxglove FrameTransforms or FrameTransform)."""
+    return hasattr(msg, "transforms") or hasattr(msg, "parent_frame_id")
 
-    nav_msgs/Odometry and foxglove Odometry must be of the ego frame (child_frame_id /
-    body_frame_id, when set); TF messages give the transforms from map_frame to ego_frame."""
-    if hasattr(msg, "transforms") or hasattr(msg, "parent_frame_id"):
-        return [(t.stamp_us, t.translation, t.rotation) for t in transforms(msg)
-                if t.parent == map_frame and t.child == ego_frame]
+
+def poses(msg, ego_frame: str) -> list[tuple[int | None, tuple, tuple]]:
+    """The ego pose in a nav_msgs/Odometry, foxglove Odometry or PoseInFrame message: (stamp µs
+    or None, position, [w, x, y, z]). Odometry must be of the ego frame (child_frame_id /
+    body_frame_id, when set). TF messages are links of a chain (tf_tree.PoseChain) instead."""
     body = str(getattr(msg, "child_frame_id", "") or getattr(msg, "body_frame_id", ""))
     if body and body != ego_frame:
         raise MessageError(f"the pose is of frame {body!r}, not of the ego frame {ego_frame!r}")
