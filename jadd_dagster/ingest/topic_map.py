@@ -48,14 +48,16 @@ class _Strict(BaseModel):
 
 
 class CameraTopics(_Strict):
-    """A camera: its images (sensor_msgs/CompressedImage JPEG or foxglove CompressedVideo H.264),
+    """A camera: its images (sensor_msgs/CompressedImage JPEG/PNG or foxglove CompressedVideo H.264),
     its intrinsics (sensor_msgs/CameraInfo or foxglove CameraCalibration) and, optionally, the
     TF frame of its optical centre when the messages do not name it."""
 
     topic: str
     calibration: str
     frame_id: str | None = None
-    jpeg_crf: int = Field(17, ge=0, le=51, description="x264 quality for JPEG topics encoded to H.264 (0 lossless)")
+    jpeg_crf: int | None = Field(None, ge=0, le=51, description=(
+        "JPEG/PNG topics are stored as recorded (never re-encoded) unless this is set: then they are encoded once "
+        "to H.264 at this x264 quality (0 lossless), a smaller log whose dataset frames are a second encode"))
 
 
 class LidarTopics(_Strict):
