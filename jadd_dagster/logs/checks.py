@@ -32,7 +32,7 @@ def timing_problems(log, rate_tolerance: float = 0.05) -> list[str]:
         if np.any(steps <= 0):
             problems.append(f"{channel}: frame timestamps are not strictly increasing")
         elif steps.size:
-            rate = 1e6 / float(np.median(steps))
-            if abs(rate - log.manifest.camera_hz) > rate_tolerance * log.manifest.camera_hz:
-                problems.append(f"{channel}: frame rate {rate:.2f} Hz, manifest says {log.manifest.camera_hz} Hz")
+            rate, nominal = 1e6 / float(np.median(steps)), log.manifest.rate_hz(channel)
+            if abs(rate - nominal) > rate_tolerance * nominal:
+                problems.append(f"{channel}: frame rate {rate:.2f} Hz, manifest says {nominal} Hz")
     return problems

@@ -3,7 +3,11 @@
 One folder per log:
     manifest.json                       LogManifest
     calibration.json                    {channel: CameraCalibration.to_json()}
-    cameras/<CHANNEL>.mp4               30 Hz H.264, one video stream
+    cameras/<CHANNEL>.mp4               one video stream, frame i at pts i / the camera's rate (s; µs time base):
+                                        H.264 (30 Hz in synthetic logs), or, for cameras recorded as images,
+                                        each image's JPEG or PNG bytes as they were recorded, one packet a frame
+                                        (codec mjpeg or png, every packet a keyframe; `ffmpeg -i X.mp4 -c copy
+                                        -f image2 %06d.jpg` gives the original files back)
     cameras/<CHANNEL>.timestamps.parquet  column timestamp_us (int64), one row per frame in decode order
     can.parquet                         CAN_COLUMNS at ~100 Hz
     pose.parquet                        POSE_COLUMNS at ~50 Hz, ego pose in the log's local map frame
@@ -12,11 +16,15 @@ Optional (a log without them is valid):
     lidar/<CHANNEL>/<timestamp_us>.pcd.bin  one sweep per file (nuScenes layout, see lidar_sweep_file)
     lidar/<CHANNEL>.timestamps.parquet  column timestamp_us (int64), one row per sweep
     calibration.json then also has {lidar channel: LidarCalibration.to_json()} for each lidar channel
+
+Versions: 1, all cameras at the manifest's camera_hz; 2, cameras at rates of their own
+(camera_rates_hz). A manifest is written with the lowest version that describes it, so logs
+without per-camera rates stay readable by readers of version 1.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 CAMERA_CHANNELS = (
     "CAM_FRONT",
@@ -27,7 +35,7 @@ CAMERA_CHANNELS = (
     "CAM_FRONT_LEFT",
 )
 LIDAR_CHANNELS = ("LIDAR_TOP",)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest version this code reads and writes (see the module docstring)
 CAMERA_HZ = 30
 LIDAR_HZ = 20
 LIDAR_POINT_DIMS = 5  # float32 x, y, z (metres, sensor frame), intensity (0..255), ring index
@@ -116,7 +124,12 @@ class LidarCalibration:
 
 @dataclass(frozen=True)
 class LogManifest:
-    """What a log is: identity, where and when it was recorded, and which cameras and lidars it has."""
+    """What a log is: identity, where and when it was recorded, and which cameras and lidars it has.
+
+    camera_hz is the rate (Hz) of every camera not in camera_rates_hz (per-camera rates, format 2);
+    rate_hz(channel) is the one to use. format_version is the version the manifest was read with;
+    to_json writes the lowest one that describes it.
+    """
 
     log_id: str
     vehicle: str
@@ -127,6 +140,16 @@ class LogManifest:
     camera_hz: int = CAMERA_HZ
     format_version: int = FORMAT_VERSION
     lidar_channels: tuple[str, ...] = ()
+    camera_rates_hz: dict[str, int] = field(default_factory=dict, hash=False)
+
+    def rate_hz(self, channel: str) -> int:
+        """The frame rate (Hz) of a camera: its videos' constant-rate grid and its nominal period."""
+        return self.camera_rates_hz.get(channel, self.camera_hz)
+
+    @property
+    def required_version(self) -> int:
+        """The lowest format version that describes this manifest."""
+        return 2 if any(hz != self.camera_hz for hz in self.camera_rates_hz.values()) else 1
 
     @property
     def end_time_us(self) -> int:
@@ -142,6 +165,9 @@ class LogManifest:
         data = asdict(self)
         data["channels"] = list(self.channels)
         data["lidar_channels"] = list(self.lidar_channels)
+        data["format_version"] = self.required_version
+        if not self.camera_rates_hz:
+            del data["camera_rates_hz"]
         return data
 
     @classmethod
@@ -154,6 +180,7 @@ class LogManifest:
             duration_us=int(data["duration_us"]),
             channels=tuple(str(c) for c in data["channels"]),
             camera_hz=int(data.get("camera_hz", CAMERA_HZ)),
-            format_version=int(data.get("format_version", FORMAT_VERSION)),
+            format_version=int(data.get("format_version", 1)),
             lidar_channels=tuple(str(c) for c in data.get("lidar_channels", ())),
+            camera_rates_hz={str(c): int(hz) for c, hz in data.get("camera_rates_hz", {}).items()},
         )

@@ -74,7 +74,12 @@ class DriveLog:
         return table.column("timestamp_us").to_numpy().astype(np.int64)
 
     def video_path(self, channel: str) -> Path:
+        """A camera's video: H.264, or its JPEG / PNG images as recorded (logs/format.py)."""
         return self.path / fmt.video_file(self._known(channel))
+
+    def camera_hz(self, channel: str) -> int:
+        """A camera's frame rate (Hz): the constant-rate grid of its video's pts."""
+        return self.manifest.rate_hz(self._known(channel))
 
     def pose_at(self, timestamps_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Ego translations (N, 3) metres and rotations (N, 4) [w, x, y, z] at the given µs times.
@@ -264,6 +269,9 @@ def _manifest_problems(log: Path) -> Iterator[str]:
     if missing:
         yield f"{where}: missing keys {missing}"
         return
+    if not isinstance(data.get("camera_rates_hz", {}), dict):
+        yield f"{where}: camera_rates_hz must be an object {{channel: Hz}}"
+        return
     try:
         manifest = fmt.LogManifest.from_json(data)
     except (TypeError, ValueError, OverflowError) as exc:
@@ -282,8 +290,14 @@ def _manifest_problems(log: Path) -> Iterator[str]:
         yield f"{where}: log_id {manifest.log_id!r} must match {LOG_ID_PATTERN.pattern} without '..'"
     if manifest.duration_us <= 0 or manifest.camera_hz <= 0:
         yield f"{where}: duration_us and camera_hz must be positive"
-    if manifest.format_version != fmt.FORMAT_VERSION:
-        yield f"{where}: format_version {manifest.format_version}, this reader knows {fmt.FORMAT_VERSION}"
+    unknown = sorted(set(manifest.camera_rates_hz) - set(manifest.channels))
+    if unknown:
+        yield f"{where}: camera_rates_hz has {unknown}, which are not in channels"
+    slow = {c: hz for c, hz in manifest.camera_rates_hz.items() if hz <= 0}
+    if slow:
+        yield f"{where}: camera_rates_hz {slow} must be positive (Hz)"
+    if not 1 <= manifest.format_version <= fmt.FORMAT_VERSION:
+        yield f"{where}: format_version {manifest.format_version}, this reader knows 1 to {fmt.FORMAT_VERSION}"
 
 
 def _calibration_problems(log: Path, channels: tuple[str, ...], lidars: tuple[str, ...] = ()) -> Iterator[str]:
