@@ -5,7 +5,7 @@
     ingest_drive([Path("bag_dir")], Path("store/logs"), topic_map, format="rosbag2")
 
 One pass over the messages of the mapped topics in log-time order (the files merged), after a
-probe of each camera's first frames for the log's frame rate. Times are the messages' own
+probe of each camera's first frames for its frame rate. Times are the messages' own
 (header.stamp or timestamp) in µs, the log time only when a message has none. The log is
 written into a staging folder next to its destination and renamed into place once it is
 complete and passes the reader's validation (logs/reader.py), so a failed ingest leaves nothing.
@@ -56,7 +56,6 @@ from jadd_dagster.storage import process_umask
 INGEST_REPORT = "ingest.json"
 MAP_MARGIN_M = 50.0  # the poses' smallest x and y in the log's map frame
 PROBE_FRAMES = 10  # first frames of each camera that give the log's frame rate
-RATE_TOLERANCE = 0.05  # cameras of one log run at one rate, within 5 %
 READERS: dict[str, type[RecordedDrive]] = {"mcap": McapDrive, "rosbag2": Rosbag2Drive}
 
 
@@ -120,11 +119,11 @@ def ingest_drive(
         missing = drive.topics_missing(list(writer.roles))
         if missing:
             raise _missing_topics(missing, writer.roles, paths)
-        camera_hz = probe_camera_hz(drive, topic_map)
+        camera_rates = probe_camera_rates(drive, topic_map)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{log_id}.ingest-"))
         try:
-            writer.open(staging, camera_hz)
+            writer.open(staging, camera_rates)
             for message in drive.messages(list(writer.roles)):
                 writer.add(message)
             empty = writer.empty_topics()
@@ -145,21 +144,17 @@ def _missing_topics(topics: list[str], roles: dict[str, str], paths: Sequence[Pa
     return IngestError("\n".join(lines))
 
 
-def probe_camera_hz(drive: McapDrive, topic_map: TopicMap) -> int:
-    """The log's camera rate (Hz, whole): the median step of each camera's first frames; all
-    cameras must agree within RATE_TOLERANCE."""
+def probe_camera_rates(drive: McapDrive, topic_map: TopicMap) -> dict[str, int]:
+    """Each camera's frame rate (Hz, whole): the median step of its first frames. Cameras of one
+    log may run at different rates (a 30 Hz front camera, 12 Hz side ones)."""
     rates = {}
     for channel, camera in topic_map.cameras.items():
         stamps = [header_stamp_us(m.decoded()) or m.log_time_ns // 1000 for m in drive.first_messages(camera.topic, PROBE_FRAMES)]
         steps = np.diff(np.unique(stamps))
         if len(steps) == 0:
             raise IngestError(f"topic {camera.topic} (camera {channel}): fewer than two frames")
-        rates[channel] = 1e6 / float(np.median(steps))
-    hz = max(1, round(float(np.median(list(rates.values())))))
-    off = {c: round(r, 2) for c, r in rates.items() if abs(r - hz) > RATE_TOLERANCE * hz}
-    if off:
-        raise IngestError(f"cameras run at {hz} Hz but {off} (Hz) do not: a log has one camera rate")
-    return hz
+        rates[channel] = max(1, round(1e6 / float(np.median(steps))))
+    return rates
 
 
 class LogWriter:
@@ -186,10 +181,10 @@ class LogWriter:
         self.roles[topic] = f"{self.roles[topic]}, {role}" if topic in self.roles else role
         self._handlers.setdefault(topic, []).append(handler)
 
-    def open(self, log_dir: Path, camera_hz: int) -> None:
+    def open(self, log_dir: Path, camera_rates: dict[str, int]) -> None:
         self.log_dir = log_dir
-        self.camera_hz = camera_hz
-        self.cameras = {c: CameraStream(log_dir, c, camera_hz, cam.jpeg_crf) for c, cam in self.map.cameras.items()}
+        self.camera_rates = camera_rates
+        self.cameras = {c: CameraStream(log_dir, c, camera_rates[c], cam.jpeg_crf) for c, cam in self.map.cameras.items()}
         self.lidars = {c: LidarStream(log_dir, c) for c in self.map.lidars}
         self.pose = PoseStream()
         self.can_table = CanTable(log_dir / fmt.CAN)
@@ -289,17 +284,18 @@ class LogWriter:
         last = max(c.times[-1] for c in streams.values() if len(c.times))
         manifest = fmt.LogManifest(
             log_id=log_id, vehicle=self.map.vehicle, location=self.map.location, start_time_us=first,
-            duration_us=max(last - first, 1), channels=tuple(self.cameras), camera_hz=self.camera_hz,
-            lidar_channels=tuple(self.lidars),
+            duration_us=max(last - first, 1), channels=tuple(self.cameras), camera_hz=max(self.camera_rates.values()),
+            lidar_channels=tuple(self.lidars), camera_rates_hz=dict(self.camera_rates),
         )
         report = {
             "source_format": source_format,
             "files": [_file_entry(s) for s in summaries],
             "file_gaps": _file_gaps(summaries),
-            "camera_hz": self.camera_hz,
+            "camera_rates_hz": self.camera_rates,
             "streams": {name: clock.stats() for name, clock in streams.items()},
             "signal_topics_stamped_by_log_time": {t: c.from_log_time for t, c in self.topic_clocks.items() if c.from_log_time},
-            "videos": {c: {"source": s.video.kind, "frames": s.video.frames, "reencoded": s.video.kind == "image",
+            "videos": {c: {"source": s.video.kind, "codec": s.video.codec, "frames": s.video.frames,
+                           "reencoded": s.video.reencoded,
                            "dropped_waiting_for_keyframe": s.video.dropped_waiting_for_keyframe} for c, s in self.cameras.items()},
             "gaps": _stream_gaps(streams),
             "map_origin": {"frame": self.map.map_frame, "x": -shift[0], "y": -shift[1], "z": 0.0},
