@@ -151,15 +151,22 @@ def cmd_build(args) -> int:
     return _run_build(Path(args.spec), Path(args.workdir), Path(args.logs), None)
 
 
+def _default_topic_map(first: Path) -> Path:
+    """topic-map.yaml inside a bag directory if it has one, else beside the first file or bag."""
+    inside = first / "topic-map.yaml"
+    return inside if first.is_dir() and inside.is_file() else first.parent / "topic-map.yaml"
+
+
 def cmd_ingest(args) -> int:
-    from jadd_dagster.ingest import IngestError, TopicMapError, ingest_mcap, load_topic_map
+    from jadd_dagster.ingest import IngestError, TopicMapError, detect_format, ingest_drive, load_topic_map
     from jadd_dagster.logs.reader import LogFormatError
 
     files = [Path(f) for f in args.files]
-    topic_map = Path(args.topic_map) if args.topic_map else files[0].parent / "topic-map.yaml"
+    topic_map = Path(args.topic_map) if args.topic_map else _default_topic_map(files[0])
     try:
-        result = ingest_mcap(files, Path(args.out), load_topic_map(topic_map),
-                             dbc=Path(args.dbc) if args.dbc else None, log_id=args.log_id)
+        source_format = detect_format(files) if args.format == "auto" else args.format
+        result = ingest_drive(files, Path(args.out), load_topic_map(topic_map),
+                              dbc=Path(args.dbc) if args.dbc else None, log_id=args.log_id, format=source_format)
     except (IngestError, TopicMapError, LogFormatError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -284,13 +291,18 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--workdir", required=True, help="store, registry and Dagster instance go here")
     b.set_defaults(func=cmd_build)
 
-    ing = sub.add_parser("ingest", help="convert the recording of one drive (MCAP files) into a drive log")
-    ing.add_argument("--format", required=True, choices=["mcap"], help="the recording's format")
-    ing.add_argument("files", nargs="+", help="the drive's files (split, overlapping or with gaps: merged in time)")
+    ing = sub.add_parser("ingest", help="convert the recording of one drive (MCAP files or rosbag2 bags) into a drive log")
+    ing.add_argument("--format", default="auto", choices=["auto", "mcap", "rosbag2"],
+                     help="the recording's format (auto: .mcap files are MCAP; bag directories with metadata.yaml "
+                     "and .db3 files are rosbag2)")
+    ing.add_argument("files", nargs="+", help="the drive's MCAP files or rosbag2 bag directories / .db3 files "
+                     "(split, overlapping or with gaps: merged in time)")
     ing.add_argument("--out", required=True, help="the folder of logs, e.g. STORE/logs; the log goes to OUT/<log id>")
-    ing.add_argument("--topic-map", help="topic map YAML (default: topic-map.yaml beside the first file)")
+    ing.add_argument("--topic-map", help="topic map YAML (default: topic-map.yaml in the first bag directory, or "
+                     "beside the first file or bag)")
     ing.add_argument("--dbc", help="DBC file for raw CAN frames")
-    ing.add_argument("--log-id", help="the log's id (default: the first file's name without _<n>.mcap)")
+    ing.add_argument("--log-id", help="the log's id (default: the first bag directory's name, or the first file's "
+                     "name without _<n>.mcap / _<n>.db3)")
     ing.set_defaults(func=cmd_ingest)
 
     ds = sub.add_parser("datasets", help="the dataset registry")

@@ -1,4 +1,4 @@
-"""Drives uploaded as MCAP under incoming/<drive>/ become logs in runs of their own.
+"""Drives uploaded as MCAP or rosbag2 under incoming/<drive>/ become logs in runs of their own.
 
 The sensor only looks: an hour-long drive takes minutes to convert, far past a sensor tick's time
 limit, so each pending drive is converted by a run of convert_drive_job, one at a time per drive.
@@ -15,12 +15,12 @@ DRIVE_TAG = "jadd/incoming_drive"
 
 
 class DriveConfig(dg.Config):
-    drive: str = pydantic.Field(description=f"The folder under {INCOMING}/ holding the drive's MCAP files and its "
-                                f"{TOPIC_MAP}; its name becomes the log id.")
+    drive: str = pydantic.Field(description=f"The folder under {INCOMING}/ holding the drive's MCAP files or rosbag2 "
+                                f"bag(s) and its {TOPIC_MAP}; its name becomes the log id.")
 
 
-@dg.op(description=f"Converts the MCAP files of {INCOMING}/<drive>/ into the log logs/<drive>/; a drive that cannot "
-       f"be converted gets {INCOMING}/<drive>/{INGEST_ERROR} with the reason and the run fails naming it.")
+@dg.op(description=f"Converts the MCAP files or rosbag2 bags of {INCOMING}/<drive>/ into the log logs/<drive>/; a "
+       f"drive that cannot be converted gets {INCOMING}/<drive>/{INGEST_ERROR} with the reason and the run fails naming it.")
 def convert_incoming_drive(context: dg.OpExecutionContext, config: DriveConfig, store: StoreResource) -> None:
     outcome = convert_and_record(store.store(), config.drive)
     if outcome.error is not None:
@@ -28,7 +28,7 @@ def convert_incoming_drive(context: dg.OpExecutionContext, config: DriveConfig, 
     context.log.info(f"converted {INCOMING}/{config.drive} into logs/{config.drive}")
 
 
-@dg.job(description="Converts one MCAP drive uploaded under incoming/ into a log (launched by incoming_drive_sensor).")
+@dg.job(description="Converts one MCAP or rosbag2 drive uploaded under incoming/ into a log (launched by incoming_drive_sensor).")
 def convert_drive_job():
     convert_incoming_drive()
 

@@ -1,6 +1,9 @@
-"""Drives uploaded to the store as MCAP, converted into logs by the drive-log sensor.
+"""Drives uploaded to the store as MCAP or rosbag2, converted into logs by the drive-log sensor.
 
-    incoming/<drive>/*.mcap             the drive's files (any number: split, overlapping, with gaps)
+    incoming/<drive>/*.mcap             the drive's MCAP files (any number: split, overlapping, with gaps)
+    incoming/<drive>/metadata.yaml      or one rosbag2 bag: the drive's folder is the bag directory
+    incoming/<drive>/*.db3                 (metadata.yaml and its .db3 files)
+    incoming/<drive>/<bag>/...          or several bag directories of one drive
     incoming/<drive>/*.dbc              the DBC file, when the topic map reads raw CAN frames
     incoming/<drive>/topic-map.yaml     uploaded last: it marks the drive as complete
 
@@ -16,8 +19,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from jadd_dagster.ingest.convert import ingest_mcap
+from jadd_dagster.ingest.convert import ingest_drive
 from jadd_dagster.ingest.mcap_reader import IngestError
+from jadd_dagster.ingest.rosbag_reader import METADATA
 from jadd_dagster.ingest.topic_map import TopicMapError, load_topic_map
 from jadd_dagster.logs.format import MANIFEST
 from jadd_dagster.logs.reader import LogFormatError, is_log_id
@@ -37,12 +41,20 @@ class DriveOutcome:
     error: str | None
 
 
+def _has_recording(store: ObjectStore, drive: str, names: set[str]) -> bool:
+    """Whether a drive's folder holds MCAP files, is a bag directory or holds bag directories."""
+    if METADATA in names or any(n.endswith(".mcap") for n in names):
+        return True
+    return any(METADATA in store.list_children(f"{INCOMING}/{drive}/{n}") for n in names
+               if not n.endswith((".mcap", ".db3", ".dbc", ".yaml", ".txt")))
+
+
 def pending_drives(store: ObjectStore) -> list[str]:
     """Incoming drives with their topic map and no log or recorded error yet, sorted."""
     out = []
     for drive in store.list_children(INCOMING):
         names = set(store.list_children(f"{INCOMING}/{drive}"))
-        if TOPIC_MAP not in names or INGEST_ERROR in names or not any(n.endswith(".mcap") for n in names):
+        if TOPIC_MAP not in names or INGEST_ERROR in names or not _has_recording(store, drive, names):
             continue
         if is_log_id(drive) and store.exists(f"{log_key(drive)}/{MANIFEST}"):
             continue
@@ -56,18 +68,29 @@ def convert_drive(store: ObjectStore, drive: str) -> Path | None:
     if not is_log_id(drive):
         raise IngestError(f"{INCOMING}/{drive}: the folder's name is the log id and cannot be one")
     with store.local_folder(f"{INCOMING}/{drive}") as folder:
-        files = sorted(folder.glob("*.mcap"))
+        source_format, files = _recording(folder, f"{INCOMING}/{drive}")
         dbcs = sorted(folder.glob("*.dbc"))
         if len(dbcs) > 1:
             raise IngestError(f"{INCOMING}/{drive}: more than one DBC file ({', '.join(p.name for p in dbcs)})")
         topic_map = load_topic_map(folder / TOPIC_MAP)
+        dbc = dbcs[0] if dbcs else None
         logs = store.local_path(LOGS)
         if logs is not None:
-            return ingest_mcap(files, logs, topic_map, dbcs[0] if dbcs else None, log_id=drive).path
+            return ingest_drive(files, logs, topic_map, dbc, log_id=drive, format=source_format).path
         with tempfile.TemporaryDirectory(prefix="jadd-ingest-") as tmp:
-            result = ingest_mcap(files, Path(tmp), topic_map, dbcs[0] if dbcs else None, log_id=drive)
+            result = ingest_drive(files, Path(tmp), topic_map, dbc, log_id=drive, format=source_format)
             store.publish_folder(result.path, log_key(drive), last=[MANIFEST])
     return None
+
+
+def _recording(folder: Path, where: str) -> tuple[str, list[Path]]:
+    """The drive's format and what to read: its MCAP files, the folder itself as one bag, or the
+    bag directories in it."""
+    mcaps = sorted(folder.glob("*.mcap"))
+    bags = [folder] if (folder / METADATA).is_file() else sorted(p.parent for p in folder.glob(f"*/{METADATA}"))
+    if mcaps and bags:
+        raise IngestError(f"{where}: both MCAP files and rosbag2 bags; upload one drive's recording in one format")
+    return ("mcap", mcaps) if mcaps else ("rosbag2", bags)
 
 
 def convert_and_record(store: ObjectStore, drive: str) -> DriveOutcome:

@@ -4,6 +4,7 @@ and the ego pose composed along a chain of transforms (map -> odom -> base_link)
 from __future__ import annotations
 
 from array import array
+from collections import deque
 
 import numpy as np
 
@@ -16,6 +17,9 @@ from jadd_dagster.ingest.streams import Clock
 # between its two transforms around it when they are at most this far apart (tf2, too, never
 # extrapolates); a pose with no such pair is dropped, which leaves a gap in the pose.
 LINK_MAX_GAP_S = 2.0
+# Transforms kept of each frame not (yet) known to be on the chain: its link may join the chain
+# later (when the link below it first arrives), and then needs its transforms around that time.
+OFF_CHAIN_KEPT = 64
 
 
 class StaticTree:
@@ -92,8 +96,8 @@ class PoseChain:
     other dynamic link (map -> odom: slow, and it jumps) is interpolated there, linearly in
     position and by slerp in rotation (LINK_MAX_GAP_S), and static links come from /tf_static.
 
-    Only the links of the chain are kept (64 bytes a transform); transforms of other frames (wheels,
-    sensors) cost nothing but the latest of each, in case its frame turns out to be on the chain.
+    Only the links of the chain are kept (64 bytes a transform); of other frames (wheels, sensors)
+    only the last OFF_CHAIN_KEPT transforms each, in case the frame turns out to be on the chain.
     """
 
     def __init__(self, map_frame: str, ego_frame: str, static: StaticTree, topic: str, static_topic: str):
@@ -103,7 +107,7 @@ class PoseChain:
         self.from_log_time = 0  # transforms kept whose stamp was zero: timed by log time
         self.duplicates = 0  # repeated transforms of the link the poses are at (split files overlapping)
         self.report: dict = {}
-        self._latest: dict[str, tuple[int, bool, Transform]] = {}  # child -> (stamp, from log time, transform)
+        self._off_chain: dict[str, deque] = {}  # child -> its last (stamp, from log time, transform)
         self._chain_frames: set[str] = set()
         self._statics_seen = -1
         self._children_seen: set[str] = set()
@@ -117,7 +121,8 @@ class PoseChain:
             if len(self.static) != self._statics_seen:  # a static link may have joined the chain
                 self._walk()
             if transform.child not in self._chain_frames:
-                self._latest[transform.child] = (stamp, from_log, transform)
+                kept = self._off_chain.setdefault(transform.child, deque(maxlen=OFF_CHAIN_KEPT))
+                kept.append((stamp, from_log, transform))
                 return
             link = self.links[transform.child] = _Link(transform.parent, transform.child)
             self._keep(link, stamp, from_log, transform)
@@ -135,18 +140,21 @@ class PoseChain:
     def _walk(self) -> None:
         """Extend the chain from the ego frame up through the links known, as far as it goes."""
         self._statics_seen = len(self.static)
-        frame = self.ego_frame
-        while frame != self.map_frame and frame not in self._chain_frames:
+        frame, visited = self.ego_frame, set()
+        while frame != self.map_frame and frame not in visited:  # a loop of frames ends the walk too
+            visited.add(frame)
             self._chain_frames.add(frame)
             if frame in self.links:
                 frame = self.links[frame].parent
             elif self.static.parent_of(frame) is not None:
                 frame = self.static.parent_of(frame).parent
-            elif frame in self._latest:  # a link seen before it was known to be on the chain
-                stamp, from_log, transform = self._latest.pop(frame)
-                self.links[frame] = _Link(transform.parent, frame)
-                self._keep(self.links[frame], stamp, from_log, transform)
-                frame = transform.parent
+            elif frame in self._off_chain:  # a link seen before it was known to be on the chain
+                kept = self._off_chain.pop(frame)
+                self.links[frame] = link = _Link(kept[-1][2].parent, frame)
+                for stamp, from_log, transform in kept:
+                    if transform.parent == link.parent:
+                        self._keep(link, stamp, from_log, transform)
+                frame = link.parent
             else:
                 break
 
