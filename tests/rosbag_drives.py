@@ -11,6 +11,7 @@ each message with zstd; `corrupt` changes the serialised bytes of chosen message
 
 from __future__ import annotations
 
+import inspect
 import math
 import sqlite3
 from collections.abc import Callable
@@ -126,7 +127,7 @@ def write_drive(folder: Path, segments: list[tuple[float, float]], lidar: bool =
     folder.mkdir(parents=True, exist_ok=True)
     store = typestore()
     recording = BagRecording()
-    events = sorted(drives._events(max(end for _, end in segments), lidar), key=lambda e: e[0])
+    events = sorted(_drive_events(max(end for _, end in segments), lidar), key=lambda e: e[0])
     for number, (start_s, end_s) in enumerate(segments):
         path = folder / f"{name}_{number}"
         start_ns, end_ns = drives._ns(start_s), drives._ns(end_s)
@@ -152,6 +153,13 @@ def write_drive(folder: Path, segments: list[tuple[float, float]], lidar: bool =
     recording.pose_stamps = sorted(set(recording.pose_stamps))
     recording.map_odom_stamps = sorted(set(recording.map_odom_stamps))
     return recording
+
+
+def _drive_events(end_s: float, lidar: bool):
+    """mcap_drives' events of the whole drive: every camera at CAMERA_HZ, CAM_FRONT as JPEG."""
+    if "rates" in inspect.signature(drives._events).parameters:
+        return drives._events(end_s, lidar, {c: drives.CAMERA_HZ for c in drives.CAMERA_MOUNT}, "jpeg")
+    return drives._events(end_s, lidar)
 
 
 def _write_bag(path: Path, store, events, tf_chain: bool, map_odom: bool, compress: bool, corrupt: dict) -> None:

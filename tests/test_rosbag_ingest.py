@@ -38,11 +38,9 @@ def _ingest(paths, out: Path, topic_map=None, **kwargs):
     return ingest_drive(paths, out, topic_map, dbc=drives.DRIVE_DBC, format="rosbag2", **kwargs)
 
 
-def _chain_map(**changes):
-    data = yaml.safe_load(ROS2_MAP.read_text())
-    data["pose"] = {"topic": "/tf"}  # map -> odom -> base_footprint on /tf, base_footprint -> base_link static
-    data.update(changes)
-    return parse_topic_map(data)
+def _chain_map():
+    """map -> odom -> base_footprint on /tf, base_footprint -> base_link static."""
+    return load_topic_map(TOPIC_MAPS / "rosbag2-tf-chain.yaml")
 
 
 @pytest.fixture(scope="module")
