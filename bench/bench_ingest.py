@@ -1,4 +1,4 @@
-"""MCAP ingest throughput (MB/s of MCAP file) against plain reading of the same file, and its memory.
+"""MCAP and rosbag2 ingest throughput (MB/s of recording) against plain reading of the same file, and its memory.
 
 What it measures: for each flavour (ROS 2 CDR, Foxglove protobuf) and drive length, one MCAP file
 is written with the official writers by tests/mcap_drives.py, scaled up: two cameras at 10 Hz of
@@ -9,6 +9,10 @@ the DBC). Then three fresh Python child processes each run one pass over the fil
   plain    the baseline: mcap's reader iterating every message (make_reader().iter_messages())
   decoded  every message decoded too (iter_decoded_messages with the ROS 2 / protobuf decoders)
   ingest   jadd_dagster.ingest.ingest_mcap into a log folder (validated), as `jadd ingest` does
+
+The `rosbag2` flavour is the ROS 2 drive written as a rosbag2 bag in SQLite storage (.db3) with
+rosbags' Writer (tests/rosbag_drives.py); its plain and decoded passes use rosbags' Reader and
+typestore (the library the ingest reads bags with), its ingest is ingest_drive(format="rosbag2").
 
 and report their wall and CPU seconds, MB/s (file size / wall) and peak RSS (the child's VmHWM,
 imports included). A drive twice as long shows whether memory stays flat. Wall time on this
@@ -35,8 +39,11 @@ from pathlib import Path
 sys.path.insert(0, {tests!r})
 mode, path, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 if mode == "ingest":
-    from jadd_dagster.ingest import ingest_mcap, load_topic_map
+    from jadd_dagster.ingest import ingest_drive, load_topic_map
     import mcap_drives
+elif sys.argv[4] == "rosbag2":
+    from rosbags.rosbag2 import Reader
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 else:
     from mcap.reader import make_reader
     from mcap_protobuf.decoder import DecoderFactory as Protobuf
@@ -45,8 +52,19 @@ wall, cpu = time.perf_counter(), time.process_time()
 messages = 0
 if mode == "ingest":
     flavour = sys.argv[4]
-    ingest_mcap([path], out, load_topic_map(mcap_drives.EXAMPLES / "topic-maps" / f"{{flavour}}.yaml"),
-                dbc=mcap_drives.DRIVE_DBC if flavour == "ros2" else None, log_id="bench")
+    topic_map = "foxglove" if flavour == "foxglove" else "ros2"
+    ingest_drive([path], out, load_topic_map(mcap_drives.EXAMPLES / "topic-maps" / f"{{topic_map}}.yaml"),
+                 dbc=None if flavour == "foxglove" else mcap_drives.DRIVE_DBC, log_id="bench",
+                 format="rosbag2" if flavour == "rosbag2" else "mcap")
+elif sys.argv[4] == "rosbag2":
+    with Reader(path) as reader:
+        types = get_typestore(Stores.EMPTY)
+        for connection in reader.connections:
+            types.register(get_types_from_msg(connection.msgdef.data, connection.msgtype))
+        for connection, _, data in reader.messages():
+            if mode == "decoded":
+                types.deserialize_cdr(data, connection.msgtype)
+            messages += 1
 else:
     with open(path, "rb") as stream:
         reader = make_reader(stream, decoder_factories=[Ros2(), Protobuf()])
@@ -75,6 +93,10 @@ def write_bench_drive(folder: Path, flavour: str, seconds: float, size: tuple[in
         return out
 
     drives.cloud = cloud
+    if flavour == "rosbag2":
+        import rosbag_drives
+
+        return rosbag_drives.write_drive(folder, [(0, seconds)]).bags[0]
     return drives.write_drive(folder, flavour, [(0, seconds)]).files[0]
 
 
@@ -91,7 +113,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=360)
     parser.add_argument("--points", type=int, default=30_000)
-    parser.add_argument("--flavours", nargs="+", default=["ros2", "foxglove"])
+    parser.add_argument("--flavours", nargs="+", default=["ros2", "foxglove", "rosbag2"])
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
@@ -99,13 +121,13 @@ def main() -> None:
             for seconds in args.seconds:
                 folder = Path(tmp) / f"{flavour}-{seconds:g}"
                 path = write_bench_drive(folder / "mcap", flavour, seconds, (args.width, args.height), args.points)
-                mb = path.stat().st_size / 1e6
+                mb = sum(p.stat().st_size for p in ([path] if path.is_file() else path.iterdir())) / 1e6
                 results = {mode: run_child(mode, path, folder / f"logs-{mode}", flavour)
                            for mode in ("plain", "decoded", "ingest")}
                 rows.append((flavour, seconds, mb, results))
                 print(f"done {flavour} {seconds:g} s ({mb:.1f} MB)", file=sys.stderr, flush=True)
     print(f"\n{args.width}x{args.height} cameras (one JPEG, one H.264) at 10 Hz, lidar {args.points} points at 10 Hz, "
-          "pose 50 Hz, CAN 100 Hz; one MCAP file per row")
+          "pose 50 Hz, CAN 100 Hz; one MCAP file (rosbag2: one bag, one .db3) per row")
     print("| flavour | drive s | file MB | messages | plain read s (MB/s) | decode all s (MB/s) | ingest s (MB/s) "
           "| ingest CPU s | ingest / plain (wall) | peak RSS plain / ingest MiB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
