@@ -145,15 +145,18 @@ def _missing_topics(topics: list[str], roles: dict[str, str], paths: Sequence[Pa
 
 
 def probe_camera_rates(drive: McapDrive, topic_map: TopicMap) -> dict[str, int]:
-    """Each camera's frame rate (Hz, whole): the median step of its first frames. Cameras of one
-    log may run at different rates (a 30 Hz front camera, 12 Hz side ones)."""
+    """Each camera's frame rate (Hz, whole) from its first frames: their time span over the
+    periods in it (each step counted as a whole number of median steps, so a lost frame counts
+    twice and timestamp jitter averages out). Cameras of one log may run at different rates (a
+    30 Hz front camera, 12 Hz side ones)."""
     rates = {}
     for channel, camera in topic_map.cameras.items():
         stamps = [header_stamp_us(m.decoded()) or m.log_time_ns // 1000 for m in drive.first_messages(camera.topic, PROBE_FRAMES)]
         steps = np.diff(np.unique(stamps))
         if len(steps) == 0:
             raise IngestError(f"topic {camera.topic} (camera {channel}): fewer than two frames")
-        rates[channel] = max(1, round(1e6 / float(np.median(steps))))
+        periods = np.maximum(1, np.rint(steps / float(np.median(steps))))
+        rates[channel] = max(1, round(1e6 * float(periods.sum()) / float(steps.sum())))
     return rates
 
 
