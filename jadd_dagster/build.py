@@ -206,12 +206,15 @@ def actual_work(store: ObjectStore, name: str, table: CostTable) -> BuildWork:
 
 
 def actual_work_rates(store: ObjectStore, name: str) -> dict:
-    """Seconds a unit of work took in the dataset's last build, for later estimates: the merge's
-    seconds a scene (AWS Batch job seconds where it ran there). Sampling and labelling rates are
-    in the registry's scene outputs already."""
+    """What the dataset's last build measured, for later estimates: the merge's seconds (AWS Batch
+    job seconds where it ran there), scenes and parts, and its seconds a scene. Sampling and
+    labelling rates are in the registry's scene outputs already."""
     index = read_record(store, index_key(name), DatasetIndex)
     seconds = index.merge_job_s or index.merge_worker_s
-    return {"merge_s_per_scene": seconds / index.merged_scenes} if index.merged_scenes and seconds > 0 else {}
+    if not (index.merged_scenes and seconds > 0):
+        return {}
+    return {"merge_s_per_scene": seconds / index.merged_scenes, "merge_s": seconds,
+            "merged_scenes": index.merged_scenes, "merged_parts": index.rewritten_parts}
 
 
 def build_summary(store: ObjectStore, name: str, table: CostTable | None = None) -> dict:

@@ -4,13 +4,30 @@ Both sides price the same work (BuildWork) with the deployment profile's price t
 
     sampling    frames to sample × CPU seconds a frame              × usd_per_cpu_hour
     autolabel   scenes to label × seconds a scene (CPU or GPU)      × usd_per_cpu_hour | usd_per_gpu_hour
-    merge       scenes in the parts to merge × CPU seconds a scene  × usd_per_cpu_hour
+    merge       parts to merge × seconds a part
+                + scenes in them × seconds a scene                  × usd_per_cpu_hour
     storage     GB of new frames and tables × storage_months        × usd_per_gb_month
     requests    PUT and GET requests to the object store            × usd_per_1000_put | usd_per_1000_get
 
+Seconds a frame follow the frame's size (CostTable.seconds_per_frame). The table's figures were
+measured at a reference size (reference_megapixels, 1600x900) and are split into three shares:
+
+    seconds a frame = overhead(rate)                                        no pixels: Python, packets, files
+                    + (total(rate) - overhead(rate) - encode) × source MP / reference MP      decoding
+                    + encode × output MP / reference MP              colour, remap (undistort), JPEG, write
+
+where total(rate) is cpu_seconds_per_frame[_undistorted] (decoding is shared by the frames picked
+from it, so a frame costs more at lower rates), source MP the camera's pixels from the log's
+calibration and output MP the spec's image size (the camera's when it keeps it). At the reference
+size the model gives the measured figure unchanged.
+
 Before a build (`estimate_work`): scenes already cached for the sampling profile or the model are
-left out, and the seconds are the median of what earlier builds measured for the same stage and
-profile (the registry keeps each scene output's seconds and frames), else the table's constants.
+left out. Sampling and merge seconds are the model's, times a calibration: the median, over what
+earlier builds of the deployment measured (the registry keeps each scene output's seconds and
+frames, and each build's merge seconds, scenes and parts), of measured / modelled seconds. A
+median taken on small frames is thus applied per pixel to large ones, never unchanged. Labelling
+seconds are the median seconds a scene of the same model and profile. Without measurements the
+factor is 1: the table's figures.
 After a build (`actual work`, built by the Dagster layer from the stage records): the seconds the
 workers measured per scene and per part, or on AWS Batch the job durations (startedAt to stoppedAt
 of each child), and the frames, scenes and parts actually written. Storage and request charges use
@@ -56,19 +73,29 @@ class CostTable:
     usd_per_1000_put: float = 0.005
     usd_per_1000_get: float = 0.0004
     storage_months: float = 1.0
-    # Sampling seconds per output frame, by sweep rate (Hz): decoding is shared by the frames taken
-    # from it, so a frame costs more at lower rates. Measured on 1600x900 x264 footage that decodes
-    # like real driving video, one core (bench/RESULTS.md, "Sampling at 2, 10 and 30 Hz"; 5 Hz
-    # interpolated). A single number applies at every rate.
+    # Sampling seconds per output frame at reference_megapixels, by sweep rate (Hz): decoding is
+    # shared by the frames taken from it, so a frame costs more at lower rates. Measured on 1600x900
+    # x264 footage that decodes like real driving video, one core (bench/RESULTS.md, "Sampling at 2,
+    # 10 and 30 Hz"; 5 Hz interpolated). A single number applies at every rate.
     cpu_seconds_per_frame: float | Mapping[int, float] = field(
         default_factory=lambda: {2: 0.092, 5: 0.060, 10: 0.037, 30: 0.022})
     cpu_seconds_per_frame_undistorted: float | Mapping[int, float] | None = field(
         default_factory=lambda: {2: 0.104, 5: 0.075, 10: 0.056, 30: 0.038})  # None: cpu_seconds_per_frame
+    reference_megapixels: float = 1.44  # the frame size the figures above were measured on (1600x900)
+    # Shares of those figures (seconds_per_frame): what does not grow with pixels, by rate (measured
+    # on 320x180 footage, bench/RESULTS.md "Cost estimate against actual cost"), and what grows with
+    # the output's pixels at the reference size (colour, remap, JPEG and write; the step table of
+    # "Sampling at 2, 10 and 30 Hz"). The rest is decoding and grows with the camera's pixels.
+    frame_overhead_seconds: float | Mapping[int, float] = field(
+        default_factory=lambda: {2: 0.0057, 5: 0.0030, 10: 0.0021, 30: 0.0020})
+    encode_seconds_per_frame: float = 0.0078
+    encode_seconds_per_frame_undistorted: float = 0.025
     autolabel_seconds_per_scene: Mapping[str, float] = field(default_factory=lambda: {"baseline": 23.0})
     default_autolabel_seconds_per_scene: float = 23.0
     merge_seconds_per_scene: float = 0.35
+    merge_seconds_per_part: float = 5.0  # devkit load, checks, preview: whatever the part's size
     bytes_per_megapixel: float = 250_000.0  # JPEG at quality ~90
-    native_megapixels: float = 1.44  # frames kept at the camera's size (1600×900)
+    native_megapixels: float = 1.44  # a camera's size when its log's calibration is not at hand (1600×900)
     table_bytes_per_frame: float = 1_000.0
     measured_entries: int = 200  # recent registry entries a median is taken over
     daily_limit_usd: float | None = None
@@ -97,12 +124,14 @@ class CostTable:
                 values[name] = {str(k): _number(f"{where}.{name}.{k}", v) for k, v in value.items()}
             elif name == "cpu_seconds_per_frame_undistorted" and value is None:
                 values[name] = None
-            elif name in ("cpu_seconds_per_frame", "cpu_seconds_per_frame_undistorted") and isinstance(value, Mapping):
+            elif name in RATE_TABLES and isinstance(value, Mapping):
                 values[name] = {_rate(f"{where}.{name}", k): _number(f"{where}.{name}.{k}", v) for k, v in value.items()}
                 if not values[name]:
                     raise CostTableError(f"{where}.{name}: give seconds for at least one rate, or one number")
             elif name == "measured_entries":
                 values[name] = int(_number(f"{where}.{name}", value, positive=True))
+            elif name == "reference_megapixels":
+                values[name] = _number(f"{where}.{name}", value, positive=True)
             else:
                 values[name] = _number(f"{where}.{name}", value)
         for name, key in (("daily_limit_usd", "daily_usd"), ("dataset_limit_usd", "dataset_usd")):
@@ -114,25 +143,55 @@ class CostTable:
         """The table as a profile would write it (what the Dagster resource carries)."""
         data = asdict(self)
         data["autolabel_seconds_per_scene"] = dict(self.autolabel_seconds_per_scene)
-        for name in ("cpu_seconds_per_frame", "cpu_seconds_per_frame_undistorted"):
+        for name in RATE_TABLES:
             if isinstance(data[name], Mapping):
                 data[name] = dict(data[name])
         daily, dataset = data.pop("daily_limit_usd"), data.pop("dataset_limit_usd")
         data["limits"] = {k: v for k, v in (("daily_usd", daily), ("dataset_usd", dataset)) if v is not None}
         return data
 
-    def seconds_per_frame(self, undistort: bool, sweep_hz: int = 10) -> float:
+    def seconds_per_frame(
+        self, undistort: bool, sweep_hz: int = 10, source_megapixels: float | None = None,
+        output_megapixels: float | None = None,
+    ) -> float:
         """Fallback CPU seconds to sample one frame at sweep_hz (decode, select, undistort/resize,
-        encode); a rate the table lacks takes the nearest rate's figure."""
+        encode) from a camera of source_megapixels into frames of output_megapixels (None: the
+        reference size; output None: the camera's). The model of the module's docstring; a rate
+        the table lacks takes the nearest rate's figure."""
+        total = self.reference_seconds_per_frame(undistort, sweep_hz)
+        overhead = min(_at_rate(self.frame_overhead_seconds, sweep_hz), total)
+        encode = min(self.encode_seconds_per_frame_undistorted if undistort else self.encode_seconds_per_frame,
+                     total - overhead)
+        source = self.reference_megapixels if source_megapixels is None else source_megapixels
+        output = source if output_megapixels is None else output_megapixels
+        # The measured figure, moved by the decoding and encoding shares' change in pixels (exactly
+        # the figure at the reference size).
+        return (total + (total - overhead - encode) * (source / self.reference_megapixels - 1)
+                + encode * (output / self.reference_megapixels - 1))
+
+    def reference_seconds_per_frame(self, undistort: bool, sweep_hz: int = 10) -> float:
+        """The measured figure at the reference size (cpu_seconds_per_frame[_undistorted])."""
         value = self.cpu_seconds_per_frame
         if undistort and self.cpu_seconds_per_frame_undistorted is not None:
             value = self.cpu_seconds_per_frame_undistorted
-        if isinstance(value, Mapping):
-            return float(value[min(value, key=lambda rate: (abs(rate - sweep_hz), rate))])
-        return float(value)
+        return _at_rate(value, sweep_hz)
+
+    def merge_seconds(self, parts: int, scenes: int) -> float:
+        """Fallback seconds to merge scenes in parts: a fixed share per part and one per scene."""
+        return parts * self.merge_seconds_per_part + scenes * self.merge_seconds_per_scene
 
     def label_seconds_per_scene(self, model: str) -> float:
         return float(self.autolabel_seconds_per_scene.get(model, self.default_autolabel_seconds_per_scene))
+
+
+RATE_TABLES = ("cpu_seconds_per_frame", "cpu_seconds_per_frame_undistorted", "frame_overhead_seconds")
+
+
+def _at_rate(value: float | Mapping[int, float], sweep_hz: float) -> float:
+    """One number, or a table by rate's figure at the nearest rate (the lower one on a tie)."""
+    if isinstance(value, Mapping):
+        return float(value[min(value, key=lambda rate: (abs(rate - sweep_hz), rate))])
+    return float(value)
 
 
 def _rate(where: str, value) -> int:
@@ -168,6 +227,43 @@ def median_rate(samples: Iterable[tuple[float, float]], fallback: float, unit: s
     if not ratios:
         return Rate(fallback, f"constant ({fallback:g} s a {unit})")
     return Rate(statistics.median(ratios), f"measured (median of {len(ratios)} recent {unit}s)")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How this deployment's measured seconds compare with the model's: factor = median of
+    measured / modelled seconds over recent work (1 without any), and where it comes from."""
+
+    factor: float
+    basis: str
+
+
+def calibration(samples: Iterable[tuple[float, float]], unit: str) -> Calibration:
+    """The median of measured / modelled over (measured, modelled) seconds with both above zero;
+    factor 1 (the table's figures) when there are none. unit names one sample ("scene", "build")."""
+    ratios = [measured / modelled for measured, modelled in samples if measured > 0 and modelled > 0]
+    if not ratios:
+        return Calibration(1.0, "table")
+    factor = statistics.median(ratios)
+    return Calibration(factor, f"table × {factor:.3g}, the median measured/table of {len(ratios)} recent {unit}s")
+
+
+@dataclass(frozen=True)
+class FrameBatch:
+    """Frames of one camera (or lidar: 0 pixels) to sample: count, camera and output megapixels."""
+
+    frames: int
+    source_megapixels: float
+    output_megapixels: float
+
+
+def sampling_seconds(batches: Iterable[FrameBatch], table: CostTable, undistort: bool, sweep_hz: int) -> tuple[int, float]:
+    """(frames, the table's CPU seconds to sample them) by the frame-size model."""
+    frames, seconds = 0, 0.0
+    for b in batches:
+        frames += b.frames
+        seconds += b.frames * table.seconds_per_frame(undistort, sweep_hz, b.source_megapixels, b.output_megapixels)
+    return frames, seconds
 
 
 @dataclass(frozen=True)
@@ -267,22 +363,30 @@ def bytes_per_frame(image_size: tuple[int, int] | None, table: CostTable) -> flo
 
 
 def estimate_work(
-    *, sample_scene_s: float, sample_scenes: int, sweep_hz: float, channels: int, cameras: int, keyframe_hz: float,
-    label_scene_s: float, label_scenes: int, label_gpu: bool, merge_scenes: int, merge_parts: int, can_bus: bool,
-    image_size: tuple[int, int] | None, sampling: Rate, labelling: Rate, merging: Rate, table: CostTable,
+    *, batches: list[FrameBatch], sample_scenes: int, channels: int, cameras: int, keyframe_hz: float,
+    undistort: bool, sweep_hz: int, label_scene_s: float, label_scenes: int, label_gpu: bool, merge_scenes: int,
+    merge_parts: int, can_bus: bool, sampling: Calibration, labelling: Rate, merging: Calibration, table: CostTable,
 ) -> BuildWork:
-    """The work a build is expected to do: sample_scene_s seconds of scene time in sample_scenes
-    scenes not cached for the sampling profile; label_scenes scenes (label_scene_s seconds of scene
-    time) without labels of the model; merge_scenes scenes in merge_parts parts to merge. Rates:
-    seconds a frame (sampling) and a scene (labelling, merging)."""
-    frames = int(round(sample_scene_s * sweep_hz)) * channels
+    """The work a build is expected to do: the frame batches of the sample_scenes scenes not cached
+    for the sampling profile; label_scenes scenes (label_scene_s seconds of scene time) without
+    labels of the model; merge_scenes scenes in merge_parts parts to merge. Sampling and merge
+    seconds: the table's model × the calibration; labelling: seconds a scene."""
+    frames, model_s = sampling_seconds(batches, table, undistort, sweep_hz)
+    pixels = sum(b.frames * b.output_megapixels for b in batches if b.output_megapixels > 0)
+    camera_frames = sum(b.frames for b in batches if b.output_megapixels > 0)
+    megapixels = pixels / camera_frames if camera_frames else table.native_megapixels
+    sampling_s = model_s * sampling.factor
+    per_frame = f"{sampling_s / frames:.3g} s a frame at {megapixels:.3g} MP, " if frames else ""
+    merge_s = table.merge_seconds(merge_parts, merge_scenes) * merging.factor
     return BuildWork(
-        frames=frames, sampled_scenes=sample_scenes, sampling_s=frames * sampling.seconds,
+        frames=frames, sampled_scenes=sample_scenes, sampling_s=sampling_s,
         labelled_scenes=label_scenes, label_images=int(round(label_scene_s * keyframe_hz)) * cameras,
         label_s=label_scenes * labelling.seconds, label_gpu=label_gpu,
-        merged_scenes=merge_scenes, merged_parts=merge_parts, merge_s=merge_scenes * merging.seconds,
-        channels=channels, can_bus=can_bus, bytes_per_frame=bytes_per_frame(image_size, table),
-        bases={"sampling": sampling.basis, "autolabel": labelling.basis if label_scenes else "", "merge": merging.basis},
+        merged_scenes=merge_scenes, merged_parts=merge_parts, merge_s=merge_s,
+        channels=channels, can_bus=can_bus, bytes_per_frame=megapixels * table.bytes_per_megapixel,
+        bases={"sampling": per_frame + sampling.basis, "autolabel": labelling.basis if label_scenes else "",
+               "merge": f"{table.merge_seconds_per_part:g} s a part + {table.merge_seconds_per_scene:g} s a scene, "
+                        + merging.basis},
     )
 
 

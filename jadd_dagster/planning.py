@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
-from jadd_dagster.cost import CostBreakdown, CostTable, Rate, estimate_work, format_usd, median_rate, price
+from jadd_dagster.cost import (
+    Calibration, CostBreakdown, CostTable, FrameBatch, Rate, calibration, estimate_work, format_usd, median_rate, price,
+)
 from jadd_dagster.curation import select_scenes
 from jadd_dagster.logs.format import CAMERA_CHANNELS
 from jadd_dagster.merge import assign_splits, split_score
@@ -80,18 +82,41 @@ def forced_splits(scene_ids: list[str], val_fraction: float) -> dict[str, str]:
     return {s: split for s, split in assigned.items() if split != split_name(split_score(s, 0) < val_fraction)}
 
 
+CameraSizes = dict[str, dict[str, tuple[int, int]]]  # log id -> camera channel -> (width, height) in pixels
+
+
 @dataclass(frozen=True)
 class CostInputs:
     """What the estimate needs besides the plan: the price table, which selected scenes are
-    cached already (sampled for the profile; labelled by the model) and the seconds rates."""
+    cached already (sampled for the profile; labelled by the model), the measured calibrations and
+    rates, and the cameras' sizes of the logs (from their calibration; a log missing here counts
+    as the table's native_megapixels)."""
 
     table: CostTable
     sampled: set[str] = field(default_factory=set)
     labelled: set[str] = field(default_factory=set)
-    sampling: Rate | None = None  # seconds a frame; None: the table's constant
+    sampling: Calibration | None = None  # measured / modelled sampling seconds; None: the table's
     labelling: Rate | None = None  # seconds a scene
-    merging: Rate | None = None  # seconds a scene
+    merging: Calibration | None = None  # measured / modelled merge seconds; None: the table's
     label_gpu: bool = False
+    camera_sizes: CameraSizes = field(default_factory=dict)
+
+
+def frame_batches(spec: DatasetSpec, seconds_by_log: dict[str, float], sizes: CameraSizes, table: CostTable) -> list[FrameBatch]:
+    """The frames to sample, per log and channel, with the camera's and the output's megapixels:
+    scene seconds × sweep_hz per channel; LIDAR_TOP sweeps have no pixels."""
+    out = spec.image_size[0] * spec.image_size[1] / 1e6 if spec.image_size else None
+    batches = []
+    for log_id, seconds in seconds_by_log.items():
+        frames = int(round(seconds * spec.sweep_hz))
+        for channel in spec.channels:
+            if channel not in CAMERA_CHANNELS:
+                batches.append(FrameBatch(frames, 0.0, 0.0))
+                continue
+            size = sizes.get(log_id, {}).get(channel)
+            source = size[0] * size[1] / 1e6 if size else table.native_megapixels
+            batches.append(FrameBatch(frames, source, out if out is not None else source))
+    return batches
 
 
 def parts_to_merge(parts: list[PartPlan], kept: list[PartPlan] | None, fresh: set[str]) -> list[PartPlan]:
@@ -113,15 +138,16 @@ def estimate_plan(
     to_label = [s for s in ids if s not in inputs.labelled] if spec.autolabel else []
     merging = parts_to_merge(parts, kept, set(to_sample) | set(to_label))
     cameras = sum(1 for c in spec.channels if c in CAMERA_CHANNELS)
-    sampling = inputs.sampling or median_rate([], table.seconds_per_frame(spec.undistort, spec.sweep_hz), "frame")
     labelling = inputs.labelling or median_rate([], table.label_seconds_per_scene(spec.autolabel_model), "scene")
-    merge = inputs.merging or median_rate([], table.merge_seconds_per_scene, "scene")
+    sampled = scenes[~scenes["scene_id"].isin(inputs.sampled)] if inputs.sampled else scenes
+    seconds_by_log = sampled.groupby("log_id", sort=True)["duration_s"].sum().astype(float).to_dict()
     work = estimate_work(
-        sample_scene_s=sum(seconds[s] for s in to_sample), sample_scenes=len(to_sample), sweep_hz=spec.sweep_hz,
-        channels=len(spec.channels), cameras=cameras, keyframe_hz=spec.keyframe_hz,
-        label_scene_s=sum(seconds[s] for s in to_label), label_scenes=len(to_label), label_gpu=inputs.label_gpu,
-        merge_scenes=sum(len(p.scene_ids) for p in merging), merge_parts=len(merging), can_bus=spec.include_can_bus,
-        image_size=spec.image_size, sampling=sampling, labelling=labelling, merging=merge, table=table,
+        batches=frame_batches(spec, seconds_by_log, inputs.camera_sizes, table), sample_scenes=len(to_sample),
+        channels=len(spec.channels), cameras=cameras, keyframe_hz=spec.keyframe_hz, undistort=spec.undistort,
+        sweep_hz=spec.sweep_hz, label_scene_s=sum(seconds[s] for s in to_label), label_scenes=len(to_label),
+        label_gpu=inputs.label_gpu, merge_scenes=sum(len(p.scene_ids) for p in merging), merge_parts=len(merging),
+        can_bus=spec.include_can_bus, sampling=inputs.sampling or calibration([], "scene"), labelling=labelling,
+        merging=inputs.merging or calibration([], "build"), table=table,
     )
     breakdown = price(work, table)
     cpu_s = work.sampling_s + work.merge_s + (0.0 if work.label_gpu else work.label_s)
@@ -140,10 +166,10 @@ def make_plan(
 ) -> DatasetPlan:
     """Select the spec's scenes from the catalog, split them into parts and estimate the cost.
 
-    settings carries the deployment profile's cost table (`cost`, a mapping) or, without one,
-    cpu_seconds_per_frame and usd_per_cpu_hour. costing(selected scene ids) gives the cache hits and
-    measured rates (the Dagster layer reads them from the registry); without it nothing counts as
-    cached and the table's constants apply. Raises curation.FilterError on a bad filter."""
+    settings carries the deployment profile's cost table (`cost`, a mapping; empty: the defaults).
+    costing(selected scene ids) gives the cache hits, measured rates and the cameras' sizes (the
+    Dagster layer reads them from the registry and the logs); without it nothing counts as cached,
+    the table's constants apply and every camera is native_megapixels. Raises curation.FilterError on a bad filter."""
     curation = select_scenes(catalog, spec)
     scenes = curation.scenes
     profile_key = sampling_profile(spec).key()
@@ -164,11 +190,8 @@ def make_plan(
 
 
 def settings_table(settings) -> CostTable:
-    """The cost table of PipelineSettings (its `cost` mapping), or of its two older constants."""
-    table = getattr(settings, "cost", None)
-    if table:
-        return CostTable.from_mapping(table)
-    return CostTable(cpu_seconds_per_frame=settings.cpu_seconds_per_frame, usd_per_cpu_hour=settings.usd_per_cpu_hour)
+    """The cost table of PipelineSettings (its `cost` mapping; empty: the defaults)."""
+    return CostTable.from_mapping(getattr(settings, "cost", None) or {})
 
 
 def estimate_lines(estimate: dict) -> str:

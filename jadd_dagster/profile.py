@@ -32,8 +32,6 @@ class DeploymentProfile:
     compute: str
     compute_options: dict = field(default_factory=dict)
     scene_length_s: float = 20.0
-    cpu_seconds_per_frame: float = 0.02
-    usd_per_cpu_hour: float = 0.05
     autolabel_models: dict = field(default_factory=dict)
     cost: CostTable = field(default_factory=CostTable)  # prices, fallback seconds, spend limits
 
@@ -85,8 +83,6 @@ def load_profile(name_or_path: str | None = None) -> DeploymentProfile:
         compute=kind,
         compute_options=compute,
         scene_length_s=float(raw.get("scenes", {}).get("length_s", 20)),
-        cpu_seconds_per_frame=cost.seconds_per_frame(False),
-        usd_per_cpu_hour=cost.usd_per_cpu_hour,
         autolabel_models=expand(dict(raw.get("autolabel", {}).get("models", {}))),
         cost=cost,
     )

@@ -215,6 +215,18 @@ class Registry:
         with self.engine.connect() as conn:
             return [(int(frames), float(seconds)) for frames, seconds in conn.execute(query)]
 
+    def recent_scene_seconds(self, stage: str, profile: str, limit: int = 200) -> list[tuple[str, int, float]]:
+        """(scene id, frames, seconds) of the same entries as recent_seconds: the scene id says
+        which log, so the cost estimate can compare them per pixel (the log's camera size)."""
+        query = (
+            sa.select(scene_outputs.c.scene_id, scene_outputs.c.frames, scene_outputs.c.seconds)
+            .where(scene_outputs.c.stage == stage, scene_outputs.c.profile == profile, scene_outputs.c.seconds > 0)
+            .order_by(scene_outputs.c.computed_at.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [(str(scene_id), int(frames), float(seconds)) for scene_id, frames, seconds in conn.execute(query)]
+
     def recent_costs(self, limit: int = 50) -> list[dict]:
         """The cost records (DatasetEntry.cost) of the newest `limit` builds that have one."""
         query = (sa.select(datasets.c.cost).where(datasets.c.cost.is_not(None))

@@ -5,6 +5,7 @@ worker seconds and AWS Batch job durations (moto), and the daily report material
 Dagster instance with its limit check and Sentry event."""
 
 import base64
+import json
 import re
 from datetime import datetime, timedelta, timezone
 
@@ -72,14 +73,16 @@ def test_the_estimate_prices_each_component_from_the_spec_the_cache_and_the_tabl
     plan = make_plan(s, catalog(durations), settings(), None, "run", lambda selected: inputs)
     estimate = plan.estimate
 
-    # By hand: three scenes (52.5 s) to sample at 10 Hz from 2 channels, undistorted.
+    # By hand: three scenes (52.5 s) to sample at 10 Hz from 2 channels, undistorted, from cameras of
+    # the reference size (no calibration at hand) into 800x450 frames (a quarter of the pixels): the
+    # 0.08 s measured at the reference size less three quarters of its encoding share (0.025 s).
     frames = round(52.5 * 10) * 2
-    sampling_usd = frames * 0.08 * 0.36 / 3600
+    sampling_usd = frames * (0.08 - 0.75 * 0.025) * 0.36 / 3600
     # Two scenes without labels (32.5 s of scene time), 30 CPU s each; their keyframe images read.
     label_usd = 2 * 30.0 * 0.36 / 3600
     label_images = round(32.5 * 2) * 2
-    # No earlier plan: every scene's part is merged (one part), 0.5 CPU s a scene.
-    merge_usd = 4 * 0.5 * 0.36 / 3600
+    # No earlier plan: every scene's part is merged (one part: 5 CPU s), 0.5 CPU s a scene.
+    merge_usd = (5.0 + 4 * 0.5) * 0.36 / 3600
     # 800×450 JPEGs at 200 kB a megapixel, plus 1 kB of tables a frame, for two months.
     gb = frames * (0.36 * 200_000 + 1_000) / 1e9
     storage_usd = gb * 2 * 0.5
@@ -92,10 +95,11 @@ def test_the_estimate_prices_each_component_from_the_spec_the_cache_and_the_tabl
     assert estimate["components"] == pytest.approx(expected, rel=1e-9)
     assert estimate["usd"] == pytest.approx(sum(expected.values()), rel=1e-9)
     assert estimate["frames"] == frames and estimate["cached_scenes"] == 1
-    assert estimate["cpu_hours"] == pytest.approx((frames * 0.08 + 60 + 2) / 3600)
+    assert estimate["cpu_hours"] == pytest.approx((frames * (0.08 - 0.75 * 0.025) + 60 + 7) / 3600)
     lines = {line.component: line for line in CostBreakdown.from_json(estimate["breakdown"]).lines}
     assert f"{puts:,d} PUT, {gets:,d} GET" == lines["requests"].quantity
-    assert lines["sampling"].basis == "constant (0.08 s a frame)"
+    assert lines["sampling"].basis == "0.0612 s a frame at 0.36 MP, table"
+    assert lines["merge"].basis == "5 s a part + 0.5 s a scene, table"
 
 
 def test_native_frames_use_the_native_rate_and_a_gpu_model_is_priced_per_gpu_hour():
@@ -121,19 +125,21 @@ def test_a_rebuild_with_everything_cached_merges_only_what_changed():
     assert grown.estimate["work"]["merged_scenes"] == 4 and grown.estimate["work"]["sampled_scenes"] == 1
 
 
-def test_measured_seconds_replace_the_constants_with_the_median_of_recent_entries(tmp_path):
+def test_measured_seconds_calibrate_the_table_with_the_median_of_recent_entries(tmp_path):
     s = spec(autolabel_model="baseline")
     registry = RegistryResource(url=f"sqlite:///{tmp_path}/r.db")
     reg = registry.registry()
     profile_key = sampling_profile(s).key()
-    # Seconds a frame 0.1, 0.2, 0.3 (median 0.2); a recovered output (0 s) and another profile don't count.
+    per_frame = TABLE.seconds_per_frame(True, 10, 1.44, 0.36)  # no calibration at hand: reference cameras
+    # Measured 1, 2 and 3 times the table's seconds (median 2); a recovered output (0 s) and another
+    # profile don't count.
     reg.record_scene_outputs([
-        SceneOutput("old/0000", STAGE_SAMPLED, profile_key, "p0", 100, 10.0),
-        SceneOutput("old/0001", STAGE_SAMPLED, profile_key, "p1", 100, 20.0),
-        SceneOutput("old/0002", STAGE_SAMPLED, profile_key, "p2", 200, 60.0),
+        SceneOutput("old/0000", STAGE_SAMPLED, profile_key, "p0", 100, 100 * per_frame),
+        SceneOutput("old/0001", STAGE_SAMPLED, profile_key, "p1", 100, 200 * per_frame),
+        SceneOutput("old/0002", STAGE_SAMPLED, profile_key, "p2", 200, 600 * per_frame),
         SceneOutput("old/0003", STAGE_SAMPLED, profile_key, "p3", 100, 0.0),
         SceneOutput("old/0004", STAGE_SAMPLED, "another-profile", "p4", 1, 99.0),
-        SceneOutput("log-a/0000", STAGE_SAMPLED, profile_key, "a0", 400, 40.0),  # cached for this plan
+        SceneOutput("log-a/0000", STAGE_SAMPLED, profile_key, "a0", 400, 1200 * per_frame),  # cached for this plan
     ])
     models = AutolabelModels()
     from jadd_dagster.defs.autolabel_assets import label_cache
@@ -141,21 +147,24 @@ def test_measured_seconds_replace_the_constants_with_the_median_of_recent_entrie
     _, _, label_key = label_cache(s, models)
     reg.record_scene_outputs([SceneOutput(f"old/{i:04d}", STAGE_AUTOLABELED, label_key, f"l{i}", 5, seconds)
                               for i, seconds in enumerate([4.0, 6.0, 11.0, 3.0])])
-    reg.record_dataset(entry("before", 10, cost={"measured": {"merge_s_per_scene": 2.0}}))
-    reg.record_dataset(entry("before", 10, cost={"measured": {"merge_s_per_scene": 4.0}}))
+    # Merges: 1.5 and 2.5 times the table (median 2); a build from before the per-part term is left out.
+    reg.record_dataset(entry("before", 10, cost={"measured": {"merge_s_per_scene": 9.0}}))
+    for factor in (1.5, 2.5):
+        reg.record_dataset(entry("before", 10, cost={"measured": {
+            "merge_s_per_scene": 1.0, "merge_s": factor * (2 * 5.0 + 10 * 0.5), "merged_scenes": 10, "merged_parts": 2}}))
 
     costing = plan_costing(s, registry, models, settings())
     inputs = costing(["log-a/0000", "log-a/0001"])
     assert inputs.sampled == {"log-a/0000"} and inputs.labelled == set()
-    sampled_ratios = sorted([10 / 100, 20 / 100, 60 / 200, 40 / 400])
-    assert inputs.sampling.seconds == pytest.approx((sampled_ratios[1] + sampled_ratios[2]) / 2)
-    assert inputs.sampling.basis == "measured (median of 4 recent frames)"
+    assert inputs.sampling.factor == pytest.approx(2.5)  # ratios 1, 2, 3, 3
+    assert inputs.sampling.basis == "table × 2.5, the median measured/table of 4 recent scenes"
     assert inputs.labelling.seconds == pytest.approx((4.0 + 6.0) / 2)
-    assert inputs.merging.seconds == pytest.approx(3.0)
+    assert inputs.merging.factor == pytest.approx(2.0)
 
     plan = make_plan(s, catalog([20.0, 20.0]), settings(), None, "run", costing)
-    assert plan.estimate["components"]["sampling"] == pytest.approx(400 * inputs.sampling.seconds * 0.36 / 3600)
+    assert plan.estimate["components"]["sampling"] == pytest.approx(400 * per_frame * 2.5 * 0.36 / 3600)
     assert plan.estimate["components"]["autolabel"] == pytest.approx(2 * 5.0 * 0.36 / 3600)
+    assert plan.estimate["components"]["merge"] == pytest.approx(2.0 * (5.0 + 2 * 0.5) * 0.36 / 3600)
 
 
 def test_median_rate_falls_back_to_the_constant_without_measurements():
@@ -405,3 +414,120 @@ def test_fallback_sampling_seconds_depend_on_the_rate_and_a_profile_may_give_the
         CostTable.from_mapping({"cpu_seconds_per_frame": {"fast": 0.1}})
     with pytest.raises(CostTableError, match=r"cost.cpu_seconds_per_frame.10: must be at least 0"):
         CostTable.from_mapping({"cpu_seconds_per_frame": {10: -1}})
+
+
+# Frame size, the Split plan and the merge's part term.
+
+REFERENCE = CostTable()  # the profile's defaults: figures measured at 1600x900
+
+
+def store_with_logs(tmp_path, sizes: dict[str, tuple[int, int]]) -> LocalStore:
+    """A store whose logs/<id>/calibration.json are a generated log's, with CAM_FRONT resized:
+    the estimate reads the cameras' sizes from there."""
+    from jadd_dagster.sim import make_logs
+
+    [log] = make_logs(tmp_path / "made", n_logs=1, minutes=0.34, seed=3, channels=("CAM_FRONT",), image_size=(32, 18),
+                      objects=False)
+    calibration = json.loads((log / "calibration.json").read_text())
+    store = LocalStore(tmp_path / "store")
+    for log_id, (width, height) in sizes.items():
+        store.write_json(f"logs/{log_id}/calibration.json",
+                         {**calibration, "CAM_FRONT": {**calibration["CAM_FRONT"], "width": width, "height": height}})
+    return store
+
+
+def two_logs() -> pd.DataFrame:
+    return pd.concat([catalog([20.0], "log-small"), catalog([20.0], "log-big")], ignore_index=True)
+
+
+def test_the_estimate_scales_with_the_cameras_pixels_and_the_output_size(tmp_path):
+    store = store_with_logs(tmp_path, {"log-small": (320, 180), "log-big": (1600, 900)})
+    registry = RegistryResource(url=f"sqlite:///{tmp_path}/r.db")
+    cost = settings(REFERENCE)
+    native = spec(channels=["CAM_FRONT"], undistort=False, image_width=None, image_height=None, autolabel=False)
+    costing = plan_costing(native, registry, AutolabelModels(), cost, StoreResource(url=str(store.root)))
+    assert costing(["log-small/0000"]).camera_sizes == {"log-small": {"CAM_FRONT": (320, 180)}}
+    work = make_plan(native, two_logs(), cost, None, "run", costing).estimate["work"]
+    # By hand (cost.py's model), 200 frames a log at 10 Hz: at 1600x900 the measured 0.037 s; at
+    # 320x180 (0.04 of its pixels) the 0.0021 s overhead plus 0.04 of the rest.
+    small = 0.0021 + (0.037 - 0.0021) * 0.04
+    assert work["sampling_s"] == pytest.approx(200 * 0.037 + 200 * small)
+    assert work["bytes_per_frame"] == pytest.approx((1.44 + 0.0576) / 2 * 250_000)
+
+    # Frames of 800x450 from both: encoding (0.0078 s at 1600x900) follows the output's pixels, decoding the camera's.
+    half = spec(channels=["CAM_FRONT"], undistort=False, image_width=800, image_height=450, autolabel=False)
+    costing = plan_costing(half, registry, AutolabelModels(), cost, StoreResource(url=str(store.root)))
+    work = make_plan(half, two_logs(), cost, None, "run", costing).estimate["work"]
+    big_half = 0.037 + 0.0078 * (0.25 - 1)
+    small_up = small + 0.0078 * (0.25 - 0.04)
+    assert work["sampling_s"] == pytest.approx(200 * big_half + 200 * small_up)
+
+    # Without the logs' calibration (no store) every camera counts as native_megapixels: the table's figure.
+    costing = plan_costing(native, registry, AutolabelModels(), cost)
+    assert make_plan(native, two_logs(), cost, None, "run", costing).estimate["work"]["sampling_s"] == pytest.approx(
+        400 * 0.037)
+
+
+def test_seconds_measured_on_small_frames_are_applied_per_pixel_to_large_ones(tmp_path):
+    store = store_with_logs(tmp_path, {"log-small": (320, 180), "log-big": (1600, 900), "log-old": (320, 180)})
+    registry = RegistryResource(url=f"sqlite:///{tmp_path}/r.db")
+    cost = settings(REFERENCE)
+    native = spec(channels=["CAM_FRONT"], undistort=True, image_width=None, image_height=None, autolabel=False)
+    small = REFERENCE.seconds_per_frame(True, 10, 0.0576)
+    # This deployment sampled 320x180 frames 1.5 times slower than the table says.
+    registry.registry().record_scene_outputs([
+        SceneOutput(f"log-old/{i:04d}", STAGE_SAMPLED, sampling_profile(native).key(), f"p{i}", 196, 1.5 * 196 * small)
+        for i in range(3)])
+    costing = plan_costing(native, registry, AutolabelModels(), cost, StoreResource(url=str(store.root)))
+    plan = make_plan(native, catalog([20.0], "log-big"), cost, None, "run", costing)
+    # 1.5 times the table at 1600x900 (0.056 s a frame undistorted), not 1.5 times 320x180's seconds.
+    assert plan.estimate["work"]["sampling_s"] == pytest.approx(200 * 0.056 * 1.5)
+    assert plan.estimate["work"]["sampling_s"] > 200 * 1.5 * small * 5
+
+
+def split_result() -> "StageResult":
+    from jadd_dagster.compute.dispatch import StageResult
+
+    return StageResult(chunks=2, plan=[{"chunk": "sampled-00000", "log": "a", "scenes": 2, "scene_s": 40.0},
+                                       {"chunk": "sampled-00001", "log": "b", "scenes": 1, "scene_s": 20.0}])
+
+
+@pytest.mark.parametrize("sweep_hz, undistort, per_frame", [(2, True, 0.104), (10, False, 0.037), (30, False, 0.022),
+                                                            (30, True, 0.038)])
+def test_the_split_plans_expected_cpu_seconds_follow_the_cost_tables_rate_and_undistortion(sweep_hz, undistort, per_frame):
+    from jadd_dagster.defs.stages import plan_metadata
+    from jadd_dagster.sampling import SamplingProfile
+
+    profile = SamplingProfile(keyframe_hz=2, sweep_hz=sweep_hz, undistort=undistort, image_size=None, jpeg_quality=90,
+                              channels=("CAM_FRONT", "CAM_BACK"))
+    metadata = plan_metadata(split_result(), profile, settings(REFERENCE))
+    assert metadata["expected_cpu_s"] == pytest.approx(60.0 * sweep_hz * 2 * per_frame, abs=0.05)
+    assert metadata["expected_cpu_s_per_frame"] == per_frame
+    # A dataset's plan knows its frame sizes and measured calibration: its estimate's seconds a frame.
+    estimate = {"work": {"frames": 1000, "sampling_s": 4.0}}
+    assert plan_metadata(split_result(), profile, settings(REFERENCE), estimate)["expected_cpu_s"] == pytest.approx(
+        60.0 * sweep_hz * 2 * 0.004, abs=0.05)
+
+
+def test_a_part_costs_a_fixed_merge_time_besides_its_scenes(tmp_path):
+    from jadd_dagster.build import actual_work_rates
+    from jadd_dagster.defs.cost_report import merge_samples
+    from jadd_dagster.planning import estimate_plan
+
+    s = spec(autolabel=False)
+    scenes = catalog([20.0] * 4)
+    ids = scenes["scene_id"].tolist()
+    one = estimate_plan(s, scenes, [PartPlan(1, ids)], None, CostInputs(TABLE))["work"]
+    two = estimate_plan(s, scenes, [PartPlan(1, ids[:2]), PartPlan(2, ids[2:])], None, CostInputs(TABLE))["work"]
+    assert (one["merged_parts"], two["merged_parts"]) == (1, 2)
+    assert one["merge_s"] == pytest.approx(5.0 + 4 * 0.5) and two["merge_s"] == pytest.approx(2 * 5.0 + 4 * 0.5)
+
+    # A build records its merge's seconds, scenes and parts; the next estimate compares them with the table.
+    store = LocalStore(tmp_path)
+    index = DatasetIndex("costly", "h", "/d", "k", [], 2, 80, 800, {}, "t", "run", "now", rewritten_parts=1,
+                         merged_scenes=2, merge_worker_s=12.0, merge_job_s=0.0)
+    write_build(store, sampled=StageRecord(STAGE_SAMPLED, "p", 0, 2, {}, 1, 9.0, 4.0, "run", frames=800, worker_s=8.0),
+                labels=StageRecord(STAGE_AUTOLABELED, "", 0, 0, {}, 0, 0.0, None, "run", enabled=False), index=index)
+    measured = actual_work_rates(store, "costly")
+    assert measured == {"merge_s_per_scene": 6.0, "merge_s": 12.0, "merged_scenes": 2, "merged_parts": 1}
+    assert merge_samples([{"measured": measured}], TABLE) == [(12.0, 5.0 + 2 * 0.5)]

@@ -12,21 +12,27 @@
 """
 
 import io
+import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
 from jadd_dagster import observability
 from jadd_dagster.autolabel.models import needs_gpu
-from jadd_dagster.cost import COMPONENTS, ChunkMeter, CostBreakdown, CostTable, format_usd, median_rate
+from jadd_dagster.cost import (
+    COMPONENTS, ChunkMeter, CostBreakdown, CostTable, FrameBatch, calibration, format_usd, median_rate, sampling_seconds,
+)
 from jadd_dagster.defs.autolabel_assets import label_cache
 from jadd_dagster.defs.compute_resources import BatchComputeBackend
-from jadd_dagster.defs.resources import AutolabelModels, PipelineSettings, RegistryResource
+from jadd_dagster.defs.resources import AutolabelModels, PipelineSettings, RegistryResource, StoreResource
 from jadd_dagster.defs.stages import image_metadata
 from jadd_dagster.layout import STAGE_AUTOLABELED, STAGE_SAMPLED
-from jadd_dagster.planning import CostInputs, sampling_profile, settings_table
+from jadd_dagster.logs.format import CALIBRATION
+from jadd_dagster.planning import CameraSizes, CostInputs, frame_batches, sampling_profile, settings_table
+from jadd_dagster.storage import LOGS
 from jadd_dagster.registry import DatasetEntry
 from jadd_dagster.spec import DatasetSpec
 
@@ -34,7 +40,9 @@ CHECK_SPEND = "spend_within_limits"
 REPORT_HOUR_UTC = 7  # the day of a report runs from 07:00 UTC to 07:00 UTC the next day
 BIGGEST_SPENDERS = 5
 PLOT_LOG_FOLDER = "jadd-cost-report"
-MERGE_RATE = "merge_s_per_scene"  # in a registry entry's cost["measured"]
+MERGE_RATE = "merge_s_per_scene"  # in a registry entry's cost["measured"] (older builds: alone)
+MERGE_MEASURED = ("merge_s", "merged_scenes", "merged_parts")  # ... and since the per-part term
+CALIBRATION_READERS = 16  # logs whose calibration.json is read at once (one GET each on S3)
 
 
 # The estimate (dataset_plan).
@@ -42,9 +50,13 @@ MERGE_RATE = "merge_s_per_scene"  # in a registry entry's cost["measured"]
 
 def plan_costing(
     spec: DatasetSpec, registry: RegistryResource, models: AutolabelModels, settings: PipelineSettings,
+    store: StoreResource | None = None,
 ) -> Callable[[list[str]], CostInputs]:
-    """For make_plan: the selected scenes' cache hits and the seconds earlier builds measured for
-    the same sampling profile and model (medians of the registry's recent entries)."""
+    """For make_plan: the selected scenes' cache hits, their logs' camera sizes (from the store's
+    calibration.json; without a store every camera counts as native_megapixels) and how far what
+    earlier builds measured is from the table's model: sampling per scene of the same sampling
+    profile, each compared with the model at its own log's camera size; merge per build, with its
+    parts and scenes; labelling the median seconds a scene of the same model and profile."""
     table = settings_table(settings)
 
     def inputs(scene_ids: list[str]) -> CostInputs:
@@ -52,8 +64,10 @@ def plan_costing(
         profile_key = sampling_profile(spec).key()
         wanted = set(scene_ids)
         sampled = set(reg.cached_scene_outputs(STAGE_SAMPLED, profile_key, wanted))
-        recent = reg.recent_seconds(STAGE_SAMPLED, profile_key, table.measured_entries)
-        sampling = median_rate(recent, table.seconds_per_frame(spec.undistort, spec.sweep_hz), "frame")
+        recent = reg.recent_scene_seconds(STAGE_SAMPLED, profile_key, table.measured_entries)
+        logs = {scene_id.split("/")[0] for scene_id in wanted} | {scene_id.split("/")[0] for scene_id, _, _ in recent}
+        sizes = camera_sizes(store, logs) if store is not None else {}
+        sampling = calibration(sampling_samples(spec, recent, sizes, table), "scene")
         labelled, labelling, gpu = set(), None, False
         if spec.autolabel:
             config, _, cache_key = label_cache(spec, models)
@@ -61,12 +75,55 @@ def plan_costing(
             per_scene = [(1, seconds) for _, seconds in reg.recent_seconds(STAGE_AUTOLABELED, cache_key, table.measured_entries)]
             labelling = median_rate(per_scene, table.label_seconds_per_scene(spec.autolabel_model), "scene")
             gpu = needs_gpu(config)
-        merges = [(1, c["measured"][MERGE_RATE]) for c in reg.recent_costs(table.measured_entries)
-                  if (c.get("measured") or {}).get(MERGE_RATE)]
-        merging = median_rate(merges, table.merge_seconds_per_scene, "scene")
-        return CostInputs(table, sampled, labelled, sampling, labelling, merging, gpu)
+        merging = calibration(merge_samples(reg.recent_costs(table.measured_entries), table), "build")
+        return CostInputs(table, sampled, labelled, sampling, labelling, merging, gpu, sizes)
 
     return inputs
+
+
+def sampling_samples(
+    spec: DatasetSpec, recent: Iterable[tuple[str, int, float]], sizes: CameraSizes, table: CostTable,
+) -> list[tuple[float, float]]:
+    """(measured, modelled) seconds of recently sampled scenes of the spec's sampling profile, the
+    model at the scene's own camera size: a scene measured on small frames says how fast this
+    deployment samples a pixel, not a frame."""
+    samples = []
+    for scene_id, frames, seconds in recent:
+        count, model_s = sampling_seconds(frame_batches(spec, {scene_id.split("/")[0]: 1.0}, sizes, table), table,
+                                          spec.undistort, spec.sweep_hz)
+        samples.append((seconds, frames * model_s / count if count else 0.0))
+    return samples
+
+
+def merge_samples(costs: Iterable[Mapping], table: CostTable) -> list[tuple[float, float]]:
+    """(measured, modelled) merge seconds of recent builds that recorded their merged parts and
+    scenes (builds from before the per-part term recorded seconds a scene only: left out)."""
+    samples = []
+    for cost in costs:
+        measured = cost.get("measured") or {}
+        if all(measured.get(key) for key in MERGE_MEASURED):
+            samples.append((measured["merge_s"], table.merge_seconds(measured["merged_parts"], measured["merged_scenes"])))
+    return samples
+
+
+def camera_sizes(store: StoreResource, log_ids: Iterable[str]) -> CameraSizes:
+    """Each log's cameras' (width, height) from its calibration.json, read a few logs at once; a
+    log without one (not in this store) is left out and counts as native_megapixels."""
+    s = store.store()
+
+    def read(log_id: str) -> tuple[str, dict]:
+        try:
+            data = json.loads(s.get_bytes(f"{LOGS}/{log_id}/{CALIBRATION}"))
+        except FileNotFoundError:
+            return log_id, {}
+        return log_id, {channel: (int(c["width"]), int(c["height"])) for channel, c in data.items()
+                        if isinstance(c, Mapping) and "width" in c and "height" in c}
+
+    logs = sorted(set(log_ids))
+    if len(logs) <= 1:
+        return dict(read(log_id) for log_id in logs)
+    with ThreadPoolExecutor(min(CALIBRATION_READERS, len(logs))) as pool:
+        return dict(pool.map(read, logs))
 
 
 def estimate_metadata(estimate: Mapping) -> dict:

@@ -77,7 +77,7 @@ def dataset_plan(
     previous = build.read_optional(s, plan_key(spec.name), DatasetPlan)
     try:
         plan = make_plan(spec, read_catalog(store), settings, previous, context.run.run_id,
-                         plan_costing(spec, registry, models, settings))
+                         plan_costing(spec, registry, models, settings, store))
     except FilterError as error:
         raise dg.Failure(str(error)) from None
     if not plan.parts:
@@ -126,7 +126,7 @@ def sampled_frames(
                          metadata={"failed": dg.MetadataValue.json(result.failed)})
     return dg.MaterializeResult(metadata={
         "profile": profile.key(), "computed": len(result.computed), "cached": len(result.cached),
-        **plan_metadata(result, profile.sweep_hz * len(profile.channels), settings),
+        **plan_metadata(result, profile, settings),
     })
 
 
@@ -182,7 +182,7 @@ def dataset_frames(
         "recovered_scenes": len(result.recovered), **reclaimed,
         "failed_scenes": dg.MetadataValue.json(result.failed), "sampling_wall_s": round(result.wall_s, 3),
         **seconds_metadata("sampling_s_per_scene", result),
-        **plan_metadata(result, profile.sweep_hz * len(profile.channels), settings),
+        **plan_metadata(result, profile, settings, plan.estimate),
     })
 
 

@@ -49,12 +49,10 @@ class AutolabelModels(dg.ConfigurableResource):
 
 
 class PipelineSettings(dg.ConfigurableResource):
-    """Deployment-wide settings: scene length and the cost model's constants; `cost` is the
-    profile's whole price table (cost.CostTable.to_mapping: prices, fallback seconds, limits)."""
+    """Deployment-wide settings: scene length and the profile's whole price table `cost`
+    (cost.CostTable.to_mapping: prices, fallback seconds, limits; empty: CostTable's defaults)."""
 
     scene_length_s: float = 20.0
-    cpu_seconds_per_frame: float = 0.02
-    usd_per_cpu_hour: float = 0.05
     cost: dict[str, Any] = {}
 
 
@@ -69,8 +67,6 @@ def resources_for(profile: DeploymentProfile) -> dict[str, dg.ConfigurableResour
         "models": AutolabelModels(models=profile.autolabel_models or DEFAULT_MODELS),
         "settings": PipelineSettings(
             scene_length_s=profile.scene_length_s,
-            cpu_seconds_per_frame=profile.cpu_seconds_per_frame,
-            usd_per_cpu_hour=profile.usd_per_cpu_hour,
             cost=profile.cost.to_mapping(),
         ),
     }

@@ -12,6 +12,8 @@ from jadd_dagster.defs.bookkeeping import record_materializations
 from jadd_dagster.defs.compute_resources import ComputeBackend
 from jadd_dagster.defs.partitions import scene_partition_key
 from jadd_dagster.defs.resources import PipelineSettings, RegistryResource, StoreResource
+from jadd_dagster.planning import settings_table
+from jadd_dagster.sampling import SamplingProfile
 from jadd_dagster.scene_record import parse_scene_id
 
 
@@ -68,11 +70,19 @@ def seconds_metadata(name: str, result: StageResult) -> dict:
     return {} if seconds is None else {name: round(seconds, 3)}
 
 
-def plan_metadata(result: StageResult, frames_per_scene_s: float, settings: PipelineSettings) -> dict:
-    """The Split plan as the run shows it: chunks, scenes and expected CPU time, the first chunks."""
+def plan_metadata(result: StageResult, profile: SamplingProfile, settings: PipelineSettings, estimate=None) -> dict:
+    """The Split plan as the run shows it: chunks, scenes and expected CPU time, the first chunks.
+    A frame's seconds: the dataset plan's estimate (its frame sizes and measured calibration)
+    where there is one, else the cost table's figure for the profile's rate and undistortion."""
+    work = (estimate or {}).get("work") or {}
+    if work.get("frames"):
+        per_frame = work["sampling_s"] / work["frames"]
+    else:
+        per_frame = settings_table(settings).seconds_per_frame(profile.undistort, profile.sweep_hz)
+    frames_per_scene_s = profile.sweep_hz * len(profile.channels)
 
     def cpu_s(chunk: dict) -> float:
-        return chunk["scene_s"] * frames_per_scene_s * settings.cpu_seconds_per_frame
+        return chunk["scene_s"] * frames_per_scene_s * per_frame
 
     rows = [f"| {c['chunk']} | {c['log']} | {c['scenes']} | {c['scene_s']:.0f} | {cpu_s(c):.0f} |" for c in result.plan[:50]]
     table = "| chunk | log | scenes | scene s | expected CPU s |\n|---|---|---:|---:|---:|\n" + "\n".join(rows)
@@ -80,6 +90,7 @@ def plan_metadata(result: StageResult, frames_per_scene_s: float, settings: Pipe
         "chunks": result.chunks,
         "scenes_computed_in_chunks": sum(c["scenes"] for c in result.plan),
         "expected_cpu_s": round(sum(cpu_s(c) for c in result.plan), 1),
+        "expected_cpu_s_per_frame": round(per_frame, 5),
         "split_plan": dg.MetadataValue.md(table),
     }
 
