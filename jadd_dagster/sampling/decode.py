@@ -6,9 +6,12 @@ frames need. Packets are read one group of pictures (GOP: keyframe to keyframe) 
 GOP that an IDR frame closes (nothing after an IDR refers to a frame before it), the packets after
 the last wanted frame's packet in decode order are never decoded, and a GOP without a wanted frame
 is skipped whole. Unwanted non-reference frames inside what is decoded are dropped by libavcodec
-(skip_frame). Wanted frames come out bit-identical to a full decode. Frames are identified by their
-presentation time on the video's constant-rate grid (index = pts * time_base * rate), which is the
-row of the frame in the log's timestamps file.
+(skip_frame). In an intra-only video (a camera's JPEG or PNG images as recorded: every packet is a
+picture of its own) only the wanted packets are decoded. Wanted frames come out bit-identical to a
+full decode. read_packets gives an intra-only video's wanted packets as they are, decoding nothing
+(a JPEG copied into a dataset). Frames are identified by their presentation time on the video's
+constant-rate grid (index = pts * time_base * rate), which is the row of the frame in the log's
+timestamps file.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ import av
 from jadd_dagster.sampling.frames import SamplingError
 
 _H264_SLICE, _H264_IDR = 1, 5  # NAL unit types of a coded slice: non-IDR and IDR picture
+# Codecs of a camera's images stored as recorded (ingest/video.py): each packet is one picture.
+# FFmpeg flags mjpeg intra-only but not png (its decoder also reads APNG, whose frames do refer back).
+IMAGE_CODECS = ("mjpeg", "png")
+_DHT = 0xC4  # JPEG marker: define Huffman tables
 THREADS_ENV = "JADD_SAMPLING_THREADS"
 
 
@@ -89,6 +96,31 @@ def sampling_threads() -> int:
     return threads
 
 
+def video_codec(video: Path) -> str:
+    """The codec of a camera video's stream: 'h264', or 'mjpeg' / 'png' for images stored as
+    recorded (read from the container header)."""
+    with av.open(str(video)) as container:
+        return container.streams.video[0].codec_context.name
+
+
+def jpeg_has_huffman_tables(data: bytes) -> bool:
+    """Whether a JPEG carries its Huffman tables (a DHT segment before its first scan). Motion-JPEG
+    from some USB cameras leaves them out for the decoder's defaults; such a file is no JPEG of its
+    own, so it is decoded and encoded instead of copied."""
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == _DHT:
+            return True
+        if marker == 0xDA:  # start of scan: no tables before it
+            return False
+        if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            pos += 1 if marker == 0xFF else 2
+            continue
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    return False
+
+
 def decode_frames(
     video: Path,
     wanted: Sequence[int],
@@ -101,18 +133,16 @@ def decode_frames(
     """Yield (frame index, frame) for each wanted frame index, in order, from one forward pass.
 
     frame_count is the number of rows of the video's timestamps file; the video must have as many
-    frames. skip_unwanted lets the pass leave out what no wanted frame needs (GOP tails and GOPs
-    closed by an IDR frame, unwanted non-reference frames): the wanted frames decode
+    frames. rate_hz is the camera's rate (the grid of its pts). skip_unwanted lets the pass leave
+    out what no wanted frame needs (GOP tails and GOPs closed by an IDR frame, unwanted
+    non-reference frames, every unwanted packet of an intra-only video): the wanted frames decode
     bit-identically; without it every frame up to the last wanted one is decoded. threads is the
     decoder's thread count (frame threading; None: sampling_threads()). Raises DecodeError when a
     wanted frame is not in the video.
     """
-    wanted = sorted(set(int(i) for i in wanted))
+    wanted = _checked(video, wanted, frame_count)
     if not wanted:
         return
-    if wanted[0] < 0 or wanted[-1] >= frame_count:
-        bad = wanted[0] if wanted[0] < 0 else wanted[-1]
-        raise DecodeError(f"{video}: frame {bad} is outside 0..{frame_count - 1}")
     stats = stats if stats is not None else DecodeStats()
     threads = sampling_threads() if threads is None else max(1, int(threads))
     clock, cpu = time.perf_counter(), time.thread_time()
@@ -120,48 +150,14 @@ def decode_frames(
         stream = container.streams.video[0]
         stream.thread_count = threads
         stream.thread_type = "FRAME" if threads > 1 else "NONE"
-        if stream.frames and stream.frames != frame_count:
-            raise DecodeError(f"{video}: {stream.frames} frames in the video but {frame_count} timestamps")
-        time_base = stream.time_base
-        origin = stream.start_time or 0
+        index_of, origin = _grid(video, stream, frame_count, rate_hz)
         codec = stream.codec_context
-
-        rate = Fraction(rate_hz).limit_denominator(1_000_000)
-        scale, unit = time_base.numerator * rate.numerator, time_base.denominator * rate.denominator
-
-        def index_of(pts: int | None) -> int | None:
-            if pts is None:
-                return None
-            exact = (pts - origin) * scale  # frames * unit: integers only, this runs for every packet
-            index = (2 * exact + unit) // (2 * unit)
-            if 4 * abs(exact - index * unit) > unit:
-                raise DecodeError(f"{video}: pts {pts} is not on a {rate_hz} Hz frame grid")
-            return index
-
-        plan = _PacketPlan(index_of, set(wanted) if skip_unwanted else None, _idr_test(codec), stats)
-        # Seek once, to the keyframe at or before the first wanted frame. A demuxer can land just
-        # after it (keyframe chosen by decode time); then seek again, further back.
-        first = wanted[0]
-        back_off = 0
-        while True:
-            target_index = first - back_off
-            if target_index > 0:
-                container.seek(origin + int(Fraction(target_index, rate_hz) / time_base), stream=stream, backward=True)
-                stats.seeks += 1
-            elif back_off:
-                container.seek(origin, stream=stream, backward=True)
-                stats.seeks += 1
-            frames = _decoded(plan.packets(container.demux(stream)), codec)
-            head = next(frames, None)
-            landed_after = head is None or (head.pts is not None and index_of(head.pts) > first)
-            if target_index > 0 and landed_after:
-                back_off = max(2 * back_off, rate_hz)
-                continue
-            break
-
+        plan = _PacketPlan(index_of, set(wanted) if skip_unwanted else None, _idr_test(codec), stats, _intra_only(codec))
+        frames = _forward(container, stream, wanted[0], rate_hz, origin, index_of, stats,
+                          lambda demuxed: _decoded(plan.packets(demuxed), codec))
         pending = iter(wanted)
         need = next(pending)
-        for frame in itertools.chain([head] if head is not None else [], frames):
+        for frame in frames:
             stats.decoded += 1
             index = index_of(frame.pts)
             if index is None:
@@ -184,6 +180,105 @@ def decode_frames(
     raise DecodeError(f"{video}: frame {need} of {frame_count} is past the end of the video")
 
 
+def read_packets(
+    video: Path, wanted: Sequence[int], frame_count: int, rate_hz: int = 30, stats: DecodeStats | None = None
+) -> Iterator[tuple[int, bytes]]:
+    """Yield (frame index, packet bytes) for each wanted frame of an intra-only video (IMAGE_CODECS:
+    a camera's JPEG or PNG images as recorded), in order, from one forward pass; nothing is
+    decoded, and the packets of unwanted frames are read past (stats.not_decoded). The bytes are
+    the recorded image file. Arguments and errors as for decode_frames."""
+    wanted = _checked(video, wanted, frame_count)
+    if not wanted:
+        return
+    stats = stats if stats is not None else DecodeStats()
+    clock, cpu = time.perf_counter(), time.thread_time()
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        if not _intra_only(stream.codec_context):
+            raise DecodeError(f"{video}: {stream.codec_context.name} packets are not pictures of their own")
+        index_of, origin = _grid(video, stream, frame_count, rate_hz)
+        plan = _PacketPlan(index_of, set(wanted), None, stats, intra_only=True)
+        packets = _forward(container, stream, wanted[0], rate_hz, origin, index_of, stats,
+                           lambda demuxed: (packet for packet, _ in plan.packets(demuxed)))
+        pending = iter(wanted)
+        need = next(pending)
+        for packet in packets:
+            index = index_of(packet.pts)
+            if index != need:
+                raise DecodeError(f"{video}: frame {need} is missing (next packet: frame {index})")
+            data = bytes(packet)
+            stats.seconds += time.perf_counter() - clock
+            stats.cpu_seconds += time.thread_time() - cpu
+            yield index, data
+            clock, cpu = time.perf_counter(), time.thread_time()
+            need = next(pending, None)
+            if need is None:
+                return
+        stats.seconds += time.perf_counter() - clock
+        stats.cpu_seconds += time.thread_time() - cpu
+    raise DecodeError(f"{video}: frame {need} of {frame_count} is past the end of the video")
+
+
+def _checked(video: Path, wanted: Sequence[int], frame_count: int) -> list[int]:
+    """The wanted frame indices sorted and unique; DecodeError if one is outside the video."""
+    wanted = sorted(set(int(i) for i in wanted))
+    if wanted and (wanted[0] < 0 or wanted[-1] >= frame_count):
+        bad = wanted[0] if wanted[0] < 0 else wanted[-1]
+        raise DecodeError(f"{video}: frame {bad} is outside 0..{frame_count - 1}")
+    return wanted
+
+
+def _grid(video: Path, stream, frame_count: int, rate_hz: int):
+    """(index_of, origin): index_of(pts) is a pts's frame index on the stream's rate_hz grid
+    (DecodeError off the grid), origin the stream's first pts. Also checks that the stream has
+    frame_count frames when its header says how many it has."""
+    if stream.frames and stream.frames != frame_count:
+        raise DecodeError(f"{video}: {stream.frames} frames in the video but {frame_count} timestamps")
+    time_base = stream.time_base
+    origin = stream.start_time or 0
+    rate = Fraction(rate_hz).limit_denominator(1_000_000)
+    scale, unit = time_base.numerator * rate.numerator, time_base.denominator * rate.denominator
+
+    def index_of(pts: int | None) -> int | None:
+        if pts is None:
+            return None
+        exact = (pts - origin) * scale  # frames * unit: integers only, this runs for every packet
+        index = (2 * exact + unit) // (2 * unit)
+        if 4 * abs(exact - index * unit) > unit:
+            raise DecodeError(f"{video}: pts {pts} is not on a {rate_hz} Hz frame grid")
+        return index
+
+    return index_of, origin
+
+
+def _forward(container, stream, first: int, rate_hz: int, origin: int, index_of, stats: DecodeStats, items):
+    """items(container.demux(stream)) after one seek to the keyframe at or before frame first:
+    an iterator of frames or packets (anything with .pts) from there on. A demuxer can land just
+    after that keyframe (chosen by decode time); then it seeks again, further back."""
+    time_base = stream.time_base
+    back_off = 0
+    while True:
+        target_index = first - back_off
+        if target_index > 0:
+            container.seek(origin + int(Fraction(target_index, rate_hz) / time_base), stream=stream, backward=True)
+            stats.seeks += 1
+        elif back_off:
+            container.seek(origin, stream=stream, backward=True)
+            stats.seeks += 1
+        found = items(container.demux(stream))
+        head = next(found, None)
+        landed_after = head is None or (head.pts is not None and index_of(head.pts) > first)
+        if target_index > 0 and landed_after:
+            back_off = max(2 * back_off, rate_hz)
+            continue
+        return itertools.chain([head] if head is not None else [], found)
+
+
+def _intra_only(codec) -> bool:
+    """Whether every packet of the stream is a picture of its own (no packet refers to another)."""
+    return codec.name in IMAGE_CODECS or bool(getattr(codec.codec, "intra_only", False))
+
+
 def _decoded(packets: Iterator[tuple[av.Packet, bool]], codec) -> Iterator[av.VideoFrame]:
     """Frames out of the decoder, in presentation order, from (packet, may skip if non-reference)."""
     for packet, skippable in packets:
@@ -197,11 +292,14 @@ class _PacketPlan:
     """Which packets a pass gives the decoder, one GOP at a time (see the module docstring).
 
     wanted None: every packet, none skippable. idr tells whether a keyframe packet is an IDR
-    picture (None for codecs other than H.264: then no GOP tail is ever left out).
+    picture (None for codecs other than H.264: then no GOP tail is ever left out). intra_only: each
+    packet is a picture of its own, so only the wanted ones are given (the others are counted in
+    stats.not_decoded).
     """
 
-    def __init__(self, index_of, wanted: set[int] | None, idr, stats: DecodeStats):
+    def __init__(self, index_of, wanted: set[int] | None, idr, stats: DecodeStats, intra_only: bool = False):
         self.index_of, self.wanted, self.idr, self.stats = index_of, wanted, idr, stats
+        self.intra_only = intra_only
 
     def packets(self, demuxed: Iterator[av.Packet]) -> Iterator[tuple[av.Packet, bool]]:
         wanted = self.wanted
@@ -211,6 +309,19 @@ class _PacketPlan:
                     yield packet, False
             return
         remaining = set(wanted)
+        if self.intra_only:
+            for packet in demuxed:
+                if not packet.size:
+                    break
+                index = self.index_of(packet.pts)
+                if index not in wanted:
+                    self.stats.not_decoded += 1
+                    continue
+                yield packet, False
+                remaining.discard(index)
+                if not remaining:
+                    break
+            return
         gop: list[av.Packet] = []
         for packet in demuxed:
             if not packet.size:  # the demuxer's final empty packet: end of the stream

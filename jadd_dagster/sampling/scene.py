@@ -1,5 +1,11 @@
 """Sample one scene end to end: select, decode and write its frames, then its record.
 
+Each camera's frames are selected at its own rate (the log's manifest, rate_hz). A camera whose
+images were stored as recorded JPEGs (codec mjpeg) and whose frames the profile keeps as they are
+(no resize, no undistortion of a distorted lens: FrameEncoder.luma is None) gets the recorded
+JPEG files, copied: nothing is decoded or encoded, and jpeg_quality does not apply. Otherwise each
+frame is decoded once and encoded once.
+
 The output folder follows jadd_dagster.scene_record; scene.json is written last and is the
 completion marker, so a folder without it is an interrupted attempt and is simply redone.
 """
@@ -13,11 +19,20 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import av
 import numpy as np
 import pandas as pd
 
 from jadd_dagster.camera import CameraCalibration
-from jadd_dagster.sampling.decode import DecodeStats, decode_frames, sampling_threads
+
+from jadd_dagster.sampling.decode import (
+    DecodeStats,
+    decode_frames,
+    jpeg_has_huffman_tables,
+    read_packets,
+    sampling_threads,
+    video_codec,
+)
 from jadd_dagster.sampling.encode import FrameEncoder
 from jadd_dagster.sampling.frames import (
     MissingKeyframes,
@@ -36,13 +51,14 @@ class SamplingStats:
 
     decode_s: inside the decoder (demux, seek, decode); encode_s: colour conversion, remap and
     JPEG encoding; write_s: writing files (with threads > 1, encode_s and write_s add up the
-    encoding threads' times); frames: JPEGs written; decoded: frames out of the decoder;
-    not_decoded: packets no wanted frame needed, never decoded; threads: decoder and encoder
-    threads used.
+    encoding threads' times); frames: JPEGs written; copied: of those, recorded JPEGs written as
+    they are (neither decoded nor encoded); decoded: frames out of the decoder; not_decoded:
+    packets no wanted frame needed, never decoded; threads: decoder and encoder threads used.
     """
 
     scene_id: str
     frames: int = 0
+    copied: int = 0
     keyframes: int = 0
     sweeps: int = 0
     decoded: int = 0
@@ -63,7 +79,7 @@ class SamplingStats:
 
 
 _SUMMED = (
-    "frames", "decoded", "not_decoded", "seeks", "decode_s", "encode_s", "write_s", "decode_cpu_s", "encode_cpu_s",
+    "frames", "copied", "decoded", "not_decoded", "seeks", "decode_s", "encode_s", "write_s", "decode_cpu_s", "encode_cpu_s",
     "write_cpu_s",
 )
 
@@ -165,7 +181,7 @@ def _select(
 ) -> list[Selection]:
     try:
         return select_frames(
-            timestamps, start_us, end_us, profile.keyframe_hz, profile.sweep_hz, source_hz=log.manifest.camera_hz
+            timestamps, start_us, end_us, profile.keyframe_hz, profile.sweep_hz, source_hz=log.manifest.rate_hz(channel)
         )
     except MissingKeyframes as err:
         covered = f"{timestamps[0]}..{timestamps[-1]} µs" if len(timestamps) else "no frames"
@@ -185,9 +201,11 @@ def _write_channel(
     scene_id: str,
     threads: int = 1,
 ) -> tuple[CameraCalibration, list[FrameRecord], dict]:
-    """Decode and write one camera's selected frames: (output calibration, FrameRecords, stats)."""
+    """Write one camera's selected frames, copied or decoded and encoded (see the module
+    docstring): (output calibration, FrameRecords, stats)."""
     encoder = FrameEncoder(log.calibration[channel], profile.image_size, profile.undistort, profile.jpeg_quality)
     out_calib = encoder.out_calib
+    video, rate_hz = log.video_path(channel), log.manifest.rate_hz(channel)
     folder = out_dir / channel
     folder.mkdir(parents=True, exist_ok=True)
     by_index = {s.frame_index: s for s in selections}
@@ -204,15 +222,18 @@ def _write_channel(
     def done(times: np.ndarray) -> None:
         seconds[:] += times
 
-    frames = decode_frames(
-        log.video_path(channel), list(by_index), frame_count, log.manifest.camera_hz, decode, threads=threads
-    )
+    copied = 0
     try:
-        if threads == 1:
-            for index, frame in frames:
-                done(write(index, frame))
+        if encoder.luma is None and video_codec(video) == "mjpeg":
+            copied = _copy_jpegs(read_packets(video, list(by_index), frame_count, rate_hz, decode), write, done,
+                                 lambda index, jpeg: _write_atomic(folder / f"{by_index[index].timestamp_us}.jpg", jpeg))
         else:
-            _write_in_pool(frames, write, done, threads)
+            frames = decode_frames(video, list(by_index), frame_count, rate_hz, decode, threads=threads)
+            if threads == 1:
+                for index, frame in frames:
+                    done(write(index, frame))
+            else:
+                _write_in_pool(frames, write, done, threads)
     except SamplingError as err:
         raise SamplingError(f"scene {scene_id}: {channel}: {err}") from err
 
@@ -235,6 +256,7 @@ def _write_channel(
     ]
     stats = {
         "frames": len(selections),
+        "copied": copied,
         "decoded": decode.decoded,
         "not_decoded": decode.not_decoded,
         "seeks": decode.seeks,
@@ -246,6 +268,29 @@ def _write_channel(
         "write_cpu_s": float(seconds[3]),
     }
     return out_calib, records, stats
+
+
+def _copy_jpegs(packets, write, done, copy) -> int:
+    """copy(index, jpeg) for each recorded JPEG (index, bytes) that is a JPEG file of its own; one
+    without Huffman tables (motion JPEG relying on the decoder's defaults) is decoded and
+    encoded instead: write(index, frame), its times to done. Returns how many were copied."""
+    copied, decoder = 0, None
+    for index, jpeg in packets:
+        if jpeg_has_huffman_tables(jpeg):
+            t0, c0 = time.perf_counter(), time.thread_time()
+            copy(index, jpeg)
+            done(np.array([0.0, time.perf_counter() - t0, 0.0, time.thread_time() - c0]))
+            copied += 1
+            continue
+        decoder = decoder or av.CodecContext.create("mjpeg", "r")
+        try:
+            frames = decoder.decode(av.Packet(jpeg))
+        except av.FFmpegError as error:
+            raise SamplingError(f"frame {index}: not a decodable JPEG ({error})") from None
+        if len(frames) != 1:
+            raise SamplingError(f"frame {index}: not a decodable JPEG")
+        done(write(index, frames[0]))
+    return copied
 
 
 def _write_in_pool(frames, write, done, threads: int) -> None:
