@@ -17,6 +17,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import simplejpeg
 
@@ -96,14 +97,23 @@ def jpeg(channel: str, index: int) -> bytes:
     return simplejpeg.encode_jpeg(image(channel, index), quality=92, colorspace="RGB", colorsubsampling="420")
 
 
+def png(channel: str, index: int) -> bytes:
+    return cv2.imencode(".png", cv2.cvtColor(image(channel, index), cv2.COLOR_RGB2BGR))[1].tobytes()
+
+
+def compressed(channel: str, index: int, image_format: str) -> bytes:
+    """Frame index of the image camera as its topic carries it: 'jpeg' or 'png' bytes."""
+    return jpeg(channel, index) if image_format == "jpeg" else png(channel, index)
+
+
 class H264Stream:
     """A camera encoded to Annex B H.264 access units (SPS/PPS on every keyframe, no B-frames)."""
 
-    def __init__(self):
+    def __init__(self, hz: int = CAMERA_HZ):
         self.codec = av.CodecContext.create("libx264", "w")
         self.codec.width, self.codec.height, self.codec.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        self.codec.time_base = Fraction(1, CAMERA_HZ)
-        self.codec.options = {"preset": "ultrafast", "tune": "zerolatency", "x264-params": f"keyint={CAMERA_HZ}:bframes=0:repeat-headers=1"}
+        self.codec.time_base = Fraction(1, hz)
+        self.codec.options = {"preset": "ultrafast", "tune": "zerolatency", "x264-params": f"keyint={hz}:bframes=0:repeat-headers=1"}
         self.count = 0
 
     def encode(self, rgb: np.ndarray) -> list[bytes]:
@@ -145,18 +155,21 @@ def _ns(t_s: float) -> int:
     return START_S * 1_000_000_000 + round(t_s * 1e9)
 
 
-def _camera_stamp_ns(index: int) -> int:
+def _camera_stamp_ns(index: int, hz: int = CAMERA_HZ) -> int:
     jitter_ms = (index * 7) % 5  # 0-4 ms late: real cameras are not on a perfect grid
-    return _ns(index / CAMERA_HZ) + jitter_ms * 1_000_000
+    return _ns(index / hz) + jitter_ms * 1_000_000
 
 
 def write_drive(folder: Path, flavour: str, segments: list[tuple[float, float]], lidar: bool = True,
-                name: str = "drive") -> Recording:
+                name: str = "drive", rates: dict[str, int] | None = None, image_format: str = "jpeg") -> Recording:
     """One MCAP file per (start_s, end_s) segment of one continuous drive: split files, which may
-    overlap (repeating messages) or leave gaps (messages lost). Returns what was recorded."""
+    overlap (repeating messages) or leave gaps (messages lost). rates: the cameras' frame rates (Hz;
+    CAMERA_HZ for those not given); image_format: 'jpeg' or 'png' for CAM_FRONT's images. Returns
+    what was recorded."""
     folder.mkdir(parents=True, exist_ok=True)
     recording = Recording()
-    events = sorted(_events(max(end for _, end in segments), lidar), key=lambda e: e[0])
+    rates = {channel: (rates or {}).get(channel, CAMERA_HZ) for channel in CAMERA_MOUNT}
+    events = sorted(_events(max(end for _, end in segments), lidar, rates, image_format), key=lambda e: e[0])
     for number, (start_s, end_s) in enumerate(segments):
         path = folder / f"{name}_{number}.mcap"
         kept = [(_ns(start_s), "static", None, _ns(start_s))]
@@ -178,14 +191,20 @@ def write_drive(folder: Path, flavour: str, segments: list[tuple[float, float]],
     return recording
 
 
-def _events(end_s: float, lidar: bool):
-    """(log time ns, kind, payload, header stamp ns) of the whole drive; one H.264 stream."""
-    h264 = H264Stream()
-    for index in range(math.ceil(end_s * CAMERA_HZ)):
-        stamp = _camera_stamp_ns(index)
-        yield stamp + LATENCY_NS, "jpeg", (stamp, jpeg("CAM_FRONT", index), index), stamp
+def _events(end_s: float, lidar: bool, rates: dict[str, int], image_format: str):
+    """(log time ns, kind, payload, header stamp ns) of the whole drive: CAM_FRONT's images
+    (kind 'jpeg', either format), CAM_FRONT_LEFT's H.264 stream; each camera at its rate."""
+    for index in range(math.ceil(end_s * rates["CAM_FRONT"])):
+        stamp = _camera_stamp_ns(index, rates["CAM_FRONT"])
+        data = compressed("CAM_FRONT", index, image_format)
+        yield stamp + LATENCY_NS, "jpeg", (stamp, data, index, image_format), stamp
+    h264 = H264Stream(rates["CAM_FRONT_LEFT"])
+    for index in range(math.ceil(end_s * rates["CAM_FRONT_LEFT"])):
+        stamp = _camera_stamp_ns(index, rates["CAM_FRONT_LEFT"])
         (data,) = h264.encode(image("CAM_FRONT_LEFT", index))  # no B-frames, no delay: one out per frame in
         yield stamp + LATENCY_NS, "h264", (stamp, data, index), stamp
+    for index in range(math.ceil(end_s * CAMERA_HZ)):
+        stamp = _camera_stamp_ns(index)
         if index % CAMERA_HZ == 0:
             yield stamp + LATENCY_NS, "info", stamp, stamp
         if lidar:
@@ -234,9 +253,9 @@ def _ros2_messages(kind: str, payload):
         transforms.append(_ros_transform("base_link", "lidar_top", *LIDAR_MOUNT))
         yield "/tf_static", "tf2_msgs/TFMessage", {"transforms": transforms}
     elif kind == "jpeg":
-        stamp, data, _ = payload
+        stamp, data, _, image_format = payload
         yield "/cam_front/image/compressed", "sensor_msgs/CompressedImage", {
-            "header": _ros_header(stamp, _camera_frame("CAM_FRONT")), "format": "jpeg", "data": data}
+            "header": _ros_header(stamp, _camera_frame("CAM_FRONT")), "format": image_format, "data": data}
     elif kind == "h264":
         stamp, data, _ = payload
         yield "/cam_front_left/video", "foxglove_msgs/CompressedVideo", {
@@ -326,9 +345,9 @@ def _foxglove_messages(kind: str, payload):
         yield "/cam_front_left/video", CompressedVideo(timestamp=_pb_time(stamp), frame_id=_camera_frame("CAM_FRONT_LEFT"),
                                                       data=data, format="h264")
     elif kind == "jpeg":
-        stamp, data, _ = payload
+        stamp, data, _, image_format = payload
         yield "/cam_front/image", CompressedImage(timestamp=_pb_time(stamp), frame_id=_camera_frame("CAM_FRONT"),
-                                                  data=data, format="jpeg")
+                                                  data=data, format=image_format)
     elif kind == "info":
         for channel in CAMERA_MOUNT:
             yield f"/{channel.lower()}/calibration", CameraCalibration(

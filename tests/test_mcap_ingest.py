@@ -9,6 +9,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import dagster as dg
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from jadd_dagster.cli import main as jadd
 from jadd_dagster.ingest import INGEST_REPORT, IngestError, TopicMapError, ingest_mcap, load_topic_map, parse_topic_map
 from jadd_dagster.ingest.incoming import INGEST_ERROR, TOPIC_MAP
 from jadd_dagster.logs.reader import read_log
+from jadd_dagster.sampling import SamplingProfile, sample_scene_timed
 from jadd_dagster.scenes import cut_scenes, scene_statistics
 
 TOPIC_MAPS = Path(__file__).resolve().parents[1] / "examples" / "topic-maps"
@@ -81,9 +83,34 @@ def test_h264_is_remuxed_so_the_log_decodes_to_exactly_the_recorded_frames(drive
     assert drive["result"].report["videos"]["CAM_FRONT_LEFT"]["reencoded"] is False
 
 
-def test_jpeg_frames_are_encoded_once_and_match_the_source_images(drive):
-    # Compared as YUV 4:2:0, the planes both the JPEG and the video hold (no colour conversion).
+def _packets(path: Path) -> tuple[str, list[bytes]]:
+    """A video's codec and its packets' bytes, as stored."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return stream.codec_context.name, [bytes(p) for p in container.demux(stream) if p.size]
+
+
+def test_jpeg_frames_are_stored_as_the_recorded_bytes(drive):
+    codec, packets = _packets(drive["log"].video_path("CAM_FRONT"))
+    recorded = [drives.jpeg("CAM_FRONT", i) for i in drive["recording"].camera_frames["CAM_FRONT"]]
+    assert codec == "mjpeg" and len(packets) == 210
+    assert packets == recorded  # never decoded nor encoded: each message's JPEG file, byte for byte
     with av.open(str(drive["log"].video_path("CAM_FRONT"))) as container:
+        stream = container.streams.video[0]
+        assert stream.time_base == Fraction(1, 1_000_000) and stream.frames == 210
+        pts = [p.pts for p in container.demux(stream) if p.size]
+    assert pts == [round(i * 1_000_000 / 10) for i in range(210)]  # the same grid as an H.264 camera's
+    assert drive["result"].report["videos"]["CAM_FRONT"] == {
+        "source": "image", "codec": "mjpeg", "frames": 210, "reencoded": False, "dropped_waiting_for_keyframe": 0}
+
+
+def test_jpeg_crf_encodes_jpeg_topics_once_to_h264(short_drive, tmp_path):
+    data = yaml.safe_load((TOPIC_MAPS / "ros2.yaml").read_text())
+    data["cameras"]["CAM_FRONT"]["jpeg_crf"] = 17
+    result = ingest_mcap([short_drive], tmp_path, parse_topic_map(data), dbc=drives.DRIVE_DBC)
+    # Compared as YUV 4:2:0, the planes both the JPEG and the video hold (no colour conversion).
+    with av.open(str(read_log(result.path).video_path("CAM_FRONT"))) as container:
+        assert container.streams.video[0].codec_context.name == "h264"
         frames = [f.to_ndarray() for f in container.decode(video=0)]
     jpeg_decoder = av.CodecContext.create("mjpeg", "r")
 
@@ -91,13 +118,85 @@ def test_jpeg_frames_are_encoded_once_and_match_the_source_images(drive):
         (frame,) = jpeg_decoder.decode(av.Packet(drives.jpeg("CAM_FRONT", index)))
         return frame.to_ndarray()
 
-    assert len(frames) == 210
-    for index in (0, 1, 57, 209):
+    assert len(frames) == 30
+    for index in (0, 1, 17, 29):
         assert _psnr(frames[index], source(index)) > 35, index
-        neighbour = source(index + 1 if index < 209 else index - 1)
+        neighbour = source(index + 1 if index < 29 else index - 1)
         assert _psnr(frames[index], source(index)) > _psnr(frames[index], neighbour) + 5
-    assert drive["result"].report["videos"]["CAM_FRONT"] == {
-        "source": "image", "frames": 210, "reencoded": True, "dropped_waiting_for_keyframe": 0}
+    assert result.report["videos"]["CAM_FRONT"]["reencoded"] is True
+
+
+def test_png_frames_are_stored_losslessly_and_encoded_once_at_sampling(tmp_path):
+    recording = drives.write_drive(tmp_path / "mcap", "ros2", [(0, 3)], image_format="png")
+    log = read_log(_ingest("ros2", recording.files, tmp_path / "logs").path)
+    codec, packets = _packets(log.video_path("CAM_FRONT"))
+    assert codec == "png" and packets == [drives.png("CAM_FRONT", i) for i in range(30)]
+    assert all(np.array_equal(a, drives.image("CAM_FRONT", i)) for i, a in enumerate(_video_frames(log.video_path("CAM_FRONT"))))
+    record, stats = _sample(log, tmp_path / "scene", SamplingProfile(channels=("CAM_FRONT",), jpeg_quality=95), 2)
+    assert stats.copied == 0 and stats.per_channel["CAM_FRONT"]["decoded"] == len(record.frames) == 16
+    by_stamp = dict(zip(recording.camera_stamps["CAM_FRONT"], recording.camera_frames["CAM_FRONT"]))
+    for frame in record.frames:  # as close to the image as one JPEG encode at that quality (within 0.5 dB)
+        source = drives.image("CAM_FRONT", by_stamp[frame.timestamp_us])
+        written = simplejpeg.decode_jpeg((tmp_path / "scene" / frame.path).read_bytes(), colorspace="RGB")
+        once = simplejpeg.decode_jpeg(simplejpeg.encode_jpeg(source, quality=95, colorsubsampling="420"), colorspace="RGB")
+        assert _psnr(written, source) > _psnr(once, source) - 0.5
+
+
+def _sample(log, out: Path, profile, seconds: float, start_s: float = 1.0):
+    """sample_scene_timed over [start_s, start_s + seconds) of the drive: (SceneRecord, SamplingStats)."""
+    start = drives.START_S * 1_000_000 + round(start_s * 1e6)
+    return sample_scene_timed(log, 0, start, start + round(seconds * 1e6), profile, out, f"{log.manifest.log_id}/0",
+                              threads=1)
+
+
+def test_a_dataset_that_keeps_the_frames_as_they_are_gets_the_recorded_jpegs(drive, tmp_path):
+    profile = SamplingProfile(keyframe_hz=2, sweep_hz=10, undistort=False, channels=("CAM_FRONT", "CAM_FRONT_LEFT"))
+    record, stats = _sample(drive["log"], tmp_path, profile, 2)
+    recording = drive["recording"]
+    by_stamp = dict(zip(recording.camera_stamps["CAM_FRONT"], recording.camera_frames["CAM_FRONT"]))
+    front = [f for f in record.frames if f.channel == "CAM_FRONT"]
+    assert len(front) == 16
+    for frame in front:  # byte for byte the JPEG the camera recorded at that header stamp
+        assert (tmp_path / frame.path).read_bytes() == drives.jpeg("CAM_FRONT", by_stamp[frame.timestamp_us])
+    assert stats.per_channel["CAM_FRONT"]["copied"] == 16 and stats.per_channel["CAM_FRONT"]["decoded"] == 0
+    assert stats.per_channel["CAM_FRONT_LEFT"]["copied"] == 0  # H.264: decoded and encoded once
+    # A distorted lens left as it is also keeps the JPEGs (the profile's quality does not apply).
+    again, _ = _sample(drive["log"], tmp_path / "q50", SamplingProfile(jpeg_quality=50, channels=("CAM_FRONT",)), 2)
+    assert [(tmp_path / "q50" / f.path).read_bytes() for f in again.frames] == [(tmp_path / f.path).read_bytes() for f in front]
+
+
+# Resizing and undistorting decode each recorded JPEG once and encode it once at the profile's
+# quality (95 here). The written frames are compared with the recorded JPEG put through OpenCV's own
+# resize (area) or undistortion, in PSNR: undistorted at full size, each above 40 dB (measured
+# 44-47); halved to 48x32, where the 4:2:0 chroma of the 16-pixel square and of the colour ramps'
+# wraps is a few samples wide, each above 26 dB and their median above 33 (measured 27.6 and 35.4).
+# Each is also 3 dB closer to its own source image than to the next frame's.
+@pytest.mark.parametrize("change, worst, median", [("resize", 26, 33), ("undistort", 40, 40)])
+@pytest.mark.parametrize("drive", ["ros2"], indirect=True)
+def test_a_resized_or_undistorted_dataset_matches_the_source_images(drive, change, worst, median, tmp_path):
+    size = (drives.WIDTH // 2, drives.HEIGHT // 2) if change == "resize" else None
+    profile = SamplingProfile(undistort=change == "undistort", image_size=size, jpeg_quality=95, channels=("CAM_FRONT",))
+    record, stats = _sample(drive["log"], tmp_path, profile, 2)
+    assert stats.copied == 0 and stats.decoded == len(record.frames) == 16  # only the wanted JPEGs are decoded
+    calib = drive["log"].calibration["CAM_FRONT"]
+    out = record.cameras["CAM_FRONT"]
+
+    def expected(index: int) -> np.ndarray:
+        source = simplejpeg.decode_jpeg(drives.jpeg("CAM_FRONT", index), colorspace="RGB")
+        if change == "resize":
+            return cv2.resize(source, size, interpolation=cv2.INTER_AREA)
+        return cv2.undistort(source, calib.camera_matrix, np.array(calib.distortion), None, np.array(out["intrinsic"]))
+
+    by_stamp = dict(zip(drive["recording"].camera_stamps["CAM_FRONT"], drive["recording"].camera_frames["CAM_FRONT"]))
+    scores = []
+    for frame in record.frames:
+        written = simplejpeg.decode_jpeg((tmp_path / frame.path).read_bytes(), colorspace="RGB")
+        index = by_stamp[frame.timestamp_us]
+        assert written.shape[:2] == (out["height"], out["width"])
+        scores.append(_psnr(written, expected(index)))
+        assert scores[-1] > worst, index
+        assert scores[-1] > _psnr(written, expected(index + 1)) + 3, index
+    assert float(np.median(scores)) > median
 
 
 def test_times_are_the_header_stamps_in_us_and_split_files_merge_without_repeats(drive):
@@ -322,31 +421,72 @@ def test_uploaded_drives_are_converted_in_runs_of_their_own_and_then_registered(
     assert not (tmp_path / "logs" / "drive-b").exists()
 
 
+@pytest.fixture(scope="module")
+def two_rates(tmp_path_factory):
+    """21 s of the ROS 2 drive with its cameras at rates of their own: the JPEG one (CAM_FRONT) at
+    12 Hz, the H.264 one (CAM_FRONT_LEFT) at 30 Hz."""
+    root = tmp_path_factory.mktemp("rates")
+    recording = drives.write_drive(root / "mcap", "ros2", [(0, 21)], rates=RATES)
+    result = _ingest("ros2", recording.files, root / "logs")
+    return {"recording": recording, "result": result, "log": read_log(result.path)}
+
+
+RATES = {"CAM_FRONT": 12, "CAM_FRONT_LEFT": 30}
+
+
+def test_cameras_at_different_rates_are_ingested_and_sampled_at_their_own_rates(two_rates, tmp_path):
+    log, recording = two_rates["log"], two_rates["recording"]
+    assert log.manifest.camera_rates_hz == RATES and log.manifest.camera_hz == 30
+    assert json.loads((log.path / "manifest.json").read_text())["format_version"] == 2  # older readers refuse it
+    for channel, hz in RATES.items():
+        assert log.camera_hz(channel) == hz
+        assert log.frame_timestamps(channel).tolist() == recording.camera_stamps[channel]
+        with av.open(str(log.video_path(channel))) as container:
+            pts = [p.pts for p in container.demux(container.streams.video[0]) if p.size]
+        assert pts == [round(i * 1_000_000 / hz) for i in range(21 * hz)]
+    # Keyframes 20-24 ms after a 12 Hz frame: within half the camera's own period, not half of 30 Hz's.
+    profile = SamplingProfile(keyframe_hz=2, sweep_hz=10, channels=tuple(RATES))
+    record, stats = _sample(log, tmp_path, profile, 2, start_s=1.02)
+    for channel in RATES:
+        frames = [f for f in record.frames if f.channel == channel]
+        assert len(frames) == 16 and {f.timestamp_us for f in frames} <= set(recording.camera_stamps[channel])
+        keys = [f.timestamp_us - t for f, t in zip([f for f in frames if f.is_key_frame], record.keyframe_times_us)]
+        assert all(abs(offset) <= 1e6 / (2 * RATES[channel]) + 2_000 for offset in keys)
+    assert stats.per_channel["CAM_FRONT"]["copied"] == 16
+
+
 @pytest.mark.e2e
-@pytest.mark.parametrize("drive", ["ros2"], indirect=True)  # one build is enough: both give the same format
-def test_an_ingested_log_builds_a_dataset_the_devkit_loads(drive, tmp_path):
+def test_an_ingested_log_with_cameras_at_two_rates_builds_a_dataset_the_devkit_loads(two_rates, tmp_path):
     from nuscenes.nuscenes import NuScenes
 
     logs = tmp_path / "logs"
     logs.mkdir()
-    (logs / drive["result"].path.name).symlink_to(drive["result"].path)
+    (logs / two_rates["result"].path.name).symlink_to(two_rates["result"].path)
     spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump({"name": f"mcap-{drive['flavour']}", "channels": ["CAM_FRONT", "CAM_FRONT_LEFT"],
+    spec.write_text(yaml.safe_dump({"name": "mcap-rates", "channels": ["CAM_FRONT", "CAM_FRONT_LEFT"],
                                     "keyframe_hz": 2, "sweep_hz": 10, "undistort": False, "jpeg_quality": 95}))
     assert jadd(["build", "--spec", str(spec), "--logs", str(logs), "--workdir", str(tmp_path / "work")]) == 0
     summary = json.loads((tmp_path / "work" / "summary.json").read_text())
     nusc = NuScenes(version=summary["versions"][0], dataroot=summary["dataroot"], verbose=False)
     assert len(nusc.scene) == 1 and len(nusc.sample) == 40
-    start = drives.START_S * 1_000_000
-    recorded = {"CAM_FRONT": lambda i: simplejpeg.decode_jpeg(drives.jpeg("CAM_FRONT", i), colorspace="RGB"),
-                "CAM_FRONT_LEFT": _recorded_h264_frames(drive["recording"].files, "/cam_front_left/video").__getitem__}
-    for channel in ("CAM_FRONT", "CAM_FRONT_LEFT"):
-        record = nusc.get("sample_data", nusc.sample[10]["data"][channel])
-        index = int(round((record["timestamp"] - start) / 100_000))
+    start, recording = drives.START_S * 1_000_000, two_rates["recording"]
+    index = {c: dict(zip(recording.camera_stamps[c], recording.camera_frames[c])) for c in RATES}
+    h264 = _recorded_h264_frames(recording.files, "/cam_front_left/video")
+    records = {c: [r for r in nusc.sample_data if r["channel"] == c] for c in RATES}
+    assert {c: len(r) for c, r in records.items()} == {c: 40 + 39 * 4 for c in RATES}
+    for channel, channel_records in records.items():
+        # Every sample_data is a recorded frame at its message's header time.
+        assert {r["timestamp"] for r in channel_records} <= set(recording.camera_stamps[channel])
+    for record in records["CAM_FRONT"]:  # kept as they are: the recorded JPEG files
+        jpeg = (Path(summary["dataroot"]) / record["filename"]).read_bytes()
+        assert jpeg == drives.jpeg("CAM_FRONT", index["CAM_FRONT"][record["timestamp"]])
+    for record in records["CAM_FRONT_LEFT"][::17]:
         image = np.asarray(Image.open(Path(summary["dataroot"]) / record["filename"]).convert("RGB"))
-        assert _psnr(image, recorded[channel](index)) > 30
-        assert _psnr(image, recorded[channel](index)) > _psnr(image, recorded[channel](index + 1)) + 3
+        frame = index["CAM_FRONT_LEFT"][record["timestamp"]]
+        assert _psnr(image, h264[frame]) > 30 and _psnr(image, h264[frame]) > _psnr(image, h264[frame + 1]) + 3
+    for channel in RATES:
+        record = nusc.get("sample_data", nusc.sample[10]["data"][channel])
         pose = nusc.get("ego_pose", record["ego_pose_token"])
         (x, y, _), _ = drives.pose_at((record["timestamp"] - start) / 1e6)
-        origin = drive["result"].report["map_origin"]
+        origin = two_rates["result"].report["map_origin"]
         assert (pose["translation"][0] + origin["x"], pose["translation"][1] + origin["y"]) == pytest.approx((x, y), abs=0.01)
