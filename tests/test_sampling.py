@@ -22,11 +22,13 @@ from jadd_dagster.camera import CameraCalibration, pinhole_intrinsic, project_po
 from jadd_dagster.logs import format as fmt
 from jadd_dagster.logs.format import LogManifest
 from jadd_dagster.sampling import (
+    DecodeError,
     DecodeStats,
     MissingKeyframes,
     SamplingError,
     SamplingProfile,
     decode_frames,
+    read_packets,
     sample_scene,
     sample_scene_timed,
     select_frames,
@@ -70,14 +72,14 @@ def read_index(jpeg: bytes) -> int:
     return value
 
 
-def write_video(path: Path, images, width: int, height: int, x264: str = X264) -> None:
+def write_video(path: Path, images, width: int, height: int, x264: str = X264, rate: int = 30) -> None:
     with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=30)
+        stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"preset": "veryfast", "crf": "16", "x264-params": x264}
         for i, rgb in enumerate(images):
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, 30)
+            frame.pts, frame.time_base = i, Fraction(1, rate)
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
 
@@ -300,6 +302,97 @@ def test_skipping_unwanted_frames_changes_no_wanted_frame(tiny_log):
     assert [i for i, _ in a] == [i for i, _ in b] == wanted
     assert all(np.array_equal(x, y) for (_, x), (_, y) in zip(a, b))
     assert skipped.decoded < full.decoded
+
+
+def _jpeg_log(folder: Path, jpeg=lambda i: simplejpeg.encode_jpeg(index_image(i), 90, colorsubsampling="420")) -> TinyLog:
+    """The tiny log with CAM_FRONT stored as recorded JPEG images (the format ingest writes for a
+    JPEG camera: one packet a frame, codec mjpeg), jpeg(i) being frame i's file."""
+    from jadd_dagster.ingest.video import CameraVideo
+
+    log = make_tiny_log(folder, {"CAM_FRONT": (90, 4_000)})
+    video = CameraVideo(log.video_path("CAM_FRONT"), 30)
+    log.video_path("CAM_FRONT").unlink()
+    for i in range(90):
+        video.add("jpeg", jpeg(i))
+    video.close()
+    return log
+
+
+def _without_huffman_tables(jpeg: bytes) -> bytes:
+    """The JPEG without its DHT segments, as motion-JPEG cameras send frames (decoders fill in
+    the standard tables, which libjpeg-turbo's encoder used)."""
+    out, pos = bytearray(jpeg[:2]), 2
+    while jpeg[pos + 1] != 0xDA:
+        length = int.from_bytes(jpeg[pos + 2 : pos + 4], "big")
+        if jpeg[pos + 1] != 0xC4:
+            out += jpeg[pos : pos + 2 + length]
+        pos += 2 + length
+    return bytes(out + jpeg[pos:])
+
+
+def test_an_intra_only_video_gives_its_wanted_packets_and_decodes_only_those(tmp_path):
+    log = _jpeg_log(tmp_path)
+    video, wanted = log.video_path("CAM_FRONT"), [3, 10, 11, 40]
+    stats = DecodeStats()
+    packets = list(read_packets(video, wanted, 90, 30, stats))
+    assert [i for i, _ in packets] == wanted
+    assert [p for _, p in packets] == [simplejpeg.encode_jpeg(index_image(i), 90, colorsubsampling="420") for i in wanted]
+    assert stats.seeks == 1 and stats.decoded == 0 and stats.not_decoded == 40 - 3 + 1 - 4  # read past, not decoded
+    stats = DecodeStats()
+    frames = [(i, read_index(simplejpeg.encode_jpeg(f.to_ndarray(format="rgb24"), 95)))
+              for i, f in decode_frames(video, wanted, 90, 30, stats, threads=1)]
+    assert frames == [(i, i) for i in wanted] and stats.decoded == 4
+    with pytest.raises(DecodeError, match="not pictures of their own"):
+        list(read_packets(make_tiny_log(tmp_path / "h264", {"CAM_FRONT": (30, 0)}).video_path("CAM_FRONT"), [1], 30))
+
+
+def test_kept_jpegs_are_copied_and_a_resize_decodes_and_encodes_them_once(tmp_path):
+    log = _jpeg_log(tmp_path / "log")
+    start, end = T0 + 500_000, T0 + 2_500_000
+    kept, stats = sample_scene_timed(log, 0, start, end, SamplingProfile(2, 10, False, None, 60), tmp_path / "kept", "t/0")
+    assert stats.copied == stats.frames == len(kept.frames) == 4 + 3 * 4 and stats.decoded == 0
+    for frame in kept.frames:
+        index = int(np.searchsorted(log.frame_timestamps("CAM_FRONT"), frame.timestamp_us))
+        assert (tmp_path / "kept" / frame.path).read_bytes() == simplejpeg.encode_jpeg(
+            index_image(index), 90, colorsubsampling="420")
+    resized, stats = sample_scene_timed(log, 0, start, end, SamplingProfile(2, 10, False, (160, 90), 60),
+                                        tmp_path / "resized", "t/0")
+    assert stats.copied == 0 and stats.decoded == len(resized.frames)
+    for frame in resized.frames:
+        index = int(np.searchsorted(log.frame_timestamps("CAM_FRONT"), frame.timestamp_us))
+        small = simplejpeg.decode_jpeg((tmp_path / "resized" / frame.path).read_bytes())
+        assert small.shape == (90, 160, 3)
+        assert read_index(simplejpeg.encode_jpeg(cv2.resize(small, (320, 180)), 95)) == index
+
+
+def test_a_jpeg_without_huffman_tables_is_encoded_instead_of_copied(tmp_path):
+    log = _jpeg_log(tmp_path / "log", lambda i: _without_huffman_tables(
+        simplejpeg.encode_jpeg(index_image(i), 90, colorsubsampling="420")))
+    record, stats = sample_scene_timed(log, 0, T0 + 500_000, T0 + 1_500_000, SamplingProfile(2, 10), tmp_path / "s", "t/0")
+    assert stats.copied == 0 and stats.frames == len(record.frames) == 2 + 4
+    for frame in record.frames:
+        jpeg = (tmp_path / "s" / frame.path).read_bytes()
+        index = int(np.searchsorted(log.frame_timestamps("CAM_FRONT"), frame.timestamp_us))
+        assert b"\xff\xc4" in jpeg and read_index(jpeg) == index
+
+
+def test_each_camera_is_selected_at_its_own_rate(tmp_path):
+    """A 10 Hz camera beside a 30 Hz one: a keyframe 40 ms from the nearest 10 Hz frame is within
+    half that camera's period, which half the 30 Hz period (the log's camera_hz) would refuse."""
+    folder = tmp_path / "log"
+    log = make_tiny_log(folder, {"CAM_FRONT": (90, 0), "CAM_BACK": (30, 0)})
+    write_video(folder / fmt.video_file("CAM_BACK"), (index_image(i) for i in range(30)), 320, 180, rate=10)
+    pd.DataFrame({"timestamp_us": T0 + np.arange(30, dtype=np.int64) * 100_000}).to_parquet(
+        folder / fmt.timestamps_file("CAM_BACK"))
+    manifest = json.loads((folder / fmt.MANIFEST).read_text()) | {"camera_rates_hz": {"CAM_FRONT": 30, "CAM_BACK": 10}}
+    (folder / fmt.MANIFEST).write_text(json.dumps(manifest))
+    log = TinyLog(folder)
+    start = T0 + 40_000
+    record = sample_scene(log, 0, start, start + 1_000_000, SamplingProfile(2, 2, channels=("CAM_FRONT", "CAM_BACK")),
+                          tmp_path / "s", "t/0")
+    back = [f for f in record.frames if f.channel == "CAM_BACK"]
+    assert [f.timestamp_us for f in back] == [T0, T0 + 500_000]
+    assert [read_index((tmp_path / "s" / f.path).read_bytes()) for f in back] == [0, 5]
 
 
 def test_each_jpeg_is_the_frame_at_its_timestamp(tiny_log, tmp_path):

@@ -6,7 +6,9 @@ from jadd_dagster.sampling.decode import (
     DecodeStats,
     available_cpus,
     decode_frames,
+    read_packets,
     sampling_threads,
+    video_codec,
 )
 from jadd_dagster.sampling.encode import FrameEncoder
 from jadd_dagster.sampling.frames import (
@@ -31,9 +33,11 @@ __all__ = [
     "Selection",
     "available_cpus",
     "decode_frames",
+    "read_packets",
     "sample_scene",
     "sample_scene_timed",
     "sampling_threads",
     "select_frames",
     "target_times",
+    "video_codec",
 ]
