@@ -116,6 +116,26 @@ def test_two_threads_write_the_same_bytes_and_timestamps_as_one(tmp_path, undist
         assert read_index(one_files[frame.path]) == int(np.searchsorted(times, frame.timestamp_us))
 
 
+@pytest.mark.parametrize("gop", ["closed", "open"])
+def test_one_cameras_frames_cut_into_pieces_for_threads_are_the_same_bytes(logs, tmp_path, gop):
+    """One camera and several threads: its frames are cut into runs that decoders of their own
+    decode side by side (sampling/scene._pieces), cuts falling inside GOPs; open GOPs refer back
+    across the cut. Every file and record must equal the one-thread run's."""
+    log = logs[gop]
+    for sweep_hz in (10, 30):
+        profile = SamplingProfile(2, sweep_hz, False, None, 90, ("CAM_FRONT",))
+        runs = {}
+        for threads in (1, 2, 3):
+            out = tmp_path / f"{sweep_hz}-{threads}"
+            record, stats = sample_scene_timed(log, 0, T0 + 400_000, T0 + 5_600_000, profile, out, "t/p", threads)
+            runs[threads] = (record, {f.path: (out / f.path).read_bytes() for f in record.frames}, stats)
+        one = runs[1]
+        for threads in (2, 3):
+            record, files, stats = runs[threads]
+            assert stats.seeks >= threads, (sweep_hz, threads)  # each piece started its own decoder
+            assert record == one[0] and files == one[1], (sweep_hz, threads)
+
+
 def test_jpegs_are_the_bytes_of_a_full_decode_encoded_alike(logs, tmp_path):
     """The previous implementation decoded every reference frame; encoding its frames with the
     same encoder gives the bytes sample_scene writes now (tolerance: none)."""
