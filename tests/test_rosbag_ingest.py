@@ -169,6 +169,35 @@ def test_a_chain_link_is_never_extrapolated_nor_interpolated_over_a_long_gap():
         chain.add(_transform("earth", "odom", 14.0), 0)
 
 
+def test_links_that_come_before_the_static_link_joining_them_are_kept():
+    static = StaticTree()
+    chain = PoseChain("map", "base_link", static, "/tf", "/tf_static")
+    for k in range(2):  # odom -> base_footprint and map -> odom, before base_footprint -> base_link is known
+        chain.add(_transform("odom", "base_footprint", 0.02 * k, x=1.0 + k), 0)
+    chain.add(_transform("map", "odom", 0.0, x=10.0), 0)
+    static.add(Transform("base_footprint", "base_link", None, (0.0, 0.0, 0.3), (1.0, 0.0, 0.0, 0.0)))
+    chain.add(_transform("odom", "base_footprint", 0.04, x=3.0), 0)
+    chain.add(_transform("map", "odom", 1.0, x=11.0), 0)
+    times, positions, rotations = chain.poses()
+    assert (times - START_US).tolist() == [0, 20_000, 40_000]
+    np.testing.assert_allclose(positions, [[11.0, 0, 0.3], [12.02, 0, 0.3], [13.04, 0, 0.3]], atol=1e-12)
+    np.testing.assert_allclose(rotations, [[1.0, 0, 0, 0]] * 3, atol=1e-12)
+    assert chain.report["poses_dropped"] == {"map -> odom": 0}
+
+
+def test_a_lone_db3_file_is_read_and_a_bag_without_its_db3_is_named(tmp_path, capsys):
+    recording = bags.write_drive(tmp_path / "bags", [(0, 1)])
+    lone = recording.bags[0] / "drive_0.db3"
+    code, out, err = _cli_ingest([lone], tmp_path / "logs", capsys)  # --format auto
+    assert code == 0, err
+    log = read_log(tmp_path / "logs" / "drive")  # drive_0.db3 -> drive
+    assert log.frame_timestamps("CAM_FRONT").tolist() == recording.camera_stamps["CAM_FRONT"]
+    lone.unlink()
+    code, _, err = _cli_ingest(recording.bags, tmp_path / "more-logs", capsys, "--format", "rosbag2")
+    assert code == 1 and err.startswith("error: drive_0: not a readable rosbag2 bag (ReaderError: ")
+    assert "drive_0.db3" in err
+
+
 def _cli_ingest(paths, out: Path, capsys, *extra: str) -> tuple[int, str, str]:
     code = jadd(["ingest", *map(str, paths), "--out", str(out), "--topic-map", str(ROS2_MAP),
                  "--dbc", str(drives.DRIVE_DBC), *extra])

@@ -72,7 +72,7 @@ class _Link:
 
     def __init__(self, parent: str, child: str):
         self.parent, self.child = parent, child
-        self.clock = Clock()  # out of order: MessageError; a repeated stamp (split files overlapping) is dropped
+        self.clock = Clock()  # out of order: MessageError; a repeated stamp (overlapping files) is dropped
         self._values = array("d")  # x, y, z, qw, qx, qy, qz per transform
 
     def add(self, stamp_us: int, transform: Transform) -> bool:
@@ -87,7 +87,8 @@ class _Link:
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """(times µs (N,), values (N, 7))."""
-        return np.frombuffer(self.clock.times, dtype=np.int64), np.frombuffer(self._values, dtype=np.float64).reshape(-1, 7)
+        times = np.frombuffer(self.clock.times, dtype=np.int64)
+        return times, np.frombuffer(self._values, dtype=np.float64).reshape(-1, 7)
 
 
 class PoseChain:
@@ -117,9 +118,10 @@ class PoseChain:
         stamp, from_log = (transform.stamp_us, False) if transform.stamp_us is not None else (log_time_us, True)
         self._children_seen.add(transform.child)
         link = self.links.get(transform.child)
+        if link is None and len(self.static) != self._statics_seen:  # a static link may have joined the chain
+            self._walk()
+            link = self.links.get(transform.child)
         if link is None:
-            if len(self.static) != self._statics_seen:  # a static link may have joined the chain
-                self._walk()
             if transform.child not in self._chain_frames:
                 kept = self._off_chain.setdefault(transform.child, deque(maxlen=OFF_CHAIN_KEPT))
                 kept.append((stamp, from_log, transform))
@@ -165,7 +167,8 @@ class PoseChain:
         frame, seen = self.ego_frame, set()
         while frame != self.map_frame:
             if frame in seen:
-                raise IngestError(f"topic {self.topic} (pose): the TF frames from {self.ego_frame!r} up form a loop at {frame!r}")
+                raise IngestError(f"topic {self.topic} (pose): the TF frames from {self.ego_frame!r} up form a "
+                                  f"loop at {frame!r}")
             seen.add(frame)
             step = self.links.get(frame) or self.static.parent_of(frame)
             if step is None:
@@ -179,9 +182,10 @@ class PoseChain:
         dynamic = [s for s in steps if isinstance(s, _Link)]
         when = (f" at {int(dynamic[0].clock.times[0])} µs, the first pose time" if dynamic else "")
         if not steps:
+            children = sorted(self._children_seen | self.static.children())
             return IngestError(
                 f"topic {self.topic} (pose): no transform into the ego frame {self.ego_frame!r} on {self.topic} or "
-                f"{self.static_topic} (frames with a parent there: {sorted(self._children_seen | self.static.children())})")
+                f"{self.static_topic} (frames with a parent there: {children})")
         return IngestError(
             f"topic {self.topic} (pose): the TF chain from {self.map_frame!r} to {self.ego_frame!r} is broken: frame "
             f"{frame!r} has no parent on {self.topic} or {self.static_topic}{when} (the chain found: {chain}; "
@@ -193,8 +197,9 @@ class PoseChain:
         steps = self._steps()
         dynamic = [s for s in steps if isinstance(s, _Link)]
         if not dynamic:
-            raise IngestError(f"topic {self.topic} (pose): every link from {self.map_frame!r} to {self.ego_frame!r} is "
-                              f"static ({self.static_topic}): the ego never moves; the pose needs transforms on {self.topic}")
+            raise IngestError(f"topic {self.topic} (pose): every link from {self.map_frame!r} to {self.ego_frame!r} "
+                              f"is static ({self.static_topic}): the ego never moves; the pose needs transforms on "
+                              f"{self.topic}")
         times, _ = dynamic[0].arrays()
         self.duplicates = dynamic[0].clock.duplicates
         valid = np.ones(len(times), dtype=bool)
@@ -234,7 +239,8 @@ class PoseChain:
                 f"topic {self.topic} (pose): link {worst} has no two transforms within {LINK_MAX_GAP_S} s around any "
                 f"pose time (its {len(span)} transforms from {int(span[0])} to {int(span[-1])} µs; the poses, at "
                 f"{dynamic[0].name}, from {int(times[0])} to {int(times[-1])} µs)")
-        return times[valid], np.broadcast_to(position, (len(times), 3))[valid], np.broadcast_to(rotation, (len(times), 4))[valid]
+        position = np.broadcast_to(position, (len(times), 3))
+        return times[valid], position[valid], np.broadcast_to(rotation, (len(times), 4))[valid]
 
 
 def _interpolate(times: np.ndarray, values: np.ndarray, at: np.ndarray, max_gap_us: float):
