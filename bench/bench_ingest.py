@@ -2,20 +2,23 @@
 
 What it measures: for each flavour (ROS 2 CDR, Foxglove protobuf) and drive length, one MCAP file
 is written with the official writers by tests/mcap_drives.py, scaled up: two cameras at 10 Hz of
-WIDTHxHEIGHT (one JPEG, encoded once to H.264 by the ingest; one H.264, remuxed), a lidar with
+WIDTHxHEIGHT (one JPEG, stored as recorded by the ingest; one H.264, remuxed), a lidar with
 POINTS points a sweep at 10 Hz, pose at 50 Hz and CAN at 100 Hz (ROS 2: raw frames decoded with
-the DBC). Then three fresh Python child processes each run one pass over the file:
+the DBC). Then four fresh Python child processes each run one pass over the file:
 
   plain    the baseline: mcap's reader iterating every message (make_reader().iter_messages())
   decoded  every message decoded too (iter_decoded_messages with the ROS 2 / protobuf decoders)
   ingest   jadd_dagster.ingest.ingest_mcap into a log folder (validated), as `jadd ingest` does
+  h264     the same with the topic map's jpeg_crf: 17: the JPEG camera encoded once to H.264, what
+           the ingest did before JPEG cameras were stored as recorded
 
 The `rosbag2` flavour is the ROS 2 drive written as a rosbag2 bag in SQLite storage (.db3) with
 rosbags' Writer (tests/rosbag_drives.py); its plain and decoded passes use rosbags' Reader and
 typestore (the library the ingest reads bags with), its ingest is ingest_drive(format="rosbag2").
 
-and report their wall and CPU seconds, MB/s (file size / wall) and peak RSS (the child's VmHWM,
-imports included). A drive twice as long shows whether memory stays flat. Wall time on this
+and report their wall and CPU seconds, MB/s (file size / wall), peak RSS (the child's VmHWM,
+imports included) and the size of the log written. A drive twice as long shows whether memory
+stays flat. Wall time on this
 shared 2-core machine also counts other people's work: CPU seconds are the steadier number.
 
 Usage: python bench/bench_ingest.py [--seconds 30 120] [--width 640 --height 360] [--points 30000]
@@ -38,8 +41,9 @@ import json, resource, sys, time
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 mode, path, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-if mode == "ingest":
-    from jadd_dagster.ingest import ingest_drive, load_topic_map
+if mode in ("ingest", "h264"):
+    import yaml
+    from jadd_dagster.ingest import ingest_drive, parse_topic_map
     import mcap_drives
 elif sys.argv[4] == "rosbag2":
     from rosbags.rosbag2 import Reader
@@ -49,13 +53,18 @@ else:
     from mcap_protobuf.decoder import DecoderFactory as Protobuf
     from mcap_ros2.decoder import DecoderFactory as Ros2
 wall, cpu = time.perf_counter(), time.process_time()
-messages = 0
-if mode == "ingest":
+messages = log_bytes = 0
+if mode in ("ingest", "h264"):
     flavour = sys.argv[4]
     topic_map = "foxglove" if flavour == "foxglove" else "ros2"
-    ingest_drive([path], out, load_topic_map(mcap_drives.EXAMPLES / "topic-maps" / f"{{topic_map}}.yaml"),
-                 dbc=None if flavour == "foxglove" else mcap_drives.DRIVE_DBC, log_id="bench",
-                 format="rosbag2" if flavour == "rosbag2" else "mcap")
+    data = yaml.safe_load((mcap_drives.EXAMPLES / "topic-maps" / f"{{topic_map}}.yaml").read_text())
+    if mode == "h264":
+        for camera in data["cameras"].values():
+            camera["jpeg_crf"] = 17
+    result = ingest_drive([path], out, parse_topic_map(data),
+                          dbc=None if flavour == "foxglove" else mcap_drives.DRIVE_DBC, log_id="bench",
+                          format="rosbag2" if flavour == "rosbag2" else "mcap")
+    log_bytes = sum(f.stat().st_size for f in result.path.rglob("*") if f.is_file())
 elif sys.argv[4] == "rosbag2":
     with Reader(path) as reader:
         types = get_typestore(Stores.EMPTY)
@@ -73,7 +82,7 @@ else:
             messages += 1
 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
-print(json.dumps({{"wall_s": wall, "cpu_s": cpu, "peak_rss_mib": hwm / 1024, "messages": messages}}))
+print(json.dumps({{"wall_s": wall, "cpu_s": cpu, "peak_rss_mib": hwm / 1024, "messages": messages, "log_mb": log_bytes / 1e6}}))
 """
 
 
@@ -123,19 +132,21 @@ def main() -> None:
                 path = write_bench_drive(folder / "mcap", flavour, seconds, (args.width, args.height), args.points)
                 mb = sum(p.stat().st_size for p in ([path] if path.is_file() else path.iterdir())) / 1e6
                 results = {mode: run_child(mode, path, folder / f"logs-{mode}", flavour)
-                           for mode in ("plain", "decoded", "ingest")}
+                           for mode in ("plain", "decoded", "ingest", "h264")}
                 rows.append((flavour, seconds, mb, results))
                 print(f"done {flavour} {seconds:g} s ({mb:.1f} MB)", file=sys.stderr, flush=True)
     print(f"\n{args.width}x{args.height} cameras (one JPEG, one H.264) at 10 Hz, lidar {args.points} points at 10 Hz, "
           "pose 50 Hz, CAN 100 Hz; one MCAP file (rosbag2: one bag, one .db3) per row")
     print("| flavour | drive s | file MB | messages | plain read s (MB/s) | decode all s (MB/s) | ingest s (MB/s) "
-          "| ingest CPU s | ingest / plain (wall) | peak RSS plain / ingest MiB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| ingest CPU s | ingest / plain (wall) | peak RSS plain / ingest MiB | log MB "
+          "| JPEG to H.264 (jpeg_crf 17): ingest s, CPU s, log MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for flavour, seconds, mb, r in rows:
-        p, d, i = r["plain"], r["decoded"], r["ingest"]
+        p, d, i, h = r["plain"], r["decoded"], r["ingest"], r["h264"]
         print(f"| {flavour} | {seconds:g} | {mb:.1f} | {p['messages']} | {p['wall_s']:.2f} ({mb / p['wall_s']:.0f}) "
               f"| {d['wall_s']:.2f} ({mb / d['wall_s']:.0f}) | {i['wall_s']:.2f} ({mb / i['wall_s']:.1f}) "
-              f"| {i['cpu_s']:.2f} | {i['wall_s'] / p['wall_s']:.1f}x | {p['peak_rss_mib']:.0f} / {i['peak_rss_mib']:.0f} |")
+              f"| {i['cpu_s']:.2f} | {i['wall_s'] / p['wall_s']:.1f}x | {p['peak_rss_mib']:.0f} / {i['peak_rss_mib']:.0f} "
+              f"| {i['log_mb']:.1f} | {h['wall_s']:.2f}, {h['cpu_s']:.2f}, {h['log_mb']:.1f} |")
 
 
 if __name__ == "__main__":
