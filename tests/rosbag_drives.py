@@ -6,7 +6,8 @@ real H.264 / JPEG payloads), one bag directory per (start_s, end_s) segment, so 
 drive may overlap or leave gaps. Variants: `tf_chain` publishes the pose as TF links map -> odom
 (2 Hz, a drifting correction) -> base_footprint (50 Hz) -> base_link (static); `definitions=False`
 drops the stored message definitions, as rosbag2 on Humble writes bags; `compress` compresses
-each message with zstd; `corrupt` changes the serialised bytes of chosen messages.
+each message with zstd; `corrupt` changes the serialised bytes of chosen messages; `storage="mcap"`
+writes rosbag2's MCAP storage instead of SQLite.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from rosbags.rosbag2 import Writer
+from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.base import Nodetype
@@ -120,7 +121,8 @@ def _messages(kind: str, payload, tf_chain: bool, map_odom: bool = True):
 
 def write_drive(folder: Path, segments: list[tuple[float, float]], lidar: bool = True, name: str = "drive",
                 tf_chain: bool = False, map_odom: bool = True, definitions: bool = True, compress: bool = False,
-                corrupt: dict[tuple[str, int], Callable[[bytes], bytes]] | None = None) -> BagRecording:
+                corrupt: dict[tuple[str, int], Callable[[bytes], bytes]] | None = None,
+                storage: str = "sqlite3") -> BagRecording:
     """One bag directory folder/<name>_<n> per (start_s, end_s) segment of one continuous drive;
     map_odom=False leaves the chain's map -> odom link out (localisation not running); corrupt
     maps (topic, index of the message in its bag) to a change of its serialised bytes."""
@@ -132,7 +134,7 @@ def write_drive(folder: Path, segments: list[tuple[float, float]], lidar: bool =
         path = folder / f"{name}_{number}"
         start_ns, end_ns = drives._ns(start_s), drives._ns(end_s)
         kept = [(start_ns, "static", None, start_ns)] + [e for e in events if start_ns <= e[3] < end_ns]
-        _write_bag(path, store, kept, tf_chain, map_odom, compress, corrupt or {})
+        _write_bag(path, store, kept, tf_chain, map_odom, compress, corrupt or {}, StoragePlugin[storage.upper()])
         if not definitions:  # as rosbag2 on Humble: the types are only named
             with sqlite3.connect(path / f"{path.name}.db3") as db:
                 db.execute("DELETE FROM message_definitions")
@@ -162,8 +164,9 @@ def _drive_events(end_s: float, lidar: bool):
     return drives._events(end_s, lidar)
 
 
-def _write_bag(path: Path, store, events, tf_chain: bool, map_odom: bool, compress: bool, corrupt: dict) -> None:
-    writer = Writer(path, version=9)
+def _write_bag(path: Path, store, events, tf_chain: bool, map_odom: bool, compress: bool, corrupt: dict,
+               storage: StoragePlugin) -> None:
+    writer = Writer(path, version=9, storage_plugin=storage)
     if compress:
         writer.set_compression(CompressionMode.MESSAGE, CompressionFormat.ZSTD)
     connections, counts = {}, {}

@@ -198,6 +198,21 @@ def test_a_lone_db3_file_is_read_and_a_bag_without_its_db3_is_named(tmp_path, ca
     assert "drive_0.db3" in err
 
 
+def test_a_bag_in_rosbag2_s_mcap_storage_gives_the_same_log_through_either_reader(tmp_path):
+    recording = bags.write_drive(tmp_path / "bags", [(0, 2)], storage="mcap")
+    (bag,) = recording.bags
+    through_rosbags = read_log(_ingest([bag], tmp_path / "rosbag2").path)
+    mcap_files = sorted(bag.glob("*.mcap"))
+    through_mcap = read_log(ingest_drive(mcap_files, tmp_path / "mcap", load_topic_map(ROS2_MAP), dbc=drives.DRIVE_DBC,
+                                         format="mcap").path)
+    assert through_rosbags.pose().equals(through_mcap.pose()) and len(through_rosbags.pose()) == 100
+    assert through_rosbags.can().equals(through_mcap.can())
+    for channel in ("CAM_FRONT", "CAM_FRONT_LEFT"):
+        assert through_rosbags.frame_timestamps(channel).tolist() == recording.camera_stamps[channel]
+        assert through_mcap.frame_timestamps(channel).tolist() == recording.camera_stamps[channel]
+    assert through_rosbags.calibration == through_mcap.calibration
+
+
 def _cli_ingest(paths, out: Path, capsys, *extra: str) -> tuple[int, str, str]:
     code = jadd(["ingest", *map(str, paths), "--out", str(out), "--topic-map", str(ROS2_MAP),
                  "--dbc", str(drives.DRIVE_DBC), *extra])
