@@ -127,8 +127,9 @@ class LogManifest:
     """What a log is: identity, where and when it was recorded, and which cameras and lidars it has.
 
     camera_hz is the rate (Hz) of every camera not in camera_rates_hz (per-camera rates, format 2);
-    rate_hz(channel) is the one to use. format_version is the version the manifest was read with;
-    to_json writes the lowest one that describes it.
+    rate_hz(channel) is the one to use. format_version is at least the lowest version that
+    describes the manifest (required_version), so a log without per-camera rates is written as
+    version 1, readable by older readers.
     """
 
     log_id: str
@@ -138,9 +139,12 @@ class LogManifest:
     duration_us: int
     channels: tuple[str, ...]
     camera_hz: int = CAMERA_HZ
-    format_version: int = FORMAT_VERSION
+    format_version: int = 1
     lidar_channels: tuple[str, ...] = ()
     camera_rates_hz: dict[str, int] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "format_version", max(self.format_version, self.required_version))
 
     def rate_hz(self, channel: str) -> int:
         """The frame rate (Hz) of a camera: its videos' constant-rate grid and its nominal period."""
@@ -165,7 +169,6 @@ class LogManifest:
         data = asdict(self)
         data["channels"] = list(self.channels)
         data["lidar_channels"] = list(self.lidar_channels)
-        data["format_version"] = self.required_version
         if not self.camera_rates_hz:
             del data["camera_rates_hz"]
         return data
