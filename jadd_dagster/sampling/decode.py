@@ -105,8 +105,9 @@ def video_codec(video: Path) -> str:
 
 def jpeg_has_huffman_tables(data: bytes) -> bool:
     """Whether a JPEG carries its Huffman tables (a DHT segment before its first scan). Motion-JPEG
-    from some USB cameras leaves them out for the decoder's defaults; such a file is no JPEG of its
-    own, so it is decoded and encoded instead of copied."""
+    from some USB cameras leaves them out, relying on the standard tables: FFmpeg and libjpeg-turbo
+    fill them in, but the JPEG standard requires them in the file, so such a frame (and an
+    arithmetic-coded one, which has none) is decoded and encoded rather than copied."""
     pos = 2
     while pos + 4 <= len(data) and data[pos] == 0xFF:
         marker = data[pos + 1]
