@@ -149,7 +149,7 @@ class CameraCalibration:
 def implausible_fields(calib: CameraCalibration) -> Iterator[str]:
     """A message naming each field of a camera's lens and image that cannot be right: non-finite
     or out-of-range intrinsics, distortion or image size, and a lens whose rectification
-    degenerates (a NaN coefficient made getOptimalNewCameraMatrix give fx = 4.7e-37). The
+    degenerates (a NaN coefficient once gave a rectified fx of 4.7e-37). The
     mounting (translation, rotation) is checked with the log (logs/reader.py)."""
     width, height = calib.width, calib.height
     size_ok = True
@@ -186,13 +186,65 @@ def implausible_fields(calib: CameraCalibration) -> Iterator[str]:
             yield problem
 
 
+# Inverting the lens model (pixel -> normalised coordinates) iterates to this precision.
+_UNDISTORT_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 40, 1e-9)
+
+
+def rectified_intrinsic(calib: CameraCalibration) -> np.ndarray:
+    """Camera matrix (3x3) of the undistorted pinhole image that shows only valid pixels: the
+    axis-aligned rectangle bounded by the innermost points of the undistorted image border, mapped
+    onto the same width x height (what cv2.getOptimalNewCameraMatrix with alpha=0 estimates).
+
+    OpenCV's own estimate inverts the lens on a 9 x 9 grid by fixed-point iteration, which does not
+    converge near the corners of a wide lens: for one 100° across (k1 -0.28, k2 0.08) its rectangle
+    reached 77 pixels past the left and right edges, which the remap filled by repeating the edge.
+    Here every pixel of the border is inverted by Newton's method (undistorted_points).
+    """
+    width, height = calib.width, calib.height
+    xs, ys = np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64)
+    edges = {
+        "left": (np.zeros_like(ys), ys), "right": (np.full_like(ys, width - 1), ys),
+        "top": (xs, np.zeros_like(xs)), "bottom": (xs, np.full_like(xs, height - 1)),
+    }
+    normalised = {name: undistorted_points(np.stack(uv, axis=1), calib) for name, uv in edges.items()}
+    left, right = normalised["left"][:, 0].max(), normalised["right"][:, 0].min()
+    top, bottom = normalised["top"][:, 1].max(), normalised["bottom"][:, 1].min()
+    fx, fy = (width - 1) / (right - left), (height - 1) / (bottom - top)
+    return np.array([[fx, 0.0, -fx * left], [0.0, fy, -fy * top], [0.0, 0.0, 1.0]])
+
+
+def undistorted_points(pixels: np.ndarray, calib: CameraCalibration, iterations: int = 20) -> np.ndarray:
+    """Normalised undistorted coordinates (N, 2) of distorted pixel positions (N, 2): the lens model
+    inverted by Newton's method from OpenCV's estimate, to a thousandth of a pixel or better where
+    the model is invertible."""
+    k = calib.camera_matrix
+    k1, k2, p1, p2, k3 = (list(calib.distortion) + [0.0] * 5)[:5]
+    target = np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
+    xd = (target[:, 0] - k[0, 2] - k[0, 1] * (target[:, 1] - k[1, 2]) / k[1, 1]) / k[0, 0]
+    yd = (target[:, 1] - k[1, 2]) / k[1, 1]
+    guess = cv2.undistortPointsIter(target.reshape(-1, 1, 2), k, calib.dist_coeffs, None, None, _UNDISTORT_CRITERIA)
+    x, y = guess.reshape(-1, 2).T.copy()
+    for _ in range(iterations):
+        r2 = x * x + y * y
+        radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
+        d_radial = k1 + r2 * (2 * k2 + 3 * k3 * r2)  # d radial / d r2
+        fx = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x) - xd
+        fy = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y - yd
+        j11 = radial + 2 * x * x * d_radial + 2 * p1 * y + 6 * p2 * x
+        j12 = 2 * x * y * d_radial + 2 * p1 * x + 2 * p2 * y
+        j21 = 2 * x * y * d_radial + 2 * p1 * x + 2 * p2 * y
+        j22 = radial + 2 * y * y * d_radial + 6 * p1 * y + 2 * p2 * x
+        det = j11 * j22 - j12 * j21
+        x, y = x - (j22 * fx - j12 * fy) / det, y - (j11 * fy - j21 * fx) / det
+    return np.stack([x, y], axis=1)
+
+
 def rectification_problem(calib: CameraCalibration) -> str | None:
     """Why undistorting this camera would give a degenerate pinhole image, or None."""
     if not calib.is_distorted:
         return None
-    new_k, _ = cv2.getOptimalNewCameraMatrix(
-        calib.camera_matrix, calib.dist_coeffs, (calib.width, calib.height), 0.0, (calib.width, calib.height)
-    )
+    with np.errstate(all="ignore"):
+        new_k = rectified_intrinsic(calib)
     fx, fy = calib.camera_matrix[0, 0], calib.camera_matrix[1, 1]
     scales = (new_k[0, 0] / fx, new_k[1, 1] / fy)
     if not (
@@ -234,10 +286,8 @@ def pixel_rays(calib: CameraCalibration) -> np.ndarray:
     """Unit-z ray directions (H, W, 3) in the camera frame for every pixel of the distorted image."""
     u, v = np.meshgrid(np.arange(calib.width, dtype=np.float64), np.arange(calib.height, dtype=np.float64))
     pix = np.stack([u.ravel(), v.ravel()], axis=1).reshape(-1, 1, 2)
-    norm = cv2.undistortPointsIter(
-        pix, calib.camera_matrix, calib.dist_coeffs, None, None,
-        (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 40, 1e-9),
-    ).reshape(-1, 2)
+    norm = cv2.undistortPointsIter(pix, calib.camera_matrix, calib.dist_coeffs, None, None, _UNDISTORT_CRITERIA)
+    norm = norm.reshape(-1, 2)
     rays = np.concatenate([norm, np.ones((norm.shape[0], 1))], axis=1)
     return rays.reshape(calib.height, calib.width, 3)
 
@@ -248,8 +298,8 @@ def undistortion_maps(
     """Remap tables that turn a raw frame into the output frame, and the output calibration.
 
     out_size is (width, height); None keeps the input size. With undistort, the output is a pinhole
-    image with the rectified camera matrix (cv2.getOptimalNewCameraMatrix, alpha=0: only valid
-    pixels) and zero distortion; without it the frame is only resized and the distortion kept.
+    image with the rectified camera matrix (rectified_intrinsic: only valid pixels) and zero
+    distortion; without it the frame is only resized and the distortion kept.
     """
     width, height = out_size or (calib.width, calib.height)
     sx, sy = width / calib.width, height / calib.height
@@ -257,9 +307,7 @@ def undistortion_maps(
     if problems:  # refused at ingest already; this guards any other path to the remap tables
         raise ValueError(f"{calib.channel}: calibration cannot be used: {'; '.join(problems)}")
     if undistort:
-        new_k, _ = cv2.getOptimalNewCameraMatrix(
-            calib.camera_matrix, calib.dist_coeffs, (calib.width, calib.height), 0.0, (calib.width, calib.height)
-        )
+        new_k = rectified_intrinsic(calib)
         distortion: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0)
         src_dist = calib.dist_coeffs
     else:

@@ -19,7 +19,7 @@ from jadd_dagster.logs.format import CAMERA_HZ
 RATES_HZ = (2, 5, 10, 30)
 # Part of every profile key: bump it when sampling output changes for the same profile, so that
 # cached scene outputs of the old code are not reused.
-SAMPLING_VERSION = 2  # 2: frames live in the profile's dataroot under their nuScenes filenames (scene_outputs.py)
+SAMPLING_VERSION = 3  # 2: frames live in the profile's dataroot under their nuScenes filenames (scene_outputs.py); 3: undistorted frames use camera.rectified_intrinsic
 # Slack on top of half a source frame period for timestamp jitter, µs.
 JITTER_TOLERANCE_US = 2_000
 
