@@ -171,7 +171,7 @@ def cmd_ingest(args) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     m, report = result.manifest, result.report
-    print(f"log {m.log_id}: {m.duration_us / 1e6:.1f} s, cameras {', '.join(m.channels)} at {m.camera_hz} Hz"
+    print(f"log {m.log_id}: {m.duration_us / 1e6:.1f} s, cameras {', '.join(f'{c} {m.rate_hz(c)} Hz' for c in m.channels)}"
           f"{', lidars ' + ', '.join(m.lidar_channels) if m.lidar_channels else ''}\nwritten to {result.path}")
     for gap in report["gaps"]:
         print(f"GAP {gap['stream']}: {gap['seconds']:.3f} s from {gap['start_us']} µs", file=sys.stderr)
