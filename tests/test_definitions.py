@@ -1,8 +1,10 @@
 """The Dagster code location: it loads, the launchpad config round-trips, the sensor finds logs."""
 
+import os
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import yaml
 
 from jadd_dagster.defs.automation import STANDARD_DATASETS_DIR, dataset_run_config, drive_log_sensor
@@ -139,3 +141,18 @@ def test_the_aws_profile_gives_s3_batch_and_a_registry_url_from_the_environment(
     assert "s3cret" not in repr(resources["registry"])
     assert profile.resolved_registry_url().endswith("@db:5432/jadd")
     dg.Definitions.validate_loadable(dg.Definitions(assets=list(defs.assets), resources=resources))
+
+
+def test_sensor_intervals_are_the_production_ones_unless_the_environment_sets_them(monkeypatch):
+    from jadd_dagster.defs.automation import SENSOR_INTERVAL_ENV, sensor_interval_s
+
+    assert SENSOR_INTERVAL_ENV not in os.environ, "the test environment must not shorten the ticks"
+    intervals = {s.name: s.minimum_interval_seconds for s in defs.get_repository_def().sensor_defs}
+    assert (intervals["drive_log_sensor"], intervals["partition_keys_sensor"], intervals["automation_condition_sensor"]) \
+        == (60, 30, 30)
+    monkeypatch.setenv(SENSOR_INTERVAL_ENV, "5")
+    assert sensor_interval_s(60) == 5
+    for bad in ("0", "-3", "2.5", "soon"):
+        monkeypatch.setenv(SENSOR_INTERVAL_ENV, bad)
+        with pytest.raises(ValueError, match=SENSOR_INTERVAL_ENV):
+            sensor_interval_s(60)

@@ -1,6 +1,7 @@
 """Sensors and schedules: new logs become partitions; standard datasets rebuild on a schedule; no
 partition key that breaks the naming rules stays in `datasets` or `logs`."""
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -21,6 +22,19 @@ from jadd_dagster.storage import LOGS
 STANDARD_DATASETS_DIR = Path(__file__).resolve().parents[2] / "assets" / "datasets"
 # The build's stages of one dataset, in order: what a dataset run materializes.
 DATASET_ASSETS = [a.key for a in (dataset_plan, dataset_frames, dataset_labels, jadd_dataset, dataset_registry)]
+# Seconds between the daemon's ticks of the sensors of this module, instead of their own interval (unset
+# in production); the browser test sets it so that its real daemon ticks within seconds, not a minute.
+SENSOR_INTERVAL_ENV = "JADD_SENSOR_INTERVAL_S"
+
+
+def sensor_interval_s(default: int) -> int:
+    """A sensor's minimum interval in seconds: $JADD_SENSOR_INTERVAL_S if set, else `default`."""
+    value = os.environ.get(SENSOR_INTERVAL_ENV, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{SENSOR_INTERVAL_ENV}={value!r}: must be a whole number of seconds, at least 1")
+    return int(value)
 
 
 def new_log_ids(store: StoreResource, known: set[str]) -> list[str]:
@@ -31,7 +45,8 @@ def new_log_ids(store: StoreResource, known: set[str]) -> list[str]:
 
 
 @dg.sensor(
-    target=[drive_logs, scene_index], minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+    target=[drive_logs, scene_index], minimum_interval_seconds=sensor_interval_s(60),
+    default_status=dg.DefaultSensorStatus.RUNNING,
     description="Every minute: registers each new log folder under logs/ in the store (one with its manifest.json, "
     "uploaded or converted from MCAP by convert_drive_job) as a `logs` partition and ingests it (drive_logs, "
     "scene_index).",
@@ -85,7 +100,7 @@ RULES = {dataset_partitions.name: NAME_RULE, log_partitions.name: f"{LOG_ID_PATT
 
 
 @dg.sensor(
-    minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=sensor_interval_s(30), default_status=dg.DefaultSensorStatus.RUNNING,
     description="Every 30 s: removes `datasets` and `logs` partition keys that break the naming rules (the UI's "
     "'add partition' accepts any text; the tick says which keys and why), and registers each standard dataset "
     "spec of assets/datasets/*.yaml as a `datasets` partition.",
@@ -133,6 +148,7 @@ def standard_datasets_schedule(context: dg.ScheduleEvaluationContext, store: Sto
 # Declared, rather than the one Dagster adds by itself, so that it says what it does in the UI.
 automation_condition_sensor = dg.AutomationConditionSensorDefinition(
     "automation_condition_sensor", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=sensor_interval_s(30),
     description="Every 30 s: materializes the assets with an automation condition when their inputs change "
     "(scene_index and scene_catalog are eager: an ingested log updates the scene catalog).",
 )
