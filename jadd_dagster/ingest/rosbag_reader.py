@@ -108,7 +108,8 @@ class Rosbag2Drive(RecordedDrive):
         except (OSError, ReaderError, ValueError, KeyError) as error:
             raise IngestError(f"{path.name}: not a readable rosbag2 bag ({type(error).__name__}: {error})") from None
         self._stack.callback(reader.close)
-        definitions = {c.msgtype: c.msgdef for c in reader.connections if c.msgdef.format != MessageDefinitionFormat.NONE}
+        definitions = {c.msgtype: c.msgdef for c in reader.connections
+                       if c.msgdef.format != MessageDefinitionFormat.NONE}
         distro = standard_distro(reader.ros_distro)
         if path.is_dir():  # the storage files in metadata.yaml's order, which is rosbags' order
             names = [PurePath(p).name for p in yaml.safe_load((path / METADATA).read_text())[
