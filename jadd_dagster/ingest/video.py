@@ -10,8 +10,8 @@ were recorded: each message's bytes become one packet of an mp4 stream of codec 
 (every packet a keyframe), never decoded or encoded here, so the sampler can copy a JPEG into a
 dataset untouched. Each image is checked by its header only (JPEG markers up to the first scan,
 PNG signature and IHDR): one format and one size per topic. With the topic map's jpeg_crf set
-they are instead decoded and encoded once to H.264 with libx264 (a log 5-10x smaller, but every
-dataset frame is then a second encode): from the JPEG's own full-range YUV 4:2:0 planes when it
+they are instead decoded and encoded once to H.264 with libx264 (a smaller log, 4.8x for the
+camera on bench/bench_ingest.py's drive, but every dataset frame is then a second encode): from the JPEG's own full-range YUV 4:2:0 planes when it
 has them, a keyframe every second (the sampler seeks to keyframes) and no B-frames; crf 0 is lossless.
 
 Presentation times follow the log format's contract (sampling/decode.py): frame i is at
