@@ -22,10 +22,11 @@ calibration and output MP the spec's image size (the camera's when it keeps it).
 size the model gives the measured figure unchanged.
 
 Before a build (`estimate_work`): scenes already cached for the sampling profile or the model are
-left out. Sampling and merge seconds are the model's, times a calibration: the median, over what
-earlier builds of the deployment measured (the registry keeps each scene output's seconds and
-frames, and each build's merge seconds, scenes and parts), of measured / modelled seconds. A
-median taken on small frames is thus applied per pixel to large ones, never unchanged. Labelling
+left out. Sampling and merge seconds are the model's, times a calibration: measured / modelled
+seconds over what earlier builds of the deployment measured (the registry keeps each scene
+output's seconds and frames, and each build's merge seconds, scenes and parts), each compared with
+the model at its own frame size. Seconds measured on small frames are thus applied per pixel to
+large ones, never unchanged. Labelling
 seconds are the median seconds a scene of the same model and profile. Without measurements the
 factor is 1: the table's figures.
 After a build (`actual work`, built by the Dagster layer from the stage records): the seconds the
@@ -231,21 +232,23 @@ def median_rate(samples: Iterable[tuple[float, float]], fallback: float, unit: s
 
 @dataclass(frozen=True)
 class Calibration:
-    """How this deployment's measured seconds compare with the model's: factor = median of
-    measured / modelled seconds over recent work (1 without any), and where it comes from."""
+    """How this deployment's measured seconds compare with the model's: factor = measured /
+    modelled seconds of recent work (1 without any), and where it comes from."""
 
     factor: float
     basis: str
 
 
 def calibration(samples: Iterable[tuple[float, float]], unit: str) -> Calibration:
-    """The median of measured / modelled over (measured, modelled) seconds with both above zero;
-    factor 1 (the table's figures) when there are none. unit names one sample ("scene", "build")."""
-    ratios = [measured / modelled for measured, modelled in samples if measured > 0 and modelled > 0]
-    if not ratios:
+    """Measured over modelled seconds, summed over (measured, modelled) samples with both above
+    zero; factor 1 (the table's figures) when there are none. Sums, not a median of ratios: the
+    first scene of each chunk also pays the chunk's start (opening the log's files and videos),
+    which a median leaves out and a total must not. unit names one sample ("scene", "build")."""
+    pairs = [(measured, modelled) for measured, modelled in samples if measured > 0 and modelled > 0]
+    if not pairs:
         return Calibration(1.0, "table")
-    factor = statistics.median(ratios)
-    return Calibration(factor, f"table × {factor:.3g}, the median measured/table of {len(ratios)} recent {unit}s")
+    factor = sum(m for m, _ in pairs) / sum(p for _, p in pairs)
+    return Calibration(factor, f"table × {factor:.3g}, measured/table over {len(pairs)} recent {unit}s")
 
 
 @dataclass(frozen=True)

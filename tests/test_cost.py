@@ -125,14 +125,14 @@ def test_a_rebuild_with_everything_cached_merges_only_what_changed():
     assert grown.estimate["work"]["merged_scenes"] == 4 and grown.estimate["work"]["sampled_scenes"] == 1
 
 
-def test_measured_seconds_calibrate_the_table_with_the_median_of_recent_entries(tmp_path):
+def test_measured_seconds_calibrate_the_table_over_recent_entries(tmp_path):
     s = spec(autolabel_model="baseline")
     registry = RegistryResource(url=f"sqlite:///{tmp_path}/r.db")
     reg = registry.registry()
     profile_key = sampling_profile(s).key()
     per_frame = TABLE.seconds_per_frame(True, 10, 1.44, 0.36)  # no calibration at hand: reference cameras
-    # Measured 1, 2 and 3 times the table's seconds (median 2); a recovered output (0 s) and another
-    # profile don't count.
+    # Measured 1, 2, 3 and 3 times the table's seconds (2.625 times over all their frames); a
+    # recovered output (0 s) and another profile don't count.
     reg.record_scene_outputs([
         SceneOutput("old/0000", STAGE_SAMPLED, profile_key, "p0", 100, 100 * per_frame),
         SceneOutput("old/0001", STAGE_SAMPLED, profile_key, "p1", 100, 200 * per_frame),
@@ -147,7 +147,7 @@ def test_measured_seconds_calibrate_the_table_with_the_median_of_recent_entries(
     _, _, label_key = label_cache(s, models)
     reg.record_scene_outputs([SceneOutput(f"old/{i:04d}", STAGE_AUTOLABELED, label_key, f"l{i}", 5, seconds)
                               for i, seconds in enumerate([4.0, 6.0, 11.0, 3.0])])
-    # Merges: 1.5 and 2.5 times the table (median 2); a build from before the per-part term is left out.
+    # Merges: 1.5 and 2.5 times the table (2 together); a build from before the per-part term is left out.
     reg.record_dataset(entry("before", 10, cost={"measured": {"merge_s_per_scene": 9.0}}))
     for factor in (1.5, 2.5):
         reg.record_dataset(entry("before", 10, cost={"measured": {
@@ -156,13 +156,13 @@ def test_measured_seconds_calibrate_the_table_with_the_median_of_recent_entries(
     costing = plan_costing(s, registry, models, settings())
     inputs = costing(["log-a/0000", "log-a/0001"])
     assert inputs.sampled == {"log-a/0000"} and inputs.labelled == set()
-    assert inputs.sampling.factor == pytest.approx(2.5)  # ratios 1, 2, 3, 3
-    assert inputs.sampling.basis == "table × 2.5, the median measured/table of 4 recent scenes"
+    assert inputs.sampling.factor == pytest.approx((100 + 200 + 600 + 1200) / (100 + 100 + 200 + 400))
+    assert inputs.sampling.basis == "table × 2.62, measured/table over 4 recent scenes"
     assert inputs.labelling.seconds == pytest.approx((4.0 + 6.0) / 2)
     assert inputs.merging.factor == pytest.approx(2.0)
 
     plan = make_plan(s, catalog([20.0, 20.0]), settings(), None, "run", costing)
-    assert plan.estimate["components"]["sampling"] == pytest.approx(400 * per_frame * 2.5 * 0.36 / 3600)
+    assert plan.estimate["components"]["sampling"] == pytest.approx(400 * per_frame * 2.625 * 0.36 / 3600)
     assert plan.estimate["components"]["autolabel"] == pytest.approx(2 * 5.0 * 0.36 / 3600)
     assert plan.estimate["components"]["merge"] == pytest.approx(2.0 * (5.0 + 2 * 0.5) * 0.36 / 3600)
 
