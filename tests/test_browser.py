@@ -29,6 +29,7 @@ import pytest
 
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+from jadd_dagster.defs.automation import SENSOR_INTERVAL_ENV
 from jadd_dagster.sim import make_logs
 from services.browser import chromium_path, start_dagster_ui
 
@@ -42,6 +43,10 @@ BAD_VALUE = "      keyframe_hz: 7\n"  # a rate the sampling does not offer (2, 5
 BAD_NAME = "../evil"  # a dataset name that would climb out of datasets/ in the store
 RUN_TIMEOUT_S = 600
 UI_TIMEOUT_MS = 60_000
+# The daemon ticks the drive-log, partition-keys and automation-condition sensors every 10 s instead of
+# every 30-60 s (their production interval): still the daemon's real ticks, a minute or two sooner in
+# all; not every 5 s (the daemon's loop), since each automation tick costs CPU the runs need on 2 cores.
+SENSOR_INTERVAL_S = 10
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +92,8 @@ def ui(chromium, store_logs, artifacts):
     previous = signal.signal(signal.SIGTERM, terminated)
     try:
         started = time.monotonic()
-        with start_dagster_ui(store_logs["jadd_home"], root / "dagster_home", artifacts) as running:
+        with start_dagster_ui(store_logs["jadd_home"], root / "dagster_home", artifacts,
+                              extra_env={SENSOR_INTERVAL_ENV: str(SENSOR_INTERVAL_S)}) as running:
             print(f"browser test: Dagster UI at {running.url}, ready in {time.monotonic() - started:.0f} s")
             yield running
     finally:
@@ -243,7 +249,7 @@ def test_a_bad_launchpad_value_is_refused_before_launch(session):
 
     with s.step("a-bad-dataset-name-never-stays-a-partition"):
         # Dagster's 'Add partition' takes any text; the partition-keys sensor removes a key that
-        # breaks the naming rules at its next tick (every 30 s), with no action from the user.
+        # breaks the naming rules at its next tick (SENSOR_INTERVAL_S here), with no action from the user.
         s.add_partition(launchpad, BAD_NAME)
         deadline = time.monotonic() + RUN_TIMEOUT_S / 2
         while BAD_NAME in s.ui.partition_keys("dataset_plan"):

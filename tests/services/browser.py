@@ -142,19 +142,22 @@ def _spawn(args: list[str], env: dict, log: Path) -> subprocess.Popen:
         return subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _stop(proc: subprocess.Popen, timeout: float = 20) -> None:
-    if proc.poll() is None:
+def _stop(procs: list[subprocess.Popen], timeout: float = 20) -> None:
+    """SIGTERM to every process group at once (each shuts down in parallel), up to timeout seconds
+    for them all to exit, then SIGKILL to whatever of the groups is left (code servers, run workers)."""
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+    for proc in procs:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
-    # Whatever of its group is left (code servers, run workers) goes too.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
 
 
 def _health_problem(ui: DagsterUI) -> str | None:
@@ -218,5 +221,4 @@ def start_dagster_ui(jadd_home: Path, dagster_home: Path, log_dir: Path, timeout
             raise RuntimeError(f"the Dagster UI was not ready within {timeout_s:.0f} s: {problem}\n{ui.log_tail()}")
         yield ui
     finally:
-        for proc in procs.values():
-            _stop(proc)
+        _stop(list(procs.values()))

@@ -106,6 +106,9 @@ def _as_postgres(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
     # PostgreSQL refuses to run as root; as a normal user it runs as that user.
     if os.geteuid() == 0:
         cmd = ["runuser", "-u", ADMIN, "--", *cmd]
+    # From "/": initdb fails ("could not identify current directory") when the caller's working
+    # directory is gone (a test's deleted temp folder) or not readable by the postgres user.
+    kwargs.setdefault("cwd", "/")
     return subprocess.run(cmd, check=True, capture_output=True, text=True, **kwargs)
 
 
@@ -151,7 +154,7 @@ def start_postgres(
             subprocess.run(
                 (["runuser", "-u", ADMIN, "--"] if os.geteuid() == 0 else [])
                 + [str(bin_dir / "pg_ctl"), "stop", "-m", "fast", "-w", "-D", str(data)],
-                capture_output=True, check=False,  # already stopped is fine
+                capture_output=True, check=False, cwd="/",  # already stopped is fine
             )
         shutil.rmtree(root, ignore_errors=True)
 
