@@ -94,7 +94,9 @@ class CostTable:
     autolabel_seconds_per_scene: Mapping[str, float] = field(default_factory=lambda: {"baseline": 23.0})
     default_autolabel_seconds_per_scene: float = 23.0
     merge_seconds_per_scene: float = 0.35
-    merge_seconds_per_part: float = 5.0  # devkit load, checks, preview: whatever the part's size
+    # A part's merge besides its scenes (devkit load, checks, preview): bench/RESULTS.md "Cost estimate
+    # against actual cost", merges of 3 and 6 scenes.
+    merge_seconds_per_part: float = 3.0
     bytes_per_megapixel: float = 250_000.0  # JPEG at quality ~90
     native_megapixels: float = 1.44  # a camera's size when its log's calibration is not at hand (1600×900)
     table_bytes_per_frame: float = 1_000.0

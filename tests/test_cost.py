@@ -38,7 +38,8 @@ from jadd_dagster.storage import LocalStore, write_parquet
 TABLE = CostTable(
     usd_per_cpu_hour=0.36, usd_per_gpu_hour=3.6, usd_per_gb_month=0.5, usd_per_1000_put=0.02, usd_per_1000_get=0.004,
     storage_months=2, cpu_seconds_per_frame=0.05, cpu_seconds_per_frame_undistorted=0.08,
-    autolabel_seconds_per_scene={"baseline": 30.0}, merge_seconds_per_scene=0.5, bytes_per_megapixel=200_000,
+    autolabel_seconds_per_scene={"baseline": 30.0}, merge_seconds_per_scene=0.5, merge_seconds_per_part=5.0,
+    bytes_per_megapixel=200_000,
     table_bytes_per_frame=1_000,
 )
 CHANNELS = ["CAM_FRONT", "CAM_FRONT_LEFT"]
