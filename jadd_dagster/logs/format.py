@@ -17,6 +17,10 @@ Optional (a log without them is valid):
     lidar/<CHANNEL>.timestamps.parquet  column timestamp_us (int64), one row per sweep
     calibration.json then also has {lidar channel: LidarCalibration.to_json()} for each lidar channel
 
+Images stay in an mp4 rather than Matroska or loose files: the pts keep µs (Matroska's are ms),
+the header counts the frames (decode_frames checks them against the timestamps), seeks are exact,
+and every camera keeps one file name whatever its codec, for the readers, the store and workers.
+
 Versions: 1, all cameras at the manifest's camera_hz; 2, cameras at rates of their own
 (camera_rates_hz). A manifest is written with the lowest version that describes it, so logs
 without per-camera rates stay readable by readers of version 1.
