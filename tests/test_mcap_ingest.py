@@ -4,6 +4,7 @@ lidar and CAN are what was recorded; bad recordings fail with the file, topic an
 
 import json
 import math
+import re
 import shutil
 from fractions import Fraction
 from pathlib import Path
@@ -25,6 +26,8 @@ import mcap_drives as drives
 from jadd_dagster.cli import main as jadd
 from jadd_dagster.ingest import INGEST_REPORT, IngestError, TopicMapError, ingest_mcap, load_topic_map, parse_topic_map
 from jadd_dagster.ingest.incoming import INGEST_ERROR, TOPIC_MAP
+from jadd_dagster.ingest.messages import MessageError
+from jadd_dagster.ingest.video import CameraVideo
 from jadd_dagster.logs.reader import read_log
 from jadd_dagster.sampling import SamplingProfile, sample_scene_timed
 from jadd_dagster.scenes import cut_scenes, scene_statistics
@@ -124,6 +127,22 @@ def test_jpeg_crf_encodes_jpeg_topics_once_to_h264(short_drive, tmp_path):
         neighbour = source(index + 1 if index < 29 else index - 1)
         assert _psnr(frames[index], source(index)) > _psnr(frames[index], neighbour) + 5
     assert result.report["videos"]["CAM_FRONT"]["reencoded"] is True
+
+
+def test_an_image_camera_keeps_one_format_and_size_and_each_image_is_checked_by_its_header(tmp_path):
+    video = CameraVideo(tmp_path / "cam.mp4", 10)
+    assert video.add("jpeg", drives.jpeg("CAM_FRONT", 0))
+    small = simplejpeg.encode_jpeg(drives.image("CAM_FRONT", 1)[:32, :48].copy(), 90)
+    problems = {"a 48x32 image after 96x64 ones": small,
+                "a PNG image after JPEG ones: a camera topic keeps one format": drives.png("CAM_FRONT", 1),
+                "not a decodable JPEG (truncated before its scan)": drives.jpeg("CAM_FRONT", 1)[:120],
+                "not a decodable JPEG or PNG image": b"GIF89a" + bytes(64)}
+    for message, data in problems.items():
+        with pytest.raises(MessageError, match=re.escape(message)):
+            video.add("jpeg", data)
+    video.close()
+    codec, packets = _packets(tmp_path / "cam.mp4")
+    assert codec == "mjpeg" and packets == [drives.jpeg("CAM_FRONT", 0)]
 
 
 def test_png_frames_are_stored_losslessly_and_encoded_once_at_sampling(tmp_path):
