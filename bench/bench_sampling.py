@@ -297,6 +297,35 @@ def encode_profile(video: Path, frames: int = 30) -> None:
             times += np.diff(t)
         cells = " | ".join(f"{1000 * v / frames:.1f}" for v in times)
         print(f"| {variant} | {cells} |")
+    remap_limits(decoded, FrameEncoder(calib, None, True, 90))
+
+
+def remap_limits(decoded: list, encoder) -> None:
+    """What bounds the undistortion's cost: the remap of each plane (bilinear, fixed-point tables)
+    against the cheapest remap there is (nearest neighbour: one gather a sample, no arithmetic) and
+    a plain copy of the plane (memory only), in ns per output sample and ms per frame."""
+    import cv2
+
+    steps = {
+        "bilinear remap (ours)": lambda plane, maps: cv2.remap(plane, maps[0], maps[1], cv2.INTER_LINEAR,
+                                                                borderMode=cv2.BORDER_REPLICATE),
+        "nearest-neighbour remap": lambda plane, maps: cv2.remap(plane, maps[0], None, cv2.INTER_NEAREST,
+                                                                  borderMode=cv2.BORDER_REPLICATE),
+        "copy": lambda plane, maps: plane.copy(),
+    }
+    warps = (encoder.luma, encoder.chroma, encoder.chroma)
+    samples = sum(w.maps[0].shape[0] * w.maps[0].shape[1] for w in warps)
+    print(f"\nThe undistortion's floor, 1 core, {len(decoded)} frames, {samples:,} output samples a frame (Y, Cb, Cr):")
+    print("| step | ns a sample | ms a frame |")
+    print("|---|---:|---:|")
+    for name, step in steps.items():
+        clock = time.thread_time()
+        for frame in decoded:
+            for plane, warp in zip(frame.planes[:3], warps):
+                pixels = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+                step(pixels, warp.maps)
+        seconds = (time.thread_time() - clock) / len(decoded)
+        print(f"| {name} | {1e9 * seconds / samples:.1f} | {1000 * seconds:.1f} |")
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
