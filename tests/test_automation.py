@@ -1,6 +1,7 @@
 """The standard-datasets schedule as the daemon runs it: a tick evaluated against a real instance,
 then the runs it requests, executed; the next night's rebuild computes nothing again."""
 
+import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -16,18 +17,27 @@ SPEC = {"name": "nightly", "description": "a standard dataset of the test", "cha
 NIGHT = datetime(2026, 11, 30, 2, 0, tzinfo=timezone.utc)
 
 
+@pytest.fixture(scope="module")
+def drive_log(tmp_path_factory) -> Path:
+    """One small log (two 20 s scenes), written once for the module; each test copies it."""
+    from jadd_dagster.sim import make_logs
+
+    (path,) = make_logs(tmp_path_factory.mktemp("automation-log"), n_logs=1, minutes=0.7, seed=5,
+                        channels=("CAM_FRONT",), image_size=(96, 54))
+    return path
+
+
 @pytest.fixture
-def world(tmp_path: Path, monkeypatch):
+def world(tmp_path: Path, monkeypatch, drive_log: Path):
     """A store with one small log, a folder of standard specs, and the profile's resources."""
     from jadd_dagster.defs.resources import resources_for
-    from jadd_dagster.sim import make_logs
     from jadd_dagster.profile import load_profile
 
     monkeypatch.setenv("JADD_HOME", str(tmp_path))
     specs = tmp_path / "datasets"
     specs.mkdir()
     monkeypatch.setattr(automation, "STANDARD_DATASETS_DIR", specs)
-    make_logs(tmp_path / "store" / "logs", n_logs=1, minutes=0.7, seed=5, channels=("CAM_FRONT",), image_size=(96, 54))
+    shutil.copytree(drive_log, tmp_path / "store" / "logs" / drive_log.name)
     return specs, resources_for(load_profile())
 
 
