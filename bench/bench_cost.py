@@ -27,7 +27,9 @@ bench/RESULTS.md). Error = (estimate - actual) / actual. Actual is what the prod
 locally: the seconds each worker spent on a scene and on a part's merge (wall clock, so a busy
 machine shows up in it); the load average at each build is printed beside it, and so are the CPU
 seconds the worker processes used (rusage of this process's children: what the table's figures
-model, plus each worker's Python start-up) against the estimate's CPU seconds.
+model, plus each worker's Python start-up) against the estimate's CPU seconds. Baseline, in the
+same run: the estimate as it was before frame sizes and the merge's per-part term (every frame at
+its 1600x900 figure, the merge 0.35 s a scene; table figures, no calibration).
 
     python bench/bench_cost.py [--minutes 1] [--workdir DIR] [--autolabel] [--only NAME ...]
 """
@@ -123,8 +125,8 @@ def error(estimate: float, actual: float) -> str:
 def print_table(rows: list[dict], usd_per_cpu_hour: float) -> None:
     print("\n| dataset | cameras → frames | frames | estimate | actual | error | sampling s a frame, est. / act. | "
           "sampling error | merge (scenes in parts) | merge s, est. / act. | merge error | estimate's sampling seconds from | "
-          "est. CPU s / workers' CPU s | load avg | wall s |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|")
+          "est. CPU s / workers' CPU s | before: 1600x900 figures | before: error | load avg | wall s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|")
     to_s = 3600 / usd_per_cpu_hour
     for r in rows:
         e = r["entry"]
@@ -139,7 +141,18 @@ def print_table(rows: list[dict], usd_per_cpu_hour: float) -> None:
               f"{error(e.estimate_usd, e.actual_usd)} | {per_frame} | {error(s_est, s_act) if done else ''} | {merged} | "
               f"{m_est:.1f} / {m_act:.1f} | {error(m_est, m_act)} | "
               f"{line(est, 'sampling')['basis'] if done else ''} | {s_est + m_est + label_s(e.cost['estimate'], to_s):.1f} / "
-              f"{r['cpu']:.1f} | {r['load']:.1f} | {r['wall']:.0f} |")
+              f"{r['cpu']:.1f} | ${r['before']:.6f} | {error(r['before'], e.actual_usd)} | {r['load']:.1f} | {r['wall']:.0f} |")
+
+
+def before(summary: dict, data: dict, table) -> float:
+    """The baseline: what the estimate was before frame sizes and the per-part term, from the
+    table alone (every frame at its 1600x900 figure, the merge 0.35 s a scene), the other
+    components as estimated now."""
+    work = summary["estimate"]["work"]
+    per_frame = table.reference_seconds_per_frame(data["undistort"], data["sweep_hz"])
+    seconds = work["frames"] * per_frame + work["merged_scenes"] * table.merge_seconds_per_scene
+    others = summary["estimate"]["usd"] - summary["estimate"]["components"]["sampling"] - summary["estimate"]["components"]["merge"]
+    return seconds * table.usd_per_cpu_hour / 3600 + others
 
 
 def label_s(breakdown: dict, to_s: float) -> float:
@@ -174,6 +187,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             cameras = " + ".join("%dx%d" % LOGS[one][0] for one in letter)
             r = build(name, spec_data(name, [ids[one] for one in letter], hz, size, args.autolabel), workdir)
             r["sizes"] = f"{cameras} → {'%dx%d' % size if size else 'same'}"
+            r["before"] = before(r["summary"], spec_data(name, [], hz, size, args.autolabel), load_profile().cost)
             e = r["entry"]
             print(f"{name}: estimate ${e.estimate_usd:.6f}, actual ${e.actual_usd:.6f} "
                   f"({error(e.estimate_usd, e.actual_usd)}), {r['wall']:.0f} s, load {r['load']:.1f}", flush=True)
