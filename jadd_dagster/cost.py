@@ -100,7 +100,7 @@ class CostTable:
     bytes_per_megapixel: float = 250_000.0  # JPEG at quality ~90
     native_megapixels: float = 1.44  # a camera's size when its log's calibration is not at hand (1600×900)
     table_bytes_per_frame: float = 1_000.0
-    measured_entries: int = 200  # recent registry entries a median is taken over
+    measured_entries: int = 200  # recent registry entries the calibrations and medians are taken over
     daily_limit_usd: float | None = None
     dataset_limit_usd: float | None = None
 
@@ -137,6 +137,8 @@ class CostTable:
                 values[name] = _number(f"{where}.{name}", value, positive=True)
             else:
                 values[name] = _number(f"{where}.{name}", value)
+        if "cpu_seconds_per_frame" in values and "cpu_seconds_per_frame_undistorted" not in data:
+            values["cpu_seconds_per_frame_undistorted"] = None  # a profile's own figure holds for undistorted frames too
         for name, key in (("daily_limit_usd", "daily_usd"), ("dataset_limit_usd", "dataset_usd")):
             if limits.get(key) is not None:
                 values[name] = _number(f"{where}.limits.{key}", limits[key], positive=True)
@@ -149,6 +151,8 @@ class CostTable:
         for name in RATE_TABLES:
             if isinstance(data[name], Mapping):
                 data[name] = dict(data[name])
+        if data["cpu_seconds_per_frame_undistorted"] is None:  # Dagster's config holds no nulls: absent means None
+            del data["cpu_seconds_per_frame_undistorted"]
         daily, dataset = data.pop("daily_limit_usd"), data.pop("dataset_limit_usd")
         data["limits"] = {k: v for k, v in (("daily_usd", daily), ("dataset_usd", dataset)) if v is not None}
         return data

@@ -532,3 +532,24 @@ def test_a_part_costs_a_fixed_merge_time_besides_its_scenes(tmp_path):
     measured = actual_work_rates(store, "costly")
     assert measured == {"merge_s_per_scene": 6.0, "merge_s": 12.0, "merged_scenes": 2, "merged_parts": 1}
     assert merge_samples([{"measured": measured}], TABLE) == [(12.0, 5.0 + 2 * 0.5)]
+
+
+def test_the_profile_has_one_cost_table_and_an_older_profile_still_loads(tmp_path):
+    from jadd_dagster.defs.resources import resources_for
+    from jadd_dagster.profile import load_profile
+
+    # A profile written before frame sizes and the per-part term: one number a frame (for undistorted
+    # frames too), no new keys.
+    old = tmp_path / "old.yaml"
+    old.write_text("storage: {url: /tmp/s}\nregistry: {url: 'sqlite:///r.db'}\n"
+                   "cost: {cpu_seconds_per_frame: 0.02, usd_per_cpu_hour: 0.05, merge_seconds_per_scene: 0.35}\n")
+    profile = load_profile(str(old))
+    assert not hasattr(profile, "cpu_seconds_per_frame") and not hasattr(profile, "usd_per_cpu_hour")
+    assert profile.cost.seconds_per_frame(True, 2) == 0.02 and profile.cost.merge_seconds_per_part == 3.0
+    settings = resources_for(profile)["settings"]
+    assert not hasattr(settings, "cpu_seconds_per_frame") and CostTable.from_mapping(settings.cost) == profile.cost
+    # A key the table does not know is refused with the file and the key.
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("storage: {url: /tmp/s}\nregistry: {url: 'sqlite:///r.db'}\ncost: {cpu_seconds_per_frame_native: 0.02}\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: cost: unknown key\(s\) \['cpu_seconds_per_frame_native'\]"):
+        load_profile(str(bad))
