@@ -26,9 +26,8 @@ left out. Sampling and merge seconds are the model's, times a calibration: measu
 seconds over what earlier builds of the deployment measured (the registry keeps each scene
 output's seconds and frames, and each build's merge seconds, scenes and parts), each compared with
 the model at its own frame size. Seconds measured on small frames are thus applied per pixel to
-large ones, never unchanged. Labelling
-seconds are the median seconds a scene of the same model and profile. Without measurements the
-factor is 1: the table's figures.
+large ones, never unchanged. Labelling seconds are the median seconds a scene of the same model
+and profile. Without measurements the factor is 1: the table's figures.
 After a build (`actual work`, built by the Dagster layer from the stage records): the seconds the
 workers measured per scene and per part, or on AWS Batch the job durations (startedAt to stoppedAt
 of each child), and the frames, scenes and parts actually written. Storage and request charges use
