@@ -496,3 +496,20 @@ def test_lidar_points_per_object_counts_what_the_sweep_hit(lidar_log):
 def test_same_seed_writes_identical_objects_and_sweeps(lidar_log_path, tmp_path):
     (again,) = make_logs(tmp_path, 1, 0.05, SEED, ("CAM_FRONT",), (320, 180), workers=2, lidar=True)
     assert _files(again) == _files(lidar_log_path)
+
+
+def test_ground_of_a_large_image_is_sampled_like_small_pieces_of_it():
+    """cv2.remap refuses maps 32,767 or more wide: a frame of 640x360 asks for more ground points
+    than that at once (the renderer failed at that size)."""
+    from jadd_dagster.sim.render import _ground_textures, ground_texture
+
+    rng = np.random.default_rng(3)
+    count, levels = 80_000, len(_ground_textures())
+    x, y = rng.uniform(-500, 500, count).astype(np.float32), rng.uniform(-500, 500, count).astype(np.float32)
+    starts = np.array([0, 50_000] + [count] * levels)[: levels + 1]  # two levels used, the first past 32,767
+    whole = ground_texture(x, y, starts)
+    pieces = np.concatenate([
+        ground_texture(x[lo:lo + 1000], y[lo:lo + 1000], np.clip(starts - lo, 0, min(1000, count - lo)))
+        for lo in range(0, count, 1000)
+    ])
+    assert whole.shape == (count, 3) and np.array_equal(whole, pieces)

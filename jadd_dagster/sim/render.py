@@ -188,6 +188,9 @@ def render_view(rays: CameraRays, up_row: np.ndarray, height_m: float) -> Render
     return rays.views[key]
 
 
+_REMAP_COLUMNS = 32_000  # cv2.remap wants fewer than SHRT_MAX (32,767) columns
+
+
 def ground_texture(x: np.ndarray, y: np.ndarray, level_starts: np.ndarray) -> np.ndarray:
     """Ground colour (N, 3) uint8 at map points x, y (N,) metres, bilinear between texels.
 
@@ -205,8 +208,11 @@ def ground_texture(x: np.ndarray, y: np.ndarray, level_starts: np.ndarray) -> np
         # Texel centres of level k sit at (i + 0.5) * 2**k level-0 texels.
         map_x = texel_x[start:end] * np.float32(0.5**k) - np.float32(0.5)
         map_y = texel_y[start:end] * np.float32(0.5**k) - np.float32(0.5)
-        sampled = cv2.remap(texture, map_x[None], map_y[None], cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
-        out[start:end] = sampled.reshape(-1, 3)
+        for lo in range(0, end - start, _REMAP_COLUMNS):  # remap's maps are at most 32,766 wide
+            hi = min(lo + _REMAP_COLUMNS, end - start)
+            sampled = cv2.remap(texture, map_x[None, lo:hi], map_y[None, lo:hi], cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_WRAP)
+            out[start + lo : start + hi] = sampled.reshape(-1, 3)
     return out
 
 
