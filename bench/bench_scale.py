@@ -453,7 +453,8 @@ def log_table(number: int, scenes: int) -> pd.DataFrame:
     n = len(index)
     table = pd.DataFrame({
         "scene_id": [f"{lid}/{i:04d}" for i in index], "log_id": lid, "scene_index": index,
-        "location": LOCATIONS[number % 3], "vehicle": "sim-car", "channels": CHANNEL, "start_time_us": start,
+        "location": LOCATIONS[number % 3], "vehicle": "sim-car", "channels": CHANNEL,
+        "camera_sizes": f"{CHANNEL}={WIDTH}x{HEIGHT}", "start_time_us": start,
         "end_time_us": start + SCENE_US, "date": when.strftime("%Y-%m-%d"), "hour": when.hour.astype(np.int64),
         "duration_s": np.full(n, SCENE_US / 1e6), "mean_speed_mps": np.full(n, SPEED_MPS),
         "max_speed_mps": np.full(n, SPEED_MPS + 0.2), "min_speed_mps": np.full(n, SPEED_MPS - 0.2),

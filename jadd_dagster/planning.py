@@ -23,6 +23,7 @@ from jadd_dagster.merge import assign_splits, split_score
 from jadd_dagster.nuscenes.parts import default_scenes_per_part
 from jadd_dagster.nuscenes.splits import split_name
 from jadd_dagster.records import DatasetPlan, PartPlan
+from jadd_dagster.scenes import parse_camera_sizes
 from jadd_dagster.sampling import SamplingProfile
 from jadd_dagster.spec import DatasetSpec
 
@@ -162,13 +163,14 @@ def estimate_plan(
 
 def make_plan(
     spec: DatasetSpec, catalog: pd.DataFrame, settings, previous: DatasetPlan | None, run_id: str,
-    costing: Callable[[list[str]], CostInputs] | None = None,
+    costing: Callable[[list[str], CameraSizes], CostInputs] | None = None,
 ) -> DatasetPlan:
     """Select the spec's scenes from the catalog, split them into parts and estimate the cost.
 
     settings carries the deployment profile's cost table (`cost`, a mapping; empty: the defaults).
-    costing(selected scene ids) gives the cache hits, measured rates and the cameras' sizes (the
-    Dagster layer reads them from the registry and the logs); without it nothing counts as cached,
+    costing(selected scene ids, their logs' camera sizes from the catalog) gives the cache hits,
+    measured rates and the cameras' sizes (the Dagster layer reads them from the registry, and the
+    sizes the catalog lacks from the logs); without it nothing counts as cached,
     the table's constants apply and every camera is native_megapixels. Raises curation.FilterError on a bad filter."""
     curation = select_scenes(catalog, spec)
     scenes = curation.scenes
@@ -177,7 +179,7 @@ def make_plan(
     kept = previous.parts if previous is not None and previous.profile_key == profile_key else None
     ids = scenes["scene_id"].tolist()
     parts = assign_parts(ids, size, kept)
-    inputs = costing(ids) if costing is not None else CostInputs(settings_table(settings))
+    inputs = costing(ids, catalog_camera_sizes(scenes)) if costing is not None else CostInputs(settings_table(settings))
     gaps = sorted(scenes.loc[scenes["has_gap"].astype(bool), "scene_id"]) if "has_gap" in scenes else []
     return DatasetPlan(
         name=spec.name, spec=spec.model_dump(), spec_hash=spec.spec_hash(), profile_key=profile_key,
@@ -187,6 +189,16 @@ def make_plan(
         missing_includes=list(curation.missing_includes), dropped_by_limit=curation.dropped_by_limit,
         gap_scenes=gaps, run_id=run_id, forced_splits=forced_splits(ids, spec.val_fraction),
     )
+
+
+def catalog_camera_sizes(scenes: pd.DataFrame) -> CameraSizes:
+    """The cameras' sizes of the scenes' logs where the catalog has them (column camera_sizes;
+    catalogs made before it, and logs without calibration, have none)."""
+    if "camera_sizes" not in scenes:
+        return {}
+    pairs = scenes[["log_id", "camera_sizes"]].drop_duplicates("log_id")
+    sizes = {log_id: parse_camera_sizes(text) for log_id, text in zip(pairs["log_id"], pairs["camera_sizes"])}
+    return {log_id: size for log_id, size in sizes.items() if size}
 
 
 def settings_table(settings) -> CostTable:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -24,6 +25,7 @@ CATALOG_COLUMNS: dict[str, str] = {
     "location": "where the log was recorded",
     "vehicle": "vehicle name",
     "channels": "comma-separated camera and lidar channels of the log",
+    "camera_sizes": "comma-separated CHANNEL=WIDTHxHEIGHT of the log's cameras, pixels (empty: not known)",
     "start_time_us": "scene start, µs since the Unix epoch",
     "end_time_us": "scene end (exclusive), µs",
     "date": "UTC date 'YYYY-MM-DD'",
@@ -88,9 +90,12 @@ def _window(df: pd.DataFrame, start_us: int, end_us: int) -> pd.DataFrame:
 
 
 def scene_statistics(
-    manifest: LogManifest, windows: list[SceneWindow], can: pd.DataFrame, pose: pd.DataFrame
+    manifest: LogManifest, windows: list[SceneWindow], can: pd.DataFrame, pose: pd.DataFrame,
+    calibration: Mapping | None = None,
 ) -> pd.DataFrame:
-    """One catalog row per scene (CATALOG_COLUMNS), from the log's CAN and pose tables."""
+    """One catalog row per scene (CATALOG_COLUMNS), from the log's CAN and pose tables and its
+    cameras' calibration (for their sizes; None: not known)."""
+    sizes = format_camera_sizes(calibration or {})
     rows = []
     for w in windows:
         c = _window(can, w.start_time_us, w.end_time_us)
@@ -107,6 +112,7 @@ def scene_statistics(
                 "location": manifest.location,
                 "vehicle": manifest.vehicle,
                 "channels": ",".join((*manifest.channels, *manifest.lidar_channels)),
+                "camera_sizes": sizes,
                 "start_time_us": w.start_time_us,
                 "end_time_us": w.end_time_us,
                 "date": start.strftime("%Y-%m-%d"),
@@ -127,6 +133,24 @@ def scene_statistics(
             }
         )
     return pd.DataFrame(rows, columns=list(CATALOG_COLUMNS))
+
+
+def format_camera_sizes(calibration: Mapping) -> str:
+    """'CAM_FRONT=1600x900,...' of the cameras (objects with width and height) in calibration."""
+    return ",".join(f"{channel}={c.width}x{c.height}" for channel, c in sorted(calibration.items())
+                    if hasattr(c, "width") and hasattr(c, "height"))
+
+
+def parse_camera_sizes(text: str) -> dict[str, tuple[int, int]]:
+    """format_camera_sizes's string back as {channel: (width, height)} ({} for '' or a bad entry)."""
+    sizes = {}
+    for entry in filter(None, str(text or "").split(",")):
+        channel, _, size = entry.partition("=")
+        width, _, height = size.partition("x")
+        if not (width.isdigit() and height.isdigit()):
+            return {}
+        sizes[channel] = (int(width), int(height))
+    return sizes
 
 
 def longest_gap_s(rows: pd.DataFrame, start_us: int, end_us: int) -> float:

@@ -71,7 +71,7 @@ def test_the_estimate_prices_each_component_from_the_spec_the_cache_and_the_tabl
     s = spec()
     ids = [f"log-a/{i:04d}" for i in range(4)]
     inputs = CostInputs(TABLE, sampled={ids[0]}, labelled={ids[0], ids[1]})
-    plan = make_plan(s, catalog(durations), settings(), None, "run", lambda selected: inputs)
+    plan = make_plan(s, catalog(durations), settings(), None, "run", lambda selected, sizes: inputs)
     estimate = plan.estimate
 
     # By hand: three scenes (52.5 s) to sample at 10 Hz from 2 channels, undistorted, from cameras of
@@ -106,7 +106,7 @@ def test_the_estimate_prices_each_component_from_the_spec_the_cache_and_the_tabl
 def test_native_frames_use_the_native_rate_and_a_gpu_model_is_priced_per_gpu_hour():
     s = spec(undistort=False, image_width=None, image_height=None)
     inputs = CostInputs(TABLE, label_gpu=True)
-    estimate = make_plan(s, catalog([20.0]), settings(), None, "run", lambda selected: inputs).estimate
+    estimate = make_plan(s, catalog([20.0]), settings(), None, "run", lambda selected, sizes: inputs).estimate
     assert estimate["components"]["sampling"] == pytest.approx(400 * 0.05 * 0.36 / 3600)
     assert estimate["components"]["autolabel"] == pytest.approx(30.0 * 3.6 / 3600)
     assert estimate["gpu_hours"] == pytest.approx(30.0 / 3600)
@@ -118,11 +118,11 @@ def test_a_rebuild_with_everything_cached_merges_only_what_changed():
     s = spec()
     ids = [f"log-a/{i:04d}" for i in range(3)]
     everything = CostInputs(TABLE, sampled=set(ids), labelled=set(ids))
-    first = make_plan(s, catalog([20.0] * 3), settings(), None, "run-1", lambda selected: everything)
-    again = make_plan(s, catalog([20.0] * 3), settings(), first, "run-2", lambda selected: everything)
+    first = make_plan(s, catalog([20.0] * 3), settings(), None, "run-1", lambda selected, sizes: everything)
+    again = make_plan(s, catalog([20.0] * 3), settings(), first, "run-2", lambda selected, sizes: everything)
     assert again.estimate["components"]["sampling"] == 0 and again.estimate["components"]["autolabel"] == 0
     assert again.estimate["components"]["merge"] == 0 and again.estimate["work"]["merged_parts"] == 0
-    grown = make_plan(s, catalog([20.0] * 4), settings(), first, "run-3", lambda selected: everything)
+    grown = make_plan(s, catalog([20.0] * 4), settings(), first, "run-3", lambda selected, sizes: everything)
     assert grown.estimate["work"]["merged_scenes"] == 4 and grown.estimate["work"]["sampled_scenes"] == 1
 
 
@@ -553,3 +553,40 @@ def test_the_profile_has_one_cost_table_and_an_older_profile_still_loads(tmp_pat
     bad.write_text("storage: {url: /tmp/s}\nregistry: {url: 'sqlite:///r.db'}\ncost: {cpu_seconds_per_frame_native: 0.02}\n")
     with pytest.raises(ValueError, match=r"bad.yaml: cost: unknown key\(s\) \['cpu_seconds_per_frame_native'\]"):
         load_profile(str(bad))
+
+
+def test_the_plan_takes_the_cameras_sizes_from_the_catalog_and_reads_only_what_it_lacks(tmp_path):
+    """At a million scenes the plan must not read a calibration.json per log (one GET each on S3):
+    the catalog has each log's camera sizes; only a log from a catalog made before that is read."""
+    store = store_with_logs(tmp_path, {"log-small": (320, 180), "log-big": (1600, 900)})
+    reads = []
+    original = LocalStore.get_bytes
+    LocalStore.get_bytes = lambda self, key: reads.append(key) or original(self, key)
+    try:
+        registry = RegistryResource(url=f"sqlite:///{tmp_path}/r.db")
+        cost = settings(REFERENCE)
+        native = spec(channels=["CAM_FRONT"], undistort=False, image_width=None, image_height=None, autolabel=False)
+        costing = plan_costing(native, registry, AutolabelModels(), cost, StoreResource(url=str(store.root)))
+        scenes = two_logs()
+        scenes["camera_sizes"] = ["CAM_FRONT=320x180", ""]  # log-big: from a catalog without sizes
+        plan = make_plan(native, scenes, cost, None, "run", costing)
+        assert reads == ["logs/log-big/calibration.json"]
+        small = 0.0021 + (0.037 - 0.0021) * 0.04  # as in the test above: the same sizes, wherever they came from
+        assert plan.estimate["work"]["sampling_s"] == pytest.approx(200 * 0.037 + 200 * small)
+    finally:
+        LocalStore.get_bytes = original
+
+
+def test_the_catalog_carries_each_logs_camera_sizes(tmp_path):
+    from jadd_dagster.scenes import cut_scenes, parse_camera_sizes, scene_statistics
+    from jadd_dagster.logs import read_log
+    from jadd_dagster.sim import make_logs
+
+    [path] = make_logs(tmp_path, n_logs=1, minutes=0.34, seed=4, channels=("CAM_FRONT", "CAM_BACK"), image_size=(48, 32),
+                       objects=False)
+    log = read_log(path)
+    windows, _ = cut_scenes(log.manifest, 20.0)
+    rows = scene_statistics(log.manifest, windows, log.can(), log.pose(), log.calibration)
+    assert set(rows["camera_sizes"]) == {"CAM_BACK=48x32,CAM_FRONT=48x32"}
+    assert parse_camera_sizes(rows["camera_sizes"].iloc[0]) == {"CAM_BACK": (48, 32), "CAM_FRONT": (48, 32)}
+    assert parse_camera_sizes("") == {} and parse_camera_sizes("CAM_FRONT=wide") == {}

@@ -51,22 +51,26 @@ CALIBRATION_READERS = 16  # logs whose calibration.json is read at once (one GET
 def plan_costing(
     spec: DatasetSpec, registry: RegistryResource, models: AutolabelModels, settings: PipelineSettings,
     store: StoreResource | None = None,
-) -> Callable[[list[str]], CostInputs]:
-    """For make_plan: the selected scenes' cache hits, their logs' camera sizes (from the store's
-    calibration.json; without a store every camera counts as native_megapixels) and how far what
+) -> Callable[[list[str], CameraSizes], CostInputs]:
+    """For make_plan: the selected scenes' cache hits, their logs' camera sizes (as the catalog has
+    them, else from the store's calibration.json, one GET a log; without a store every camera
+    counts as native_megapixels) and how far what
     earlier builds measured is from the table's model: sampling per scene of the same sampling
     profile, each compared with the model at its own log's camera size; merge per build, with its
     parts and scenes; labelling the median seconds a scene of the same model and profile."""
     table = settings_table(settings)
 
-    def inputs(scene_ids: list[str]) -> CostInputs:
+    def inputs(scene_ids: list[str], known_sizes: CameraSizes | None = None) -> CostInputs:
         reg = registry.registry()
         profile_key = sampling_profile(spec).key()
         wanted = set(scene_ids)
         sampled = set(reg.cached_scene_outputs(STAGE_SAMPLED, profile_key, wanted))
         recent = reg.recent_scene_seconds(STAGE_SAMPLED, profile_key, table.measured_entries)
         logs = {scene_id.split("/")[0] for scene_id in wanted} | {scene_id.split("/")[0] for scene_id, _, _ in recent}
-        sizes = camera_sizes(store, logs) if store is not None else {}
+        known_sizes = known_sizes or {}
+        sizes = {log_id: known_sizes[log_id] for log_id in logs if log_id in known_sizes}
+        if store is not None:
+            sizes.update(camera_sizes(store, logs - sizes.keys()))
         sampling = calibration(sampling_samples(spec, recent, sizes, table), "scene")
         labelled, labelling, gpu = set(), None, False
         if spec.autolabel:

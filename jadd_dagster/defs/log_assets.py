@@ -61,7 +61,7 @@ def scene_index(context: dg.AssetExecutionContext, store: StoreResource, setting
     s = store.store()
     with open_stored_log(s, context.partition_key) as log:
         windows, beyond = cut_scenes(log.manifest, settings.scene_length_s)
-        table = scene_statistics(log.manifest, windows, log.can(), log.pose())
+        table = scene_statistics(log.manifest, windows, log.can(), log.pose(), log.calibration)
     if beyond:
         context.log.warning(f"{beyond} scenes past the per-log limit were not registered")
     write_parquet(s, scene_index_key(context.partition_key), table)
