@@ -125,3 +125,19 @@ def test_importing_every_production_module_loads_no_simulator_module():
                           cwd=PACKAGE.parent)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_code_location_does_not_import_the_rosbag2_reader():
+    """Every Dagster run and step process imports the code location; rosbags (and ruamel.yaml with
+    it) took seconds to import and only bags need it, so the rosbag2 reader is imported when a
+    bag is converted, not before."""
+    script = (
+        "import json, sys\n"
+        "import jadd_dagster.definitions, jadd_dagster.cli, jadd_dagster.ingest\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'rosbags'\n"
+        "                        or m == 'jadd_dagster.ingest.rosbag_reader')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=PACKAGE.parent)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []

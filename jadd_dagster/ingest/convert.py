@@ -45,7 +45,7 @@ from jadd_dagster.ingest.messages import (
     transforms,
 )
 from jadd_dagster.ingest.streams import CameraStream, CanTable, Clock, LidarStream, PoseStream, gaps
-from jadd_dagster.ingest.rosbag_reader import Rosbag2Drive, is_rosbag2
+from jadd_dagster.ingest.bag_layout import is_rosbag2
 from jadd_dagster.ingest.tf_tree import PoseChain, StaticTree
 from jadd_dagster.ingest.topic_map import TopicMap
 from jadd_dagster.logs import format as fmt
@@ -56,7 +56,18 @@ from jadd_dagster.storage import process_umask
 INGEST_REPORT = "ingest.json"
 MAP_MARGIN_M = 50.0  # the poses' smallest x and y in the log's map frame
 PROBE_FRAMES = 10  # first frames of each camera that give the log's frame rate
-READERS: dict[str, type[RecordedDrive]] = {"mcap": McapDrive, "rosbag2": Rosbag2Drive}
+FORMATS = ("mcap", "rosbag2")
+
+
+def reader(format: str) -> type[RecordedDrive]:
+    """The reader of a recording format (FORMATS); rosbags is imported only for bags."""
+    if format not in FORMATS:
+        raise IngestError(f"unknown recording format {format!r} (formats: {', '.join(FORMATS)})")
+    if format == "rosbag2":
+        from jadd_dagster.ingest.rosbag_reader import Rosbag2Drive
+
+        return Rosbag2Drive
+    return McapDrive
 
 
 @dataclass(frozen=True)
@@ -98,7 +109,7 @@ def ingest_drive(
     paths: Sequence[Path], out_dir: Path, topic_map: TopicMap, dbc: Path | None = None, log_id: str | None = None,
     format: str = "mcap",
 ) -> IngestResult:
-    """Convert the recording of one drive (format: a READERS key) into the log out_dir/<log_id>.
+    """Convert the recording of one drive (format: one of FORMATS) into the log out_dir/<log_id>.
 
     Raises IngestError naming the file, topic and message index of the first problem (and the
     reader's LogFormatError if the result is not a valid log); nothing is left in out_dir then.
@@ -114,7 +125,7 @@ def ingest_drive(
     if topic_map.uses_dbc and dbc is None:
         raise IngestError("the topic map reads DBC signals (can.signals ... message:), but no DBC file was given")
     database = load_dbc(dbc, topic_map.can) if dbc is not None else None
-    with READERS[format](paths) as drive:
+    with reader(format)(paths) as drive:
         writer = LogWriter(topic_map, database)
         missing = drive.topics_missing(list(writer.roles))
         if missing:

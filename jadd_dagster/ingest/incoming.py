@@ -21,7 +21,7 @@ from pathlib import Path
 
 from jadd_dagster.ingest.convert import ingest_drive
 from jadd_dagster.ingest.mcap_reader import IngestError
-from jadd_dagster.ingest.rosbag_reader import METADATA
+from jadd_dagster.ingest.bag_layout import METADATA
 from jadd_dagster.ingest.topic_map import TopicMapError, load_topic_map
 from jadd_dagster.logs.format import MANIFEST
 from jadd_dagster.logs.reader import LogFormatError, is_log_id

@@ -27,6 +27,7 @@ from rosbags.rosbag2.errors import ReaderError
 from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
+from jadd_dagster.ingest.bag_layout import METADATA, is_rosbag2  # noqa: F401  (is_rosbag2: also from here)
 from jadd_dagster.ingest.mcap_reader import FileSummary, IngestError, McapMessage, RecordedDrive, message_error
 
 if sys.version_info >= (3, 14):
@@ -34,15 +35,8 @@ if sys.version_info >= (3, 14):
 else:  # what rosbags itself uses before Python 3.14
     from backports import zstd
 
-METADATA = "metadata.yaml"
 DEFAULT_DISTRO = "humble"  # the standard types used for a bag that names no known distribution
 _IDL_SEPARATOR = "=" * 80 + "\n"
-
-
-def is_rosbag2(path: Path) -> bool:
-    """Whether a path is a rosbag2 recording: a bag directory (with metadata.yaml) or a .db3 file."""
-    path = Path(path)
-    return (path.is_dir() and (path / METADATA).is_file()) or path.suffix == ".db3"
 
 
 def standard_distro(distro: str | None) -> str:
