@@ -12,7 +12,6 @@ writes rosbag2's MCAP storage instead of SQLite.
 
 from __future__ import annotations
 
-import inspect
 import math
 import sqlite3
 from collections.abc import Callable
@@ -159,9 +158,7 @@ def write_drive(folder: Path, segments: list[tuple[float, float]], lidar: bool =
 
 def _drive_events(end_s: float, lidar: bool):
     """mcap_drives' events of the whole drive: every camera at CAMERA_HZ, CAM_FRONT as JPEG."""
-    if "rates" in inspect.signature(drives._events).parameters:
-        return drives._events(end_s, lidar, {c: drives.CAMERA_HZ for c in drives.CAMERA_MOUNT}, "jpeg")
-    return drives._events(end_s, lidar)
+    return drives._events(end_s, lidar, {c: drives.CAMERA_HZ for c in drives.CAMERA_MOUNT}, "jpeg")
 
 
 def _write_bag(path: Path, store, events, tf_chain: bool, map_odom: bool, compress: bool, corrupt: dict,
