@@ -73,18 +73,35 @@ class FileSummary:
 
 
 class RecordedDrive:
-    """The recorded files of one drive as one log-time-ordered stream of messages; subclasses
-    open the files in __enter__ (filling summaries) and give each file's messages, in log-time
-    order, from _file_streams."""
+    """The recorded files of one drive as one log-time-ordered stream of messages, opened for
+    reading as a context manager; subclasses open one path in _open (entering what must be closed
+    into _stack and filling summaries) and give each file's messages, in log-time order, from
+    _file_streams. kind names the paths in errors ("MCAP files")."""
 
     format = ""
-    summaries: list[FileSummary]
+    kind = ""
+
+    def __init__(self, paths: Sequence[Path]):
+        if not paths:
+            raise IngestError(f"no {self.kind} given")
+        self.paths = [Path(p) for p in paths]
+        self._stack = ExitStack()
+        self.summaries: list[FileSummary] = []
 
     def __enter__(self) -> "RecordedDrive":
+        try:
+            for path in self.paths:
+                self._open(path)
+        except BaseException:
+            self._stack.close()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
-        pass
+        self._stack.close()
+
+    def _open(self, path: Path) -> None:
+        raise NotImplementedError
 
     def _file_streams(self, topics: set[str]) -> list[Iterator[McapMessage]]:
         raise NotImplementedError
@@ -114,34 +131,22 @@ class McapDrive(RecordedDrive):
     """The MCAP files of one drive, opened for reading (use as a context manager)."""
 
     format = "mcap"
+    kind = "MCAP files"
 
     def __init__(self, paths: Sequence[Path]):
-        if not paths:
-            raise IngestError("no MCAP files given")
-        self.paths = [Path(p) for p in paths]
-        self._stack = ExitStack()
+        super().__init__(paths)
         self._readers = []
         self._factories = [Ros2Decoders(), ProtobufDecoders()]
         self._decoders: dict[tuple[int, int], Callable[[bytes], Any]] = {}
-        self.summaries: list[FileSummary] = []
 
-    def __enter__(self) -> "McapDrive":
+    def _open(self, path: Path) -> None:
         try:
-            for path in self.paths:
-                try:
-                    stream = self._stack.enter_context(open(path, "rb"))
-                    reader = make_reader(stream)
-                    self.summaries.append(self._summary(path, reader))
-                except (OSError, McapError, ValueError, EOFError) as error:
-                    raise IngestError(f"{path.name}: not a readable MCAP file ({type(error).__name__}: {error})") from None
-                self._readers.append(reader)
-        except BaseException:
-            self._stack.close()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stack.close()
+            stream = self._stack.enter_context(open(path, "rb"))
+            reader = make_reader(stream)
+            self.summaries.append(self._summary(path, reader))
+        except (OSError, McapError, ValueError, EOFError) as error:
+            raise IngestError(f"{path.name}: not a readable MCAP file ({type(error).__name__}: {error})") from None
+        self._readers.append(reader)
 
     @staticmethod
     def _summary(path: Path, reader) -> FileSummary:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
@@ -69,31 +68,19 @@ class Rosbag2Drive(RecordedDrive):
     context manager)."""
 
     format = "rosbag2"
+    kind = "rosbag2 bags"
 
     def __init__(self, paths: Sequence[Path]):
-        if not paths:
-            raise IngestError("no rosbag2 bags given")
-        self.paths = [Path(p) for p in paths]
-        self._stack = ExitStack()
+        super().__init__(paths)
         self._bags: list[_Bag] = []
         self._decoders: dict[tuple[int, str], Callable[[bytes], Any]] = {}
-        self.summaries: list[FileSummary] = []
 
-    def __enter__(self) -> "Rosbag2Drive":
-        try:
-            for path in self.paths:
-                bag = self._open(path)
-                self._bags.append(bag)
-                self.summaries += [_summary(disk, storage) for _, disk, storage in bag.files]
-        except BaseException:
-            self._stack.close()
-            raise
-        return self
+    def _open(self, path: Path) -> None:
+        bag = self._read_bag(path)
+        self._bags.append(bag)
+        self.summaries += [_summary(disk, storage) for _, disk, storage in bag.files]
 
-    def __exit__(self, *exc) -> None:
-        self._stack.close()
-
-    def _open(self, path: Path) -> _Bag:
+    def _read_bag(self, path: Path) -> _Bag:
         if path.is_dir() and not (path / METADATA).is_file():
             raise IngestError(f"{path.name}: not a rosbag2 bag directory (no {METADATA})")
         try:
