@@ -146,7 +146,14 @@ def decode_frames(
         return
     stats = stats if stats is not None else DecodeStats()
     threads = sampling_threads() if threads is None else max(1, int(threads))
-    clock, cpu = time.perf_counter(), time.thread_time()
+    yield from _timed(_decoded_wanted(video, wanted, frame_count, rate_hz, stats, skip_unwanted, threads), stats)
+
+
+def _decoded_wanted(
+    video: Path, wanted: list[int], frame_count: int, rate_hz: int, stats: DecodeStats, skip_unwanted: bool,
+    threads: int,
+) -> Iterator[tuple[int, av.VideoFrame]]:
+    """decode_frames' pass, untimed (wanted: _checked, not empty)."""
     with av.open(str(video)) as container:
         stream = container.streams.video[0]
         stream.thread_count = threads
@@ -169,15 +176,10 @@ def decode_frames(
                 raise DecodeError(f"{video}: frame {need} is missing (decoder jumped to {index})")
             if frame.is_corrupt:
                 raise DecodeError(f"{video}: frame {index} decoded corrupt")
-            stats.seconds += time.perf_counter() - clock
-            stats.cpu_seconds += time.thread_time() - cpu
             yield index, frame
-            clock, cpu = time.perf_counter(), time.thread_time()
             need = next(pending, None)
             if need is None:
                 return
-        stats.seconds += time.perf_counter() - clock
-        stats.cpu_seconds += time.thread_time() - cpu
     raise DecodeError(f"{video}: frame {need} of {frame_count} is past the end of the video")
 
 
@@ -192,7 +194,13 @@ def read_packets(
     if not wanted:
         return
     stats = stats if stats is not None else DecodeStats()
-    clock, cpu = time.perf_counter(), time.thread_time()
+    yield from _timed(_read_wanted(video, wanted, frame_count, rate_hz, stats), stats)
+
+
+def _read_wanted(
+    video: Path, wanted: list[int], frame_count: int, rate_hz: int, stats: DecodeStats
+) -> Iterator[tuple[int, bytes]]:
+    """read_packets' pass, untimed (wanted: _checked, not empty)."""
     with av.open(str(video)) as container:
         stream = container.streams.video[0]
         if not _intra_only(stream.codec_context):
@@ -207,17 +215,24 @@ def read_packets(
             index = index_of(packet.pts)
             if index != need:
                 raise DecodeError(f"{video}: frame {need} is missing (next packet: frame {index})")
-            data = bytes(packet)
-            stats.seconds += time.perf_counter() - clock
-            stats.cpu_seconds += time.thread_time() - cpu
-            yield index, data
-            clock, cpu = time.perf_counter(), time.thread_time()
+            yield index, bytes(packet)
             need = next(pending, None)
             if need is None:
                 return
+    raise DecodeError(f"{video}: frame {need} of {frame_count} is past the end of the video")
+
+
+def _timed(items: Iterator, stats: DecodeStats) -> Iterator:
+    """items, with the time spent making each (not the caller's between them) added to stats:
+    wall seconds, and the CPU seconds of this thread."""
+    clock, cpu = time.perf_counter(), time.thread_time()
+    for item in items:
         stats.seconds += time.perf_counter() - clock
         stats.cpu_seconds += time.thread_time() - cpu
-    raise DecodeError(f"{video}: frame {need} of {frame_count} is past the end of the video")
+        yield item
+        clock, cpu = time.perf_counter(), time.thread_time()
+    stats.seconds += time.perf_counter() - clock
+    stats.cpu_seconds += time.thread_time() - cpu
 
 
 def _checked(video: Path, wanted: Sequence[int], frame_count: int) -> list[int]:
