@@ -368,3 +368,36 @@ def _foxglove_messages(kind: str, payload):
         stamp, t_s = payload
         yield "/odom", Odometry(timestamp=_pb_time(stamp), frame_id="map", body_frame_id="base_link",
                                 linear_velocity=Vector3(x=SPEED_MPS), angular_velocity=Vector3(z=0.02))
+
+
+def video_frames(path: Path) -> list[np.ndarray]:
+    """Every frame of a log's camera video, decoded, RGB."""
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio of two uint8 images, dB (99 for identical ones)."""
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 99.0 if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+def build_two_camera_dataset(log_path: Path, name: str, tmp_path: Path):
+    """`jadd build` of one ingested log (CAM_FRONT and CAM_FRONT_LEFT, 2 / 10 Hz, frames kept as
+    they are) in tmp_path; the devkit's NuScenes of the part, and the build's summary."""
+    import json
+
+    import yaml
+    from nuscenes.nuscenes import NuScenes
+
+    from jadd_dagster.cli import main as jadd
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / log_path.name).symlink_to(log_path)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"name": name, "channels": ["CAM_FRONT", "CAM_FRONT_LEFT"],
+                                    "keyframe_hz": 2, "sweep_hz": 10, "undistort": False, "jpeg_quality": 95}))
+    assert jadd(["build", "--spec", str(spec), "--logs", str(logs), "--workdir", str(tmp_path / "work")]) == 0
+    summary = json.loads((tmp_path / "work" / "summary.json").read_text())
+    return NuScenes(version=summary["versions"][0], dataroot=summary["dataroot"], verbose=False), summary

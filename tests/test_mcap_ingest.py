@@ -3,7 +3,6 @@ real H.264 and JPEG payloads, tests/mcap_drives.py) become logs whose frames, po
 lidar and CAN are what was recorded; bad recordings fail with the file, topic and message named."""
 
 import json
-import math
 import re
 import shutil
 from fractions import Fraction
@@ -49,10 +48,6 @@ def drive(request, tmp_path_factory):
     return {"flavour": request.param, "recording": recording, "result": result, "log": read_log(result.path)}
 
 
-def _video_frames(path: Path) -> list[np.ndarray]:
-    with av.open(str(path)) as container:
-        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-
 
 def _recorded_h264_frames(files, topic: str, skip: int = 0) -> list[np.ndarray]:
     """The access units of an H.264 topic as recorded (repeats in overlapping files once; the
@@ -67,14 +62,10 @@ def _recorded_h264_frames(files, topic: str, skip: int = 0) -> list[np.ndarray]:
     return [f.to_ndarray(format="rgb24") for t in sorted(units)[skip:] for f in decoder.decode(av.Packet(units[t]))]
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 99.0 if mse == 0 else 10 * math.log10(255**2 / mse)
-
 
 def test_h264_is_remuxed_so_the_log_decodes_to_exactly_the_recorded_frames(drive):
     recording, log = drive["recording"], drive["log"]
-    frames = _video_frames(log.video_path("CAM_FRONT_LEFT"))
+    frames = drives.video_frames(log.video_path("CAM_FRONT_LEFT"))
     recorded = _recorded_h264_frames(recording.files, "/cam_front_left/video")
     assert len(frames) == len(recorded) == len(recording.camera_frames["CAM_FRONT_LEFT"]) == 210
     assert all(np.array_equal(a, b) for a, b in zip(frames, recorded))  # bit-exact: not re-encoded
@@ -123,9 +114,9 @@ def test_jpeg_crf_encodes_jpeg_topics_once_to_h264(short_drive, tmp_path):
 
     assert len(frames) == 30
     for index in (0, 1, 17, 29):
-        assert _psnr(frames[index], source(index)) > 35, index
+        assert drives.psnr(frames[index], source(index)) > 35, index
         neighbour = source(index + 1 if index < 29 else index - 1)
-        assert _psnr(frames[index], source(index)) > _psnr(frames[index], neighbour) + 5
+        assert drives.psnr(frames[index], source(index)) > drives.psnr(frames[index], neighbour) + 5
     assert result.report["videos"]["CAM_FRONT"]["reencoded"] is True
 
 
@@ -150,7 +141,7 @@ def test_png_frames_are_stored_losslessly_and_encoded_once_at_sampling(tmp_path)
     log = read_log(_ingest("ros2", recording.files, tmp_path / "logs").path)
     codec, packets = _packets(log.video_path("CAM_FRONT"))
     assert codec == "png" and packets == [drives.png("CAM_FRONT", i) for i in range(30)]
-    assert all(np.array_equal(a, drives.image("CAM_FRONT", i)) for i, a in enumerate(_video_frames(log.video_path("CAM_FRONT"))))
+    assert all(np.array_equal(a, drives.image("CAM_FRONT", i)) for i, a in enumerate(drives.video_frames(log.video_path("CAM_FRONT"))))
     record, stats = _sample(log, tmp_path / "scene", SamplingProfile(channels=("CAM_FRONT",), jpeg_quality=95), 2)
     assert stats.copied == 0 and stats.per_channel["CAM_FRONT"]["decoded"] == len(record.frames) == 16
     by_stamp = dict(zip(recording.camera_stamps["CAM_FRONT"], recording.camera_frames["CAM_FRONT"]))
@@ -158,7 +149,7 @@ def test_png_frames_are_stored_losslessly_and_encoded_once_at_sampling(tmp_path)
         source = drives.image("CAM_FRONT", by_stamp[frame.timestamp_us])
         written = simplejpeg.decode_jpeg((tmp_path / "scene" / frame.path).read_bytes(), colorspace="RGB")
         once = simplejpeg.decode_jpeg(simplejpeg.encode_jpeg(source, quality=95, colorsubsampling="420"), colorspace="RGB")
-        assert _psnr(written, source) > _psnr(once, source) - 0.5
+        assert drives.psnr(written, source) > drives.psnr(once, source) - 0.5
 
 
 def _sample(log, out: Path, profile, seconds: float, start_s: float = 1.0):
@@ -212,9 +203,9 @@ def test_a_resized_or_undistorted_dataset_matches_the_source_images(drive, chang
         written = simplejpeg.decode_jpeg((tmp_path / frame.path).read_bytes(), colorspace="RGB")
         index = by_stamp[frame.timestamp_us]
         assert written.shape[:2] == (out["height"], out["width"])
-        scores.append(_psnr(written, expected(index)))
+        scores.append(drives.psnr(written, expected(index)))
         assert scores[-1] > worst, index
-        assert scores[-1] > _psnr(written, expected(index + 1)) + 3, index
+        assert scores[-1] > drives.psnr(written, expected(index + 1)) + 3, index
     assert float(np.median(scores)) > median
 
 
@@ -301,7 +292,7 @@ def test_gaps_between_files_go_into_ingest_json_and_the_scene_catalog(tmp_path):
     # H.264 frames after the lost ones refer to frames the log lacks: dropped up to the next keyframe.
     assert report["videos"]["CAM_FRONT_LEFT"]["dropped_waiting_for_keyframe"] == 6
     log = read_log(result.path)
-    frames = _video_frames(log.video_path("CAM_FRONT_LEFT"))
+    frames = drives.video_frames(log.video_path("CAM_FRONT_LEFT"))
     first_after = log.frame_timestamps("CAM_FRONT_LEFT").tolist().index(drives._camera_stamp_ns(120) // 1000)
     # The second file starts at frame 114; 120 is the next keyframe (one every 10 frames).
     after_gap = _recorded_h264_frames(recording.files[1:], "/cam_front_left/video", skip=6)
@@ -476,17 +467,7 @@ def test_cameras_at_different_rates_are_ingested_and_sampled_at_their_own_rates(
 
 @pytest.mark.e2e
 def test_an_ingested_log_with_cameras_at_two_rates_builds_a_dataset_the_devkit_loads(two_rates, tmp_path):
-    from nuscenes.nuscenes import NuScenes
-
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    (logs / two_rates["result"].path.name).symlink_to(two_rates["result"].path)
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump({"name": "mcap-rates", "channels": ["CAM_FRONT", "CAM_FRONT_LEFT"],
-                                    "keyframe_hz": 2, "sweep_hz": 10, "undistort": False, "jpeg_quality": 95}))
-    assert jadd(["build", "--spec", str(spec), "--logs", str(logs), "--workdir", str(tmp_path / "work")]) == 0
-    summary = json.loads((tmp_path / "work" / "summary.json").read_text())
-    nusc = NuScenes(version=summary["versions"][0], dataroot=summary["dataroot"], verbose=False)
+    nusc, summary = drives.build_two_camera_dataset(two_rates["result"].path, "mcap-rates", tmp_path)
     assert len(nusc.scene) == 1 and len(nusc.sample) == 40
     start, recording = drives.START_S * 1_000_000, two_rates["recording"]
     index = {c: dict(zip(recording.camera_stamps[c], recording.camera_frames[c])) for c in RATES}
@@ -502,7 +483,7 @@ def test_an_ingested_log_with_cameras_at_two_rates_builds_a_dataset_the_devkit_l
     for record in records["CAM_FRONT_LEFT"][::17]:
         image = np.asarray(Image.open(Path(summary["dataroot"]) / record["filename"]).convert("RGB"))
         frame = index["CAM_FRONT_LEFT"][record["timestamp"]]
-        assert _psnr(image, h264[frame]) > 30 and _psnr(image, h264[frame]) > _psnr(image, h264[frame + 1]) + 3
+        assert drives.psnr(image, h264[frame]) > 30 and drives.psnr(image, h264[frame]) > drives.psnr(image, h264[frame + 1]) + 3
     for channel in RATES:
         record = nusc.get("sample_data", nusc.sample[10]["data"][channel])
         pose = nusc.get("ego_pose", record["ego_pose_token"])

@@ -64,26 +64,18 @@ def _recorded_h264_frames(bag_paths, topic: str, skip: int = 0) -> list[np.ndarr
     return [f.to_ndarray(format="rgb24") for t in sorted(units)[skip:] for f in decoder.decode(av.Packet(units[t]))]
 
 
-def _video_frames(path: Path) -> list[np.ndarray]:
-    with av.open(str(path)) as container:
-        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 99.0 if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
 def test_bags_of_one_drive_merge_into_one_log_with_the_recorded_frames_and_times(drive):
     recording, log, report = drive["recording"], drive["log"], drive["result"].report
-    frames = _video_frames(log.video_path("CAM_FRONT_LEFT"))
+    frames = drives.video_frames(log.video_path("CAM_FRONT_LEFT"))
     recorded = _recorded_h264_frames(recording.bags, "/cam_front_left/video")
     assert len(frames) == len(recorded) == 210
     assert all(np.array_equal(a, b) for a, b in zip(frames, recorded))  # remuxed bit-exact, not re-encoded
     with av.open(str(log.video_path("CAM_FRONT"))) as container:
         jpeg_frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     source = simplejpeg.decode_jpeg(drives.jpeg("CAM_FRONT", 57), colorspace="RGB")
-    assert len(jpeg_frames) == 210 and _psnr(jpeg_frames[57], source) > 30
+    assert len(jpeg_frames) == 210 and drives.psnr(jpeg_frames[57], source) > 30
     for channel in ("CAM_FRONT", "CAM_FRONT_LEFT"):
         assert log.frame_timestamps(channel).tolist() == recording.camera_stamps[channel]
     assert log.pose()["timestamp_us"].tolist() == recording.pose_stamps
@@ -308,23 +300,13 @@ def test_a_bag_dropped_under_incoming_is_converted_by_the_sensor_s_run(tmp_path)
 
 @pytest.mark.e2e
 def test_an_ingested_bag_builds_a_dataset_the_devkit_loads(drive, tmp_path):
-    from nuscenes.nuscenes import NuScenes
-
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    (logs / drive["result"].path.name).symlink_to(drive["result"].path)
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump({"name": "rosbag2", "channels": ["CAM_FRONT", "CAM_FRONT_LEFT"],
-                                    "keyframe_hz": 2, "sweep_hz": 10, "undistort": False, "jpeg_quality": 95}))
-    assert jadd(["build", "--spec", str(spec), "--logs", str(logs), "--workdir", str(tmp_path / "work")]) == 0
-    summary = json.loads((tmp_path / "work" / "summary.json").read_text())
-    nusc = NuScenes(version=summary["versions"][0], dataroot=summary["dataroot"], verbose=False)
+    nusc, summary = drives.build_two_camera_dataset(drive["result"].path, "rosbag2", tmp_path)
     assert len(nusc.scene) == 1 and len(nusc.sample) == 40
     recorded = _recorded_h264_frames(drive["recording"].bags, "/cam_front_left/video")
     record = nusc.get("sample_data", nusc.sample[10]["data"]["CAM_FRONT_LEFT"])
     index = int(round((record["timestamp"] - START_US) / 100_000))
     image = np.asarray(Image.open(Path(summary["dataroot"]) / record["filename"]).convert("RGB"))
-    assert _psnr(image, recorded[index]) > 30 and _psnr(image, recorded[index]) > _psnr(image, recorded[index + 1]) + 3
+    assert drives.psnr(image, recorded[index]) > 30 and drives.psnr(image, recorded[index]) > drives.psnr(image, recorded[index + 1]) + 3
     pose = nusc.get("ego_pose", record["ego_pose_token"])
     (x, y, _), _ = drives.pose_at((record["timestamp"] - START_US) / 1e6)
     origin = drive["result"].report["map_origin"]
