@@ -105,7 +105,7 @@ def write_bench_drive(folder: Path, flavour: str, seconds: float, size: tuple[in
     if flavour == "rosbag2":
         import rosbag_drives
 
-        return rosbag_drives.write_drive(folder, [(0, seconds)]).bags[0]
+        return rosbag_drives.write_drive(folder, [(0, seconds)]).files[0]
     return drives.write_drive(folder, flavour, [(0, seconds)]).files[0]
 
 

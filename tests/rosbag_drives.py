@@ -69,14 +69,11 @@ def _to_field(store, kind, detail, value):
 
 
 @dataclass
-class BagRecording:
-    """What went into a drive's bags: camera stamps and frame indices, pose stamps (µs), bags."""
+class BagRecording(drives.Recording):
+    """What went into a drive's bags (mcap_drives.Recording; files are the bag directories), and
+    the stamps of the TF chain's map -> odom link (µs)."""
 
-    camera_stamps: dict[str, list[int]] = field(default_factory=dict)
-    camera_frames: dict[str, list[int]] = field(default_factory=dict)
-    pose_stamps: list[int] = field(default_factory=list)
     map_odom_stamps: list[int] = field(default_factory=list)
-    bags: list[Path] = field(default_factory=list)
 
 
 def map_odom_at(t_s: float) -> tuple[tuple[float, float, float], float]:
@@ -137,7 +134,7 @@ def write_drive(folder: Path, segments: list[tuple[float, float]], lidar: bool =
         if not definitions:  # as rosbag2 on Humble: the types are only named
             with sqlite3.connect(path / f"{path.name}.db3") as db:
                 db.execute("DELETE FROM message_definitions")
-        recording.bags.append(path)
+        recording.files.append(path)
         for _, kind, payload, stamp in kept:
             if kind in ("jpeg", "h264"):
                 channel = "CAM_FRONT" if kind == "jpeg" else "CAM_FRONT_LEFT"

@@ -48,7 +48,7 @@ def drive(tmp_path_factory):
     """21 s of the drive in two bags overlapping by 1 s, ingested."""
     root = tmp_path_factory.mktemp("rosbag")
     recording = bags.write_drive(root / "bags", [(0, 12), (11, 21)])
-    result = _ingest(recording.bags, root / "logs", log_id="drive")
+    result = _ingest(recording.files, root / "logs", log_id="drive")
     return {"recording": recording, "result": result, "log": read_log(result.path)}
 
 
@@ -69,7 +69,7 @@ def _recorded_h264_frames(bag_paths, topic: str, skip: int = 0) -> list[np.ndarr
 def test_bags_of_one_drive_merge_into_one_log_with_the_recorded_frames_and_times(drive):
     recording, log, report = drive["recording"], drive["log"], drive["result"].report
     frames = drives.video_frames(log.video_path("CAM_FRONT_LEFT"))
-    recorded = _recorded_h264_frames(recording.bags, "/cam_front_left/video")
+    recorded = _recorded_h264_frames(recording.files, "/cam_front_left/video")
     assert len(frames) == len(recorded) == 210
     assert all(np.array_equal(a, b) for a, b in zip(frames, recorded))  # remuxed bit-exact, not re-encoded
     with av.open(str(log.video_path("CAM_FRONT"))) as container:
@@ -110,7 +110,7 @@ def test_poses_calibration_lidar_and_can_round_trip(drive):
 
 def test_a_tf_chain_map_odom_base_link_gives_the_composed_poses(tmp_path):
     recording = bags.write_drive(tmp_path / "bags", [(0, 3)], tf_chain=True)
-    result = _ingest(recording.bags, tmp_path / "logs", _chain_map())
+    result = _ingest(recording.files, tmp_path / "logs", _chain_map())
     pose, origin, chain = read_log(result.path).pose(), result.report["map_origin"], result.report["pose_chain"]
     assert chain["frames"] == ["map", "odom", "base_footprint", "base_link"]
     assert [link["kind"] for link in chain["links"]] == ["dynamic", "dynamic", "static"]
@@ -132,7 +132,7 @@ def test_a_tf_chain_map_odom_base_link_gives_the_composed_poses(tmp_path):
 def test_a_broken_tf_chain_names_the_missing_link_and_the_time(tmp_path):
     recording = bags.write_drive(tmp_path / "bags", [(0, 1)], tf_chain=True, map_odom=False)
     with pytest.raises(IngestError) as error:
-        _ingest(recording.bags, tmp_path / "logs", _chain_map())
+        _ingest(recording.files, tmp_path / "logs", _chain_map())
     assert str(error.value) == (
         f"topic /tf (pose): the TF chain from 'map' to 'base_link' is broken: frame 'odom' has no parent on /tf or "
         f"/tf_static at {START_US} µs, the first pose time (the chain found: base_link <- base_footprint <- odom; "
@@ -179,20 +179,20 @@ def test_links_that_come_before_the_static_link_joining_them_are_kept():
 
 def test_a_lone_db3_file_is_read_and_a_bag_without_its_db3_is_named(tmp_path, capsys):
     recording = bags.write_drive(tmp_path / "bags", [(0, 1)])
-    lone = recording.bags[0] / "drive_0.db3"
+    lone = recording.files[0] / "drive_0.db3"
     code, out, err = _cli_ingest([lone], tmp_path / "logs", capsys)  # --format auto
     assert code == 0, err
     log = read_log(tmp_path / "logs" / "drive")  # drive_0.db3 -> drive
     assert log.frame_timestamps("CAM_FRONT").tolist() == recording.camera_stamps["CAM_FRONT"]
     lone.unlink()
-    code, _, err = _cli_ingest(recording.bags, tmp_path / "more-logs", capsys, "--format", "rosbag2")
+    code, _, err = _cli_ingest(recording.files, tmp_path / "more-logs", capsys, "--format", "rosbag2")
     assert code == 1 and err.startswith("error: drive_0: not a readable rosbag2 bag (ReaderError: ")
     assert "drive_0.db3" in err
 
 
 def test_a_bag_in_rosbag2_s_mcap_storage_gives_the_same_log_through_either_reader(tmp_path):
     recording = bags.write_drive(tmp_path / "bags", [(0, 2)], storage="mcap")
-    (bag,) = recording.bags
+    (bag,) = recording.files
     through_rosbags = read_log(_ingest([bag], tmp_path / "rosbag2").path)
     mcap_files = sorted(bag.glob("*.mcap"))
     through_mcap = read_log(ingest_drive(mcap_files, tmp_path / "mcap", load_topic_map(ROS2_MAP), dbc=drives.DRIVE_DBC,
@@ -215,7 +215,7 @@ def _cli_ingest(paths, out: Path, capsys, *extra: str) -> tuple[int, str, str]:
 def test_a_malformed_message_is_an_error_naming_file_topic_and_index(tmp_path, capsys):
     recording = bags.write_drive(tmp_path / "bags", [(0, 1)], name="broken",
                                  corrupt={("/cam_front/image/compressed", 4): lambda data: data[:40]})
-    code, _, err = _cli_ingest(recording.bags, tmp_path / "logs", capsys, "--format", "rosbag2")
+    code, _, err = _cli_ingest(recording.files, tmp_path / "logs", capsys, "--format", "rosbag2")
     assert code == 1 and "Traceback" not in err
     assert err.startswith("error: broken_0/broken_0.db3: topic /cam_front/image/compressed: message 4: "
                           "malformed sensor_msgs/msg/CompressedImage")
@@ -225,7 +225,7 @@ def test_a_malformed_message_is_an_error_naming_file_topic_and_index(tmp_path, c
 def test_a_bag_without_stored_definitions_decodes_the_standard_ros2_types(tmp_path):
     recording = bags.write_drive(tmp_path / "bags", [(0, 2)], definitions=False)
     with pytest.raises(IngestError) as error:  # as a Humble bag: custom types cannot be decoded
-        _ingest(recording.bags, tmp_path / "logs")
+        _ingest(recording.files, tmp_path / "logs")
     assert str(error.value) == (
         "drive_0/drive_0.db3: topic /cam_front_left/video: message 0: message type foxglove_msgs/msg/CompressedVideo "
         "has no definition stored in the bag and is not a standard ROS 2 humble type (rosbag2 stores definitions "
@@ -234,7 +234,7 @@ def test_a_bag_without_stored_definitions_decodes_the_standard_ros2_types(tmp_pa
     del data["cameras"]["CAM_FRONT_LEFT"], data["lidars"]
     data["can"] = {"signals": {"speed_mps": {"topic": "/odom", "field": "twist.twist.linear.x"},
                                "brake": {"topic": "/vehicle/brake", "field": "data"}}}
-    result = ingest_drive(recording.bags, tmp_path / "logs", parse_topic_map(data), format="rosbag2")
+    result = ingest_drive(recording.files, tmp_path / "logs", parse_topic_map(data), format="rosbag2")
     log = read_log(result.path)
     assert log.frame_timestamps("CAM_FRONT").tolist() == recording.camera_stamps["CAM_FRONT"]
     assert log.calibration["CAM_FRONT"].intrinsic == drives.INTRINSIC
@@ -243,7 +243,7 @@ def test_a_bag_without_stored_definitions_decodes_the_standard_ros2_types(tmp_pa
 
 def test_gaps_between_compressed_bags_are_reported_and_a_bag_is_found_without_format(tmp_path, capsys):
     recording = bags.write_drive(tmp_path / "bags", [(0, 4), (6.35, 10)], compress=True)
-    code, out, err = _cli_ingest(recording.bags, tmp_path / "logs", capsys)  # --format auto
+    code, out, err = _cli_ingest(recording.files, tmp_path / "logs", capsys)  # --format auto
     assert code == 0, err
     assert f"written to {tmp_path / 'logs' / 'drive_0'}" in out  # the first bag directory's name
     report = json.loads((tmp_path / "logs" / "drive_0" / INGEST_REPORT).read_text())
@@ -266,9 +266,9 @@ def test_a_bag_dropped_under_incoming_is_converted_by_the_sensor_s_run(tmp_path)
 
     recording = bags.write_drive(tmp_path / "recorded", [(0, 1), (1, 2)])
     nested, flat = tmp_path / "incoming" / "drive-r", tmp_path / "incoming" / "drive-s"
-    for bag in recording.bags:  # several bag directories of one drive
+    for bag in recording.files:  # several bag directories of one drive
         shutil.copytree(bag, nested / bag.name)
-    shutil.copytree(recording.bags[0], flat)  # the drive's folder is the bag directory
+    shutil.copytree(recording.files[0], flat)  # the drive's folder is the bag directory
     for folder in (nested, flat):
         shutil.copy(drives.DRIVE_DBC, folder / "vehicle.dbc")
     resources = {"store": StoreResource(url=str(tmp_path))}
@@ -302,7 +302,7 @@ def test_a_bag_dropped_under_incoming_is_converted_by_the_sensor_s_run(tmp_path)
 def test_an_ingested_bag_builds_a_dataset_the_devkit_loads(drive, tmp_path):
     nusc, summary = drives.build_two_camera_dataset(drive["result"].path, "rosbag2", tmp_path)
     assert len(nusc.scene) == 1 and len(nusc.sample) == 40
-    recorded = _recorded_h264_frames(drive["recording"].bags, "/cam_front_left/video")
+    recorded = _recorded_h264_frames(drive["recording"].files, "/cam_front_left/video")
     record = nusc.get("sample_data", nusc.sample[10]["data"]["CAM_FRONT_LEFT"])
     index = int(round((record["timestamp"] - START_US) / 100_000))
     image = np.asarray(Image.open(Path(summary["dataroot"]) / record["filename"]).convert("RGB"))
