@@ -150,6 +150,25 @@ class Recording:
     pose_stamps: list[int] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
 
+    def add(self, path: Path, events) -> None:
+        """One file (or bag) of the drive and the events written into it."""
+        self.files.append(path)
+        for _, kind, payload, stamp in events:
+            if kind in ("jpeg", "h264"):
+                channel = "CAM_FRONT" if kind == "jpeg" else "CAM_FRONT_LEFT"
+                self.camera_stamps.setdefault(channel, []).append(stamp // 1000)
+                self.camera_frames.setdefault(channel, []).append(payload[2])
+            elif kind == "pose":
+                self.pose_stamps.append(stamp // 1000)
+
+    def finish(self) -> None:
+        """Each stamp once, in order: files of one drive that overlap repeat messages."""
+        for channel in self.camera_stamps:
+            pairs = sorted(set(zip(self.camera_stamps[channel], self.camera_frames[channel])))
+            self.camera_stamps[channel] = [s for s, _ in pairs]
+            self.camera_frames[channel] = [i for _, i in pairs]
+        self.pose_stamps = sorted(set(self.pose_stamps))
+
 
 def _ns(t_s: float) -> int:
     return START_S * 1_000_000_000 + round(t_s * 1e9)
@@ -175,19 +194,8 @@ def write_drive(folder: Path, flavour: str, segments: list[tuple[float, float]],
         kept = [(_ns(start_s), "static", None, _ns(start_s))]
         kept += [e for e in events if _ns(start_s) <= e[3] < _ns(end_s)]
         (_write_ros2 if flavour == "ros2" else _write_foxglove)(path, [e[:3] for e in kept])
-        recording.files.append(path)
-        for _, kind, payload, stamp in kept:
-            if kind in ("jpeg", "h264"):
-                channel = "CAM_FRONT" if kind == "jpeg" else "CAM_FRONT_LEFT"
-                recording.camera_stamps.setdefault(channel, []).append(stamp // 1000)
-                recording.camera_frames.setdefault(channel, []).append(payload[2])
-            elif kind == "pose":
-                recording.pose_stamps.append(stamp // 1000)
-    for channel in recording.camera_stamps:  # overlapping segments repeat frames
-        pairs = sorted(set(zip(recording.camera_stamps[channel], recording.camera_frames[channel])))
-        recording.camera_stamps[channel] = [s for s, _ in pairs]
-        recording.camera_frames[channel] = [i for _, i in pairs]
-    recording.pose_stamps = sorted(set(recording.pose_stamps))
+        recording.add(path, kept)
+    recording.finish()
     return recording
 
 

@@ -134,21 +134,12 @@ def write_drive(folder: Path, segments: list[tuple[float, float]], lidar: bool =
         if not definitions:  # as rosbag2 on Humble: the types are only named
             with sqlite3.connect(path / f"{path.name}.db3") as db:
                 db.execute("DELETE FROM message_definitions")
-        recording.files.append(path)
-        for _, kind, payload, stamp in kept:
-            if kind in ("jpeg", "h264"):
-                channel = "CAM_FRONT" if kind == "jpeg" else "CAM_FRONT_LEFT"
-                recording.camera_stamps.setdefault(channel, []).append(stamp // 1000)
-                recording.camera_frames.setdefault(channel, []).append(payload[2])
-            elif kind == "pose":
-                recording.pose_stamps.append(stamp // 1000)
-                if tf_chain and map_odom and round(payload[1] * POSE_HZ) % (POSE_HZ // MAP_ODOM_HZ) == 0:
-                    recording.map_odom_stamps.append(stamp // 1000)
-    for channel in recording.camera_stamps:  # overlapping bags repeat frames
-        pairs = sorted(set(zip(recording.camera_stamps[channel], recording.camera_frames[channel])))
-        recording.camera_stamps[channel] = [s for s, _ in pairs]
-        recording.camera_frames[channel] = [i for _, i in pairs]
-    recording.pose_stamps = sorted(set(recording.pose_stamps))
+        recording.add(path, kept)
+        recording.map_odom_stamps += [
+            stamp // 1000 for _, kind, payload, stamp in kept
+            if tf_chain and map_odom and kind == "pose" and round(payload[1] * POSE_HZ) % (POSE_HZ // MAP_ODOM_HZ) == 0
+        ]
+    recording.finish()
     recording.map_odom_stamps = sorted(set(recording.map_odom_stamps))
     return recording
 
