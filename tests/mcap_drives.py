@@ -409,3 +409,21 @@ def build_two_camera_dataset(log_path: Path, name: str, tmp_path: Path):
     assert jadd(["build", "--spec", str(spec), "--logs", str(logs), "--workdir", str(tmp_path / "work")]) == 0
     summary = json.loads((tmp_path / "work" / "summary.json").read_text())
     return NuScenes(version=summary["versions"][0], dataroot=summary["dataroot"], verbose=False), summary
+
+
+def sensor_ticker(instance, resources: dict):
+    """tick(name): one evaluation of the named sensor of the project's definitions on `instance`,
+    with `resources`, as the daemon would run it (the incoming-drive tests tick it and
+    drive_log_sensor in turn)."""
+    import dagster as dg
+
+    from jadd_dagster.definitions import defs
+
+    repo = defs.get_repository_def()
+
+    def tick(name: str):
+        with dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), repository_def=repo,
+                                     resources=resources) as context:
+            return repo.get_sensor_def(name).evaluate_tick(context)
+
+    return tick

@@ -404,12 +404,8 @@ def test_uploaded_drives_are_converted_in_runs_of_their_own_and_then_registered(
     resources = {"store": StoreResource(url=str(tmp_path))}
     repo = defs.get_repository_def()
 
-    def tick(name: str):
-        with dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), repository_def=repo,
-                                     resources=resources) as context:
-            return repo.get_sensor_def(name).evaluate_tick(context)
-
     with dg.instance_for_test() as instance:
+        tick = drives.sensor_ticker(instance, resources)
         # The sensor converts nothing itself: it asks for one run per complete drive.
         requests = tick("incoming_drive_sensor").run_requests
         assert sorted(r.tags[DRIVE_TAG] for r in requests) == ["drive-a", "drive-b"]

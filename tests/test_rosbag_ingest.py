@@ -274,12 +274,8 @@ def test_a_bag_dropped_under_incoming_is_converted_by_the_sensor_s_run(tmp_path)
     resources = {"store": StoreResource(url=str(tmp_path))}
     repo = defs.get_repository_def()
 
-    def tick(name: str):
-        with dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), repository_def=repo,
-                                     resources=resources) as context:
-            return repo.get_sensor_def(name).evaluate_tick(context)
-
     with dg.instance_for_test() as instance:
+        tick = drives.sensor_ticker(instance, resources)
         assert tick("incoming_drive_sensor").run_requests == []  # no topic map yet: still uploading
         for folder in (nested, flat):
             shutil.copy(ROS2_MAP, folder / TOPIC_MAP)
