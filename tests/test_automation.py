@@ -1,6 +1,7 @@
 """The standard-datasets schedule as the daemon runs it: a tick evaluated against a real instance,
 then the runs it requests, executed; the next night's rebuild computes nothing again."""
 
+import os
 import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -94,6 +95,20 @@ def test_a_standard_spec_is_built_by_its_schedule_and_rebuilt_incrementally(worl
         assert rebuilt["dataset_frames"]["cached_scenes"].value == built["dataset_frames"]["computed_scenes"].value
         assert rebuilt["jadd_dataset"]["rewritten_parts"].value == 0
         assert rebuilt["jadd_dataset"]["scenes"].value == built["jadd_dataset"]["scenes"].value
+
+
+def test_the_nightly_schedule_runs_by_default_and_a_test_instance_can_stop_it(monkeypatch):
+    # As production loads it: the default suite runs without JADD_NIGHTLY_SCHEDULE.
+    assert automation.NIGHTLY_SCHEDULE_ENV not in os.environ
+    schedule = defs.get_repository_def().get_schedule_def("standard_datasets_schedule")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    for value, status in [("", dg.DefaultScheduleStatus.RUNNING), ("running", dg.DefaultScheduleStatus.RUNNING),
+                          ("stopped", dg.DefaultScheduleStatus.STOPPED)]:
+        monkeypatch.setenv(automation.NIGHTLY_SCHEDULE_ENV, value)
+        assert automation.nightly_schedule_status() == status
+    monkeypatch.setenv(automation.NIGHTLY_SCHEDULE_ENV, "off")
+    with pytest.raises(ValueError, match="JADD_NIGHTLY_SCHEDULE='off': must be 'running' or 'stopped'"):
+        automation.nightly_schedule_status()
 
 
 def test_the_schedule_skips_when_no_spec_is_valid(world):

@@ -37,6 +37,19 @@ def sensor_interval_s(default: int) -> int:
     return int(value)
 
 
+# Whether the nightly standard_datasets_schedule starts running (unset: yes). The tests' own running
+# instance (the browser test's daemon) sets "stopped": a CI run at 02:00 UTC would otherwise pay for a build.
+NIGHTLY_SCHEDULE_ENV = "JADD_NIGHTLY_SCHEDULE"
+
+
+def nightly_schedule_status() -> dg.DefaultScheduleStatus:
+    """standard_datasets_schedule's default status: $JADD_NIGHTLY_SCHEDULE `running` (or unset) or `stopped`."""
+    value = os.environ.get(NIGHTLY_SCHEDULE_ENV, "").strip().lower() or "running"
+    if value not in ("running", "stopped"):
+        raise ValueError(f"{NIGHTLY_SCHEDULE_ENV}={value!r}: must be 'running' or 'stopped'")
+    return dg.DefaultScheduleStatus.RUNNING if value == "running" else dg.DefaultScheduleStatus.STOPPED
+
+
 def new_log_ids(store: StoreResource, known: set[str]) -> list[str]:
     """Log folders not registered yet that have their manifest (written last by an upload); a
     folder whose name cannot be a log id is skipped and reported (logs.stored.list_log_ids)."""
@@ -121,7 +134,7 @@ def partition_keys_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResul
 
 
 @dg.schedule(
-    cron_schedule="0 2 * * *", target=DATASET_ASSETS, default_status=dg.DefaultScheduleStatus.RUNNING,
+    cron_schedule="0 2 * * *", target=DATASET_ASSETS, default_status=nightly_schedule_status(),
     description="Nightly at 02:00 (UTC): rebuilds every standard dataset of assets/datasets/*.yaml, each registered "
     "as a `datasets` partition; cached scenes and unchanged parts are not computed again. Skips while no log "
     "has been ingested.",

@@ -27,6 +27,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from jadd_dagster.defs.automation import NIGHTLY_SCHEDULE_ENV
+
 ROOT = Path(__file__).resolve().parents[2]
 INSTANCE_CONFIG = ROOT / "resources" / "dagster.yaml"
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser")
@@ -196,7 +198,9 @@ def start_dagster_ui(jadd_home: Path, dagster_home: Path, log_dir: Path, timeout
     config = dagster_home / "dagster.yaml"
     if not config.exists():  # the instance config a new DAGSTER_HOME gets (as scripts/ui does)
         shutil.copyfile(INSTANCE_CONFIG, config)
-    env = {**os.environ, "JADD_HOME": str(jadd_home), "DAGSTER_HOME": str(dagster_home), **(extra_env or {})}
+    # A test's instance runs no nightly build (one would start if the test ran at 02:00 UTC).
+    env = {**os.environ, "JADD_HOME": str(jadd_home), "DAGSTER_HOME": str(dagster_home),
+           NIGHTLY_SCHEDULE_ENV: "stopped", **(extra_env or {})}
     port = free_port()
     bin_dir = Path(sys.executable).parent
     ui = DagsterUI(f"http://127.0.0.1:{port}", port, jadd_home, dagster_home,
