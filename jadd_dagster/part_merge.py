@@ -9,8 +9,10 @@ part, never with the dataset.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import math
 import os
 import tempfile
 import time
@@ -18,6 +20,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
+
+import numpy as np
 
 from jadd_dagster.compute.chunks import SceneTask
 from jadd_dagster.layout import PART_RECORD, part_key, preview_key, sampled_root_key
@@ -51,24 +55,55 @@ def split_of(val_fraction: float, forced: dict[str, str]) -> Callable[[str], str
         split_score(scene_id, 0) < val_fraction)
 
 
-def expected_frames_per_channel(scene_length_s: float, keyframe_hz: int, sweep_hz: int) -> int:
-    """Keyframes at keyframe_hz over the scene, plus the sweeps between consecutive keyframes."""
-    keyframes = int(round(scene_length_s * keyframe_hz))
-    return keyframes + (keyframes - 1) * (sweep_hz // keyframe_hz - 1)
+def expected_frames_per_channel(
+    scene_length_s: float, keyframe_hz: int, sweep_hz: int, source_hz: float | None = None, first_frame_us: int = 0,
+) -> int:
+    """The frames a camera gives a scene of scene_length_s: what sampling's select_frames keeps from
+    a camera at source_hz (None: at sweep_hz) whose frames lie on a steady grid through
+    first_frame_us (µs after the scene's start). A camera at sweep_hz or faster gives the keyframes
+    plus the sweeps between consecutive keyframes; a slower one gives each of its frames once (a
+    12 Hz camera in a 2/30 Hz dataset: 235 frames in 20 s, not 586). Where the camera's rate does
+    not divide the sweep rate its phase can move the count by one, hence first_frame_us."""
+    source_hz = float(source_hz or sweep_hz)
+    period_us = 1e6 / source_hz
+    phase_us = int(round(first_frame_us - period_us * math.floor(first_frame_us / period_us)))
+    return _selected_count(int(round(scene_length_s * 1e6)), int(keyframe_hz), int(sweep_hz), source_hz, phase_us)
+
+
+@functools.lru_cache(maxsize=4096)
+def _selected_count(length_us: int, keyframe_hz: int, sweep_hz: int, source_hz: float, phase_us: int) -> int:
+    """len(select_frames(...)) over [0, length_us) for frames at phase_us + k / source_hz: the
+    selection's own rules, never a second copy of its arithmetic."""
+    from jadd_dagster.sampling.frames import select_frames
+
+    period_us = 1e6 / source_hz
+    k = np.arange(math.floor(-(1e6 + phase_us) / period_us), math.ceil((length_us + 1e6 - phase_us) / period_us) + 1)
+    stamps = np.unique(np.round(phase_us + k * period_us).astype(np.int64))
+    return len(select_frames(stamps, 0, length_us, keyframe_hz, sweep_hz, source_hz=source_hz))
 
 
 def frame_count_problems(records: list[SceneRecord], scene_length_s: float) -> list[str]:
-    """Scenes whose frame count per channel differs from duration × rate (cameras) or from the
-    number of keyframes (lidar: one sweep per keyframe)."""
+    """Scenes whose frame count per channel differs from what their cameras give at the scene's
+    rates (expected_frames_per_channel, at each camera's own rate where the record has it) or from
+    the number of keyframes (lidar: one sweep per keyframe)."""
     problems = []
     for record in sorted(records, key=lambda r: r.scene_id):
         keyframe_hz, sweep_hz = int(record.keyframe_hz), int(record.sweep_hz)
-        expected = expected_frames_per_channel(scene_length_s, keyframe_hz, sweep_hz)
         counts = Counter(f.channel for f in record.frames)
+        first = {}
+        for f in record.frames:
+            first[f.channel] = min(first.get(f.channel, f.timestamp_us), f.timestamp_us)
         for channel in record.cameras:
-            want = int(round(scene_length_s * keyframe_hz)) if channel in LIDAR_CHANNELS else expected
+            if channel in LIDAR_CHANNELS:
+                want = int(round(scene_length_s * keyframe_hz))
+            else:
+                want = expected_frames_per_channel(
+                    scene_length_s, keyframe_hz, sweep_hz, record.camera_rates_hz.get(channel),
+                    first.get(channel, record.start_time_us) - record.start_time_us)
             if counts.get(channel, 0) != want:
-                problems.append(f"{record.scene_id} {channel}: {counts.get(channel, 0)} frames, expected {want}")
+                rate = record.camera_rates_hz.get(channel)
+                at = f" (camera at {rate:g} Hz)" if rate and rate < sweep_hz else ""
+                problems.append(f"{record.scene_id} {channel}: {counts.get(channel, 0)} frames, expected {want}{at}")
     return problems
 
 

@@ -63,7 +63,10 @@ class SceneRecord:
     keyframe_times_us[i] is the timestamp of sample i (the target keyframe time); every channel has
     exactly one frame with keyframe_index == i for every i. Sweeps lie strictly between keyframes
     (no sweep after the last keyframe). cameras maps channel to CameraCalibration.to_json() of the
-    written images (zero distortion when undistorted).
+    written images (zero distortion when undistorted). camera_rates_hz maps each camera to the rate
+    (Hz) its frames were selected from (the log's manifest, rate_hz): a camera slower than sweep_hz
+    gives fewer frames (part_merge.frame_count_problems). Records written before it have none and
+    are checked as if every camera ran at sweep_hz.
     """
 
     scene_id: str
@@ -81,6 +84,7 @@ class SceneRecord:
     cameras: dict[str, dict]
     keyframe_times_us: list[int]
     frames: list[FrameRecord] = field(default_factory=list)
+    camera_rates_hz: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -39,7 +39,8 @@ CHECK_NUSCENES = "nuscenes_invariants_hold"
 CHECK_DEVKIT = "devkit_loads_every_version"
 CHECKS = {CHECK_FRAME_COUNTS: "frame_counts", CHECK_NUSCENES: "nuscenes_invariants", CHECK_DEVKIT: "devkit"}
 CHECK_DESCRIPTIONS = {
-    CHECK_FRAME_COUNTS: "Every merged scene has duration × sweep rate frames per camera and one lidar sweep per keyframe.",
+    CHECK_FRAME_COUNTS: ("Every merged scene has duration × sweep rate frames per camera (a camera slower than the sweeps: each of "
+                         "its frames once) and one lidar sweep per keyframe."),
     CHECK_NUSCENES: "Every part holds the nuScenes invariants: references resolve, prev/next chains, one keyframe "
     "per channel and sample, splits name the part's scenes, every referenced file exists.",
     CHECK_DEVKIT: "The official nuscenes-devkit opens every part (NuScenes(version, dataroot)).",

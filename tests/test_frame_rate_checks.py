@@ -1,0 +1,86 @@
+"""The merge's frame-count check (part_merge.frame_count_problems) for cameras at rates of their own.
+
+A dataset whose sweep rate is above a camera's rate gets that camera's frames at the camera's
+rate, each frame used once (sampling/frames.py select_frames); the check expects that count, and
+still reports a scene that really is short. The drive is the ROS 2 MCAP drive of
+tests/mcap_drives.py with its JPEG camera at 12 Hz and its H.264 camera at 30 Hz, ingested and
+sampled by the worker as a build does.
+"""
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+import mcap_drives as drives
+from jadd_dagster.compute.chunks import ChunkManifest, SceneTask
+from jadd_dagster.compute.worker import run_chunk
+from jadd_dagster.ingest import ingest_mcap, load_topic_map
+from jadd_dagster.layout import STAGE_SAMPLED, scene_output_key
+from jadd_dagster.part_merge import expected_frames_per_channel, frame_count_problems
+from jadd_dagster.sampling import SamplingProfile
+from jadd_dagster.scene_record import SceneRecord
+from jadd_dagster.storage import LocalStore
+
+RATES = {"CAM_FRONT": 12, "CAM_FRONT_LEFT": 30}
+SCENE_S = 2.0
+TOPIC_MAPS = Path(__file__).resolve().parents[1] / "examples" / "topic-maps"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A local store holding the 4 s drive, its cameras at 12 and 30 Hz, as an ingested log."""
+    root = tmp_path_factory.mktemp("rates")
+    recording = drives.write_drive(root / "mcap", "ros2", [(0, 4)], rates=RATES)
+    ingest_mcap(recording.files, root / "store" / "logs", load_topic_map(TOPIC_MAPS / "ros2.yaml"), dbc=drives.DRIVE_DBC)
+    return LocalStore(root / "store")
+
+
+def _sampled(store: LocalStore, keyframe_hz: int, sweep_hz: int) -> SceneRecord:
+    """One SCENE_S scene of the drive sampled by the worker (run_chunk), as a build samples it."""
+    profile = SamplingProfile(keyframe_hz=keyframe_hz, sweep_hz=sweep_hz, undistort=False, channels=tuple(RATES))
+    (log_id,) = store.list_children("logs")
+    start = drives.START_S * 1_000_000 + 1_020_000  # keyframes 20 ms after a 12 Hz frame
+    output = scene_output_key(STAGE_SAMPLED, profile.key(), log_id, 0)
+    task = SceneTask(f"{log_id}/0000", log_id, 0, start, start + round(SCENE_S * 1e6), output)
+    manifest = ChunkManifest(f"c-{sweep_hz}", STAGE_SAMPLED, profile.to_json(), "", f"runs/r{sweep_hz}", [task])
+    assert run_chunk(manifest, store) == {"ok": 1, "failed": 0}
+    return SceneRecord.load(store.local_path(output))
+
+
+@pytest.mark.parametrize("sweep_hz", [10, 30])
+def test_a_camera_slower_than_the_sweeps_passes_with_its_own_rates_frames(store, sweep_hz):
+    record = _sampled(store, 2, sweep_hz)
+    assert record.camera_rates_hz == RATES
+    counts = {c: sum(f.channel == c for f in record.frames) for c in RATES}
+    # 4 keyframes 0.5 s apart; at 30 Hz sweeps the 12 Hz camera gives each of its frames between the
+    # first and the last keyframe once: 1.5 s × 12 Hz + 1, not 1.5 s × 30 Hz + 1.
+    assert counts["CAM_FRONT_LEFT"] == int(1.5 * sweep_hz) + 1
+    assert counts["CAM_FRONT"] == int(1.5 * min(sweep_hz, 12)) + 1
+    assert frame_count_problems([record], SCENE_S) == []
+
+
+def test_a_scene_short_of_frames_of_the_slow_camera_is_reported(store):
+    record = _sampled(store, 2, 30)
+    front = [f for f in record.frames if f.channel == "CAM_FRONT"]
+    short = replace(record, frames=[f for f in record.frames if f is not front[len(front) // 2]])
+    assert frame_count_problems([short], SCENE_S) == [
+        f"{record.scene_id} CAM_FRONT: {len(front) - 1} frames, expected {len(front)} (camera at 12 Hz)"]
+    truncated = replace(record, frames=[f for f in record.frames if f.channel != "CAM_FRONT" or f.is_key_frame])
+    assert len(frame_count_problems([truncated], SCENE_S)) == 1
+
+
+def test_a_record_without_camera_rates_is_checked_at_the_sweep_rate(store):
+    """Records written before cameras had rates of their own: every camera at sweep_hz, as before."""
+    record = replace(_sampled(store, 2, 30), camera_rates_hz={})
+    assert frame_count_problems([record], SCENE_S) == [
+        f"{record.scene_id} CAM_FRONT: {sum(f.channel == 'CAM_FRONT' for f in record.frames)} frames, expected "
+        f"{4 + 3 * 14}"]
+
+
+@pytest.mark.parametrize("keyframe_hz, sweep_hz", [(2, 10), (2, 30), (1, 10), (2, 2), (2, 20)])
+def test_at_the_sweep_rate_the_expectation_is_keyframes_plus_the_sweeps_between(keyframe_hz, sweep_hz):
+    keyframes = int(20 * keyframe_hz)
+    assert expected_frames_per_channel(20.0, keyframe_hz, sweep_hz) == keyframes + (keyframes - 1) * (sweep_hz // keyframe_hz - 1)
+    assert expected_frames_per_channel(20.0, keyframe_hz, sweep_hz, source_hz=30) == expected_frames_per_channel(
+        20.0, keyframe_hz, sweep_hz)
