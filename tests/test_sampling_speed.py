@@ -182,6 +182,59 @@ def test_limited_to_full_range_is_the_previous_lookup_table_for_every_value(logs
     assert FrameEncoder(logs["closed"].calibration["CAM_FRONT"], None, False, 90).encode(frame) == previous
 
 
+@pytest.mark.parametrize("size", [None, (800, 450), (640, 360), (401, 227)])
+def test_cb_and_cr_warped_in_one_pass_are_each_plane_warped_alone(size):
+    """The chroma planes go through one 4-channel remap (and the prefilter of a shrink) together:
+    each comes out as the single-plane warp made it, so the JPEGs are the same bytes."""
+    calib = CameraCalibration("CAM_FRONT", 1600, 900, pinhole_intrinsic(1600, 900, 100.0),
+                              distortion=(-0.28, 0.08, 0.0005, -0.0005, 0.0))
+    chroma = FrameEncoder(calib, size, True, 90).chroma
+    rng = np.random.default_rng(7)
+    cb = cv2.GaussianBlur(rng.integers(0, 256, (450, 800), dtype=np.uint8), (5, 5), 2)
+    cr = rng.integers(0, 256, (450, 800), dtype=np.uint8)
+    warped_cb, warped_cr = chroma.pair(cb, cr)
+    assert np.array_equal(warped_cb, chroma(cb)) and np.array_equal(warped_cr, chroma(cr))
+    assert warped_cb.flags.c_contiguous and warped_cr.flags.c_contiguous
+
+
+def test_an_encoder_is_made_once_per_camera_and_profile(monkeypatch, logs):
+    """Every piece and scene of a camera shares one encoder (its remap tables); threads asking at
+    once wait for the one making it, and a failed making is not kept."""
+    from concurrent.futures import ThreadPoolExecutor
+    import threading
+    import time
+
+    from jadd_dagster.sampling import encode
+
+    made, fail_next = [], [True]
+    lock = threading.Lock()
+
+    class Counted(encode.FrameEncoder):
+        def __init__(self, *args):
+            with lock:
+                made.append(args)
+                if fail_next[0]:
+                    fail_next[0] = False
+                    raise ValueError("first making fails")
+            time.sleep(0.05)  # long enough for the other threads to ask meanwhile
+            super().__init__(*args)
+
+    monkeypatch.setattr(encode, "FrameEncoder", Counted)
+    monkeypatch.setattr(encode, "_encoders", type(encode._encoders)())
+    calib = logs["closed"].calibration["CAM_FRONT"]
+    with pytest.raises(ValueError, match="first making fails"):
+        encode.frame_encoder(calib, (240, 135), True, 90)
+    with ThreadPoolExecutor(4) as pool:
+        encoders = list(pool.map(lambda _: encode.frame_encoder(calib, (240, 135), True, 90), range(8)))
+    assert len(made) == 2 and all(e is encoders[0] for e in encoders)
+    assert encode.frame_encoder(calib, [240, 135], True, 90) is encoders[0]
+    assert encode.frame_encoder(calib, (240, 135), True, 80) is not encoders[0]
+    for quality in range(10, 10 + encode.ENCODER_CACHE_SIZE):
+        encode.frame_encoder(calib, None, False, quality)
+    assert len(encode._encoders) == encode.ENCODER_CACHE_SIZE
+    assert encode.frame_encoder(calib, (240, 135), True, 90) is not encoders[0]  # the oldest went first
+
+
 def test_threads_follow_the_cpus_the_process_may_use(monkeypatch):
     assert 1 <= available_cpus() <= len(os.sched_getaffinity(0))
     one_cpu = sorted(os.sched_getaffinity(0))[:1]

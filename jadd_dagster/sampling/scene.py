@@ -33,7 +33,7 @@ from jadd_dagster.sampling.decode import (
     sampling_threads,
     video_codec,
 )
-from jadd_dagster.sampling.encode import FrameEncoder
+from jadd_dagster.sampling.encode import frame_encoder
 from jadd_dagster.sampling.frames import (
     MissingKeyframes,
     SamplingError,
@@ -239,7 +239,7 @@ def _write_channel(
 ) -> tuple[CameraCalibration, list[FrameRecord], dict]:
     """Write one camera's selected frames, copied or decoded and encoded (see the module
     docstring): (output calibration, FrameRecords, stats)."""
-    encoder = FrameEncoder(log.calibration[channel], profile.image_size, profile.undistort, profile.jpeg_quality)
+    encoder = frame_encoder(log.calibration[channel], profile.image_size, profile.undistort, profile.jpeg_quality)
     out_calib = encoder.out_calib
     video, rate_hz = log.video_path(channel), log.manifest.rate_hz(channel)
     folder = out_dir / channel
