@@ -184,6 +184,7 @@ def sample_scene_timed(
         cameras=cameras,
         keyframe_times_us=[int(v) for v in keyframe_times],
         frames=frames,
+        camera_rates_hz={c: float(manifest.rate_hz(c)) for c in profile.channels},
     )
     record.save(out_dir)
     stats.write_s += time.perf_counter() - t
