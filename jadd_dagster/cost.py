@@ -19,7 +19,11 @@ measured at a reference size (reference_megapixels, 1600x900) and are split into
 where total(rate) is cpu_seconds_per_frame[_undistorted] (decoding is shared by the frames picked
 from it, so a frame costs more at lower rates), source MP the camera's pixels from the log's
 calibration and output MP the spec's image size (the camera's when it keeps it). At the reference
-size the model gives the measured figure unchanged.
+size the model gives the measured figure unchanged. A camera with a rate of its own (the catalog's
+camera_rates_hz) has the frames sampling selects at that rate (one slower than sweep_hz gives each
+of its frames once) at the rate of the table's 30 Hz footage that keeps the same share of frames;
+a recorded JPEG kept as it is (codec mjpeg, the camera's size, no undistortion of a distorted lens)
+is copied, not decoded and encoded: copy_seconds_per_frame (planning.frame_batches).
 
 Before a build (`estimate_work`): scenes already cached for the sampling profile or the model are
 left out. Sampling and merge seconds are the model's, times a calibration: measured / modelled
@@ -90,6 +94,10 @@ class CostTable:
         default_factory=lambda: {2: 0.0057, 5: 0.0030, 10: 0.0021, 30: 0.0020})
     encode_seconds_per_frame: float = 0.0078
     encode_seconds_per_frame_undistorted: float = 0.025
+    # A recorded JPEG copied as it is (a JPEG camera whose frames the profile keeps as they are):
+    # reading its packet and writing its file, with the scene's fixed work. bench/RESULTS.md
+    # "Sampling a JPEG camera: recorded files copied": 1.0 CPU ms a 1600x900 frame against 13.9 decoded.
+    copy_seconds_per_frame: float = 0.0010
     autolabel_seconds_per_scene: Mapping[str, float] = field(default_factory=lambda: {"baseline": 23.0})
     default_autolabel_seconds_per_scene: float = 23.0
     merge_seconds_per_scene: float = 0.35
@@ -157,7 +165,7 @@ class CostTable:
         return data
 
     def seconds_per_frame(
-        self, undistort: bool, sweep_hz: int = 10, source_megapixels: float | None = None,
+        self, undistort: bool, sweep_hz: float = 10, source_megapixels: float | None = None,
         output_megapixels: float | None = None,
     ) -> float:
         """Fallback CPU seconds to sample one frame at sweep_hz (decode, select, undistort/resize,
@@ -175,7 +183,7 @@ class CostTable:
         return (total + (total - overhead - encode) * (source / self.reference_megapixels - 1)
                 + encode * (output / self.reference_megapixels - 1))
 
-    def reference_seconds_per_frame(self, undistort: bool, sweep_hz: int = 10) -> float:
+    def reference_seconds_per_frame(self, undistort: bool, sweep_hz: float = 10) -> float:
         """The measured figure at the reference size (cpu_seconds_per_frame[_undistorted])."""
         value = self.cpu_seconds_per_frame
         if undistort and self.cpu_seconds_per_frame_undistorted is not None:
@@ -258,19 +266,31 @@ def calibration(samples: Iterable[tuple[float, float]], unit: str) -> Calibratio
 
 @dataclass(frozen=True)
 class FrameBatch:
-    """Frames of one camera (or lidar: 0 pixels) to sample: count, camera and output megapixels."""
+    """Frames of one camera (or lidar: 0 pixels) to sample: count, camera and output megapixels.
+
+    rate_hz: the rate of the table's figures the frames are priced at (None: the build's sweep
+    rate); a camera slower than the footage the figures were measured on (30 Hz) keeps a larger
+    share of its frames, as a faster sweep rate would (planning.frame_batches). copied: recorded
+    JPEGs written as they are, priced at copy_seconds_per_frame whatever their size."""
 
     frames: int
     source_megapixels: float
     output_megapixels: float
+    rate_hz: float | None = None
+    copied: bool = False
 
 
 def sampling_seconds(batches: Iterable[FrameBatch], table: CostTable, undistort: bool, sweep_hz: int) -> tuple[int, float]:
-    """(frames, the table's CPU seconds to sample them) by the frame-size model."""
+    """(frames, the table's CPU seconds to sample them) by the frame-size model; copied frames at
+    the table's copy figure."""
     frames, seconds = 0, 0.0
     for b in batches:
         frames += b.frames
-        seconds += b.frames * table.seconds_per_frame(undistort, sweep_hz, b.source_megapixels, b.output_megapixels)
+        if b.copied:
+            seconds += b.frames * table.copy_seconds_per_frame
+            continue
+        rate = sweep_hz if b.rate_hz is None else b.rate_hz
+        seconds += b.frames * table.seconds_per_frame(undistort, rate, b.source_megapixels, b.output_megapixels)
     return frames, seconds
 
 
@@ -282,6 +302,7 @@ class BuildWork:
     frames: int  # frames sampled and written
     sampled_scenes: int
     sampling_s: float
+    sampled_scene_s: float = 0.0  # seconds of scene time sampled (estimate; 0 where not known)
     labelled_scenes: int = 0
     label_images: int = 0  # keyframe images the labeller reads
     label_s: float = 0.0
@@ -371,7 +392,7 @@ def bytes_per_frame(image_size: tuple[int, int] | None, table: CostTable) -> flo
 
 
 def estimate_work(
-    *, batches: list[FrameBatch], sample_scenes: int, channels: int, cameras: int, keyframe_hz: float,
+    *, batches: list[FrameBatch], sample_scenes: int, sample_scene_s: float = 0.0, channels: int, cameras: int, keyframe_hz: float,
     undistort: bool, sweep_hz: int, label_scene_s: float, label_scenes: int, label_gpu: bool, merge_scenes: int,
     merge_parts: int, can_bus: bool, sampling: Calibration, labelling: Rate, merging: Calibration, table: CostTable,
 ) -> BuildWork:
@@ -387,7 +408,7 @@ def estimate_work(
     per_frame = f"{sampling_s / frames:.3g} s a frame at {megapixels:.3g} MP, " if frames else ""
     merge_s = table.merge_seconds(merge_parts, merge_scenes) * merging.factor
     return BuildWork(
-        frames=frames, sampled_scenes=sample_scenes, sampling_s=sampling_s,
+        frames=frames, sampled_scenes=sample_scenes, sampling_s=sampling_s, sampled_scene_s=sample_scene_s,
         labelled_scenes=label_scenes, label_images=int(round(label_scene_s * keyframe_hz)) * cameras,
         label_s=label_scenes * labelling.seconds, label_gpu=label_gpu,
         merged_scenes=merge_scenes, merged_parts=merge_parts, merge_s=merge_s,

@@ -9,7 +9,7 @@ again.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 
 import pandas as pd
@@ -18,12 +18,13 @@ from jadd_dagster.cost import (
     Calibration, CostBreakdown, CostTable, FrameBatch, Rate, calibration, estimate_work, format_usd, median_rate, price,
 )
 from jadd_dagster.curation import select_scenes
-from jadd_dagster.logs.format import CAMERA_CHANNELS
+from jadd_dagster.logs.format import CAMERA_CHANNELS, CAMERA_HZ
 from jadd_dagster.merge import assign_splits, split_score
 from jadd_dagster.nuscenes.parts import default_scenes_per_part
 from jadd_dagster.nuscenes.splits import split_name
 from jadd_dagster.records import DatasetPlan, PartPlan
-from jadd_dagster.scenes import parse_camera_sizes
+from jadd_dagster.part_merge import expected_frames_per_channel
+from jadd_dagster.scenes import parse_camera_sizes, parse_channel_values
 from jadd_dagster.sampling import SamplingProfile
 from jadd_dagster.spec import DatasetSpec
 
@@ -87,11 +88,25 @@ CameraSizes = dict[str, dict[str, tuple[int, int]]]  # log id -> camera channel 
 
 
 @dataclass(frozen=True)
+class CameraStream:
+    """What the catalog says of one camera of a log besides its size: its frame rate (Hz), its
+    video's codec ('' when not known) and whether its lens is distorted."""
+
+    rate_hz: float
+    codec: str = ""
+    distorted: bool = False
+
+
+CameraStreams = dict[str, dict[str, CameraStream]]  # log id -> camera channel -> CameraStream
+
+
+@dataclass(frozen=True)
 class CostInputs:
     """What the estimate needs besides the plan: the price table, which selected scenes are
     cached already (sampled for the profile; labelled by the model), the measured calibrations and
-    rates, and the cameras' sizes of the logs (from their calibration; a log missing here counts
-    as the table's native_megapixels)."""
+    rates, the cameras' sizes of the logs (from their calibration; a log missing here counts
+    as the table's native_megapixels) and their rates and codecs (the catalog's; a log missing
+    here has every camera at the sweep rate, decoded and encoded)."""
 
     table: CostTable
     sampled: set[str] = field(default_factory=set)
@@ -101,14 +116,28 @@ class CostInputs:
     merging: Calibration | None = None  # measured / modelled merge seconds; None: the table's
     label_gpu: bool = False
     camera_sizes: CameraSizes = field(default_factory=dict)
+    camera_streams: CameraStreams = field(default_factory=dict)
 
 
-def frame_batches(spec: DatasetSpec, seconds_by_log: dict[str, float], sizes: CameraSizes, table: CostTable) -> list[FrameBatch]:
-    """The frames to sample, per log and channel, with the camera's and the output's megapixels:
-    scene seconds × sweep_hz per channel; LIDAR_TOP sweeps have no pixels."""
-    out = spec.image_size[0] * spec.image_size[1] / 1e6 if spec.image_size else None
+def frame_batches(
+    spec: DatasetSpec, scenes_by_log: Mapping[str, Mapping[float, int]], sizes: CameraSizes, table: CostTable,
+    streams: CameraStreams | None = None,
+) -> list[FrameBatch]:
+    """The frames to sample, per log and channel, with the camera's and the output's megapixels.
+
+    scenes_by_log: log id -> {scene seconds: scenes}. A camera whose rate the catalog gives has
+    the frames sampling's selection keeps at that rate (part_merge.expected_frames_per_channel:
+    a camera slower than sweep_hz gives each of its frames once), priced at the table's rate of
+    the same share of frames kept (the figures were measured on 30 Hz footage), and its frames are
+    copied when they are recorded JPEGs kept as they are (sampling/scene.py: codec mjpeg, the
+    camera's own size, no undistortion of a distorted lens). Other cameras (a catalog from before
+    the rates) have scene seconds × sweep_hz frames, decoded and encoded. LIDAR_TOP sweeps have no
+    pixels."""
+    out = tuple(spec.image_size) if spec.image_size else None
+    streams = streams or {}
     batches = []
-    for log_id, seconds in seconds_by_log.items():
+    for log_id, durations in scenes_by_log.items():
+        seconds = sum(float(d) * n for d, n in durations.items())
         frames = int(round(seconds * spec.sweep_hz))
         for channel in spec.channels:
             if channel not in CAMERA_CHANNELS:
@@ -116,7 +145,17 @@ def frame_batches(spec: DatasetSpec, seconds_by_log: dict[str, float], sizes: Ca
                 continue
             size = sizes.get(log_id, {}).get(channel)
             source = size[0] * size[1] / 1e6 if size else table.native_megapixels
-            batches.append(FrameBatch(frames, source, out if out is not None else source))
+            output = out[0] * out[1] / 1e6 if out else source
+            stream = streams.get(log_id, {}).get(channel)
+            if stream is None:
+                batches.append(FrameBatch(frames, source, output))
+                continue
+            count = sum(n * expected_frames_per_channel(float(d), spec.keyframe_hz, spec.sweep_hz, stream.rate_hz)
+                        for d, n in durations.items())
+            kept_size = size is not None and (out is None or out == tuple(size))
+            copied = stream.codec == "mjpeg" and kept_size and not (spec.undistort and stream.distorted)
+            rate = min(spec.sweep_hz, stream.rate_hz) * CAMERA_HZ / stream.rate_hz
+            batches.append(FrameBatch(count, source, output, rate, copied))
     return batches
 
 
@@ -141,9 +180,12 @@ def estimate_plan(
     cameras = sum(1 for c in spec.channels if c in CAMERA_CHANNELS)
     labelling = inputs.labelling or median_rate([], table.label_seconds_per_scene(spec.autolabel_model), "scene")
     sampled = scenes[~scenes["scene_id"].isin(inputs.sampled)] if inputs.sampled else scenes
-    seconds_by_log = sampled.groupby("log_id", sort=True)["duration_s"].sum().astype(float).to_dict()
+    scenes_by_log: dict[str, dict[float, int]] = {}
+    for (log_id, duration), count in sampled.groupby(["log_id", "duration_s"], sort=True).size().items():
+        scenes_by_log.setdefault(log_id, {})[float(duration)] = int(count)
     work = estimate_work(
-        batches=frame_batches(spec, seconds_by_log, inputs.camera_sizes, table), sample_scenes=len(to_sample),
+        batches=frame_batches(spec, scenes_by_log, inputs.camera_sizes, table, inputs.camera_streams),
+        sample_scenes=len(to_sample), sample_scene_s=float(sampled["duration_s"].sum()),
         channels=len(spec.channels), cameras=cameras, keyframe_hz=spec.keyframe_hz, undistort=spec.undistort,
         sweep_hz=spec.sweep_hz, label_scene_s=sum(seconds[s] for s in to_label), label_scenes=len(to_label),
         label_gpu=inputs.label_gpu, merge_scenes=sum(len(p.scene_ids) for p in merging), merge_parts=len(merging),
@@ -163,12 +205,12 @@ def estimate_plan(
 
 def make_plan(
     spec: DatasetSpec, catalog: pd.DataFrame, settings, previous: DatasetPlan | None, run_id: str,
-    costing: Callable[[list[str], CameraSizes], CostInputs] | None = None,
+    costing: Callable[[list[str], CameraSizes, CameraStreams], CostInputs] | None = None,
 ) -> DatasetPlan:
     """Select the spec's scenes from the catalog, split them into parts and estimate the cost.
 
     settings carries the deployment profile's cost table (`cost`, a mapping; empty: the defaults).
-    costing(selected scene ids, their logs' camera sizes from the catalog) gives the cache hits,
+    costing(selected scene ids, their logs' camera sizes and streams from the catalog) gives the cache hits,
     measured rates and the cameras' sizes (the Dagster layer reads them from the registry, and the
     sizes the catalog lacks from the logs); without it nothing counts as cached,
     the table's constants apply and every camera is native_megapixels. Raises curation.FilterError on a bad filter."""
@@ -179,7 +221,9 @@ def make_plan(
     kept = previous.parts if previous is not None and previous.profile_key == profile_key else None
     ids = scenes["scene_id"].tolist()
     parts = assign_parts(ids, size, kept)
-    inputs = costing(ids, catalog_camera_sizes(scenes)) if costing is not None else CostInputs(settings_table(settings))
+    streams = catalog_camera_streams(scenes)
+    inputs = (costing(ids, catalog_camera_sizes(scenes), streams) if costing is not None
+              else CostInputs(settings_table(settings), camera_streams=streams))
     gaps = sorted(scenes.loc[scenes["has_gap"].astype(bool), "scene_id"]) if "has_gap" in scenes else []
     return DatasetPlan(
         name=spec.name, spec=spec.model_dump(), spec_hash=spec.spec_hash(), profile_key=profile_key,
@@ -199,6 +243,33 @@ def catalog_camera_sizes(scenes: pd.DataFrame) -> CameraSizes:
     pairs = scenes[["log_id", "camera_sizes"]].drop_duplicates("log_id")
     sizes = {log_id: parse_camera_sizes(text) for log_id, text in zip(pairs["log_id"], pairs["camera_sizes"])}
     return {log_id: size for log_id, size in sizes.items() if size}
+
+
+def catalog_camera_streams(scenes: pd.DataFrame) -> CameraStreams:
+    """The cameras' rates, codecs and lenses of the scenes' logs where the catalog has them
+    (columns camera_rates_hz, camera_codecs, distorted_cameras; catalogs and logs indexed before
+    them have none). One row a log is read, never a file."""
+    if "camera_rates_hz" not in scenes:
+        return {}
+    columns = [c for c in ("camera_codecs", "distorted_cameras") if c in scenes]
+    rows = scenes[["log_id", "camera_rates_hz", *columns]].drop_duplicates("log_id").fillna("")
+    streams: CameraStreams = {}
+    for row in rows.itertuples(index=False):
+        rates = parse_channel_values(row.camera_rates_hz)
+        codecs = parse_channel_values(getattr(row, "camera_codecs", ""))
+        distorted = set(filter(None, str(getattr(row, "distorted_cameras", "")).split(",")))
+        cameras = {c: CameraStream(float(hz), codecs.get(c, ""), c in distorted)
+                   for c, hz in rates.items() if _positive_number(hz)}
+        if cameras:
+            streams[row.log_id] = cameras
+    return streams
+
+
+def _positive_number(text: str) -> bool:
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False
 
 
 def settings_table(settings) -> CostTable:

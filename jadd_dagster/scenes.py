@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -26,6 +27,10 @@ CATALOG_COLUMNS: dict[str, str] = {
     "vehicle": "vehicle name",
     "channels": "comma-separated camera and lidar channels of the log",
     "camera_sizes": "comma-separated CHANNEL=WIDTHxHEIGHT of the log's cameras, pixels (empty: not known)",
+    "camera_rates_hz": "comma-separated CHANNEL=HZ, each camera's frame rate (empty: not known)",
+    "camera_codecs": "comma-separated CHANNEL=CODEC of the cameras' videos: h264, or mjpeg / png for images stored "
+                     "as recorded (empty: not known)",
+    "distorted_cameras": "comma-separated channels whose calibration has lens distortion",
     "start_time_us": "scene start, µs since the Unix epoch",
     "end_time_us": "scene end (exclusive), µs",
     "date": "UTC date 'YYYY-MM-DD'",
@@ -91,11 +96,17 @@ def _window(df: pd.DataFrame, start_us: int, end_us: int) -> pd.DataFrame:
 
 def scene_statistics(
     manifest: LogManifest, windows: list[SceneWindow], can: pd.DataFrame, pose: pd.DataFrame,
-    calibration: Mapping | None = None,
+    calibration: Mapping | None = None, codecs: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    """One catalog row per scene (CATALOG_COLUMNS), from the log's CAN and pose tables and its
-    cameras' calibration (for their sizes; None: not known)."""
+    """One catalog row per scene (CATALOG_COLUMNS), from the log's CAN and pose tables, its
+    cameras' calibration (for their sizes and lenses; None: not known), rates (the manifest) and
+    video codecs (camera_codecs; None: not known). The cost estimate reads the cameras' columns:
+    with them the plan prices a log without opening its files."""
     sizes = format_camera_sizes(calibration or {})
+    cameras = manifest.channels if manifest is not None else ()
+    rates = ",".join(f"{c}={manifest.rate_hz(c)}" for c in sorted(cameras))
+    codec_text = ",".join(f"{c}={codecs[c]}" for c in sorted(cameras) if codecs and codecs.get(c))
+    distorted = ",".join(c for c, calib in sorted((calibration or {}).items()) if getattr(calib, "is_distorted", False))
     rows = []
     for w in windows:
         c = _window(can, w.start_time_us, w.end_time_us)
@@ -113,6 +124,9 @@ def scene_statistics(
                 "vehicle": manifest.vehicle,
                 "channels": ",".join((*manifest.channels, *manifest.lidar_channels)),
                 "camera_sizes": sizes,
+                "camera_rates_hz": rates,
+                "camera_codecs": codec_text,
+                "distorted_cameras": distorted,
                 "start_time_us": w.start_time_us,
                 "end_time_us": w.end_time_us,
                 "date": start.strftime("%Y-%m-%d"),
@@ -151,6 +165,30 @@ def parse_camera_sizes(text: str) -> dict[str, tuple[int, int]]:
             return {}
         sizes[channel] = (int(width), int(height))
     return sizes
+
+
+def parse_channel_values(text: str) -> dict[str, str]:
+    """'CAM_FRONT=12,CAM_BACK=30' (camera_rates_hz, camera_codecs) as {channel: value} ({} for '')."""
+    pairs = (entry.partition("=") for entry in filter(None, str(text or "").split(",")))
+    return {channel: value for channel, sep, value in pairs if sep and value}
+
+
+def camera_codecs(log) -> dict[str, str]:
+    """Each camera's video codec (sampling.decode.video_codec: h264, mjpeg, png) where it is known
+    without fetching a video: from the video's header when it is on this machine (a local store),
+    else from the log's ingest.json (logs converted from MCAP or rosbag2); other cameras are left out."""
+    from jadd_dagster.ingest.convert import INGEST_REPORT
+    from jadd_dagster.sampling.decode import video_codec
+
+    codecs: dict[str, str] = {}
+    report = log.path / INGEST_REPORT
+    recorded = json.loads(report.read_text()).get("videos", {}) if report.is_file() else {}
+    for channel in log.manifest.channels:
+        if log.video_path(channel).is_file():
+            codecs[channel] = video_codec(log.video_path(channel))
+        elif isinstance(recorded.get(channel), Mapping) and recorded[channel].get("codec"):
+            codecs[channel] = str(recorded[channel]["codec"])
+    return codecs
 
 
 def longest_gap_s(rows: pd.DataFrame, start_us: int, end_us: int) -> float:

@@ -71,7 +71,7 @@ def test_the_estimate_prices_each_component_from_the_spec_the_cache_and_the_tabl
     s = spec()
     ids = [f"log-a/{i:04d}" for i in range(4)]
     inputs = CostInputs(TABLE, sampled={ids[0]}, labelled={ids[0], ids[1]})
-    plan = make_plan(s, catalog(durations), settings(), None, "run", lambda selected, sizes: inputs)
+    plan = make_plan(s, catalog(durations), settings(), None, "run", lambda selected, sizes, streams: inputs)
     estimate = plan.estimate
 
     # By hand: three scenes (52.5 s) to sample at 10 Hz from 2 channels, undistorted, from cameras of
@@ -106,7 +106,7 @@ def test_the_estimate_prices_each_component_from_the_spec_the_cache_and_the_tabl
 def test_native_frames_use_the_native_rate_and_a_gpu_model_is_priced_per_gpu_hour():
     s = spec(undistort=False, image_width=None, image_height=None)
     inputs = CostInputs(TABLE, label_gpu=True)
-    estimate = make_plan(s, catalog([20.0]), settings(), None, "run", lambda selected, sizes: inputs).estimate
+    estimate = make_plan(s, catalog([20.0]), settings(), None, "run", lambda selected, sizes, streams: inputs).estimate
     assert estimate["components"]["sampling"] == pytest.approx(400 * 0.05 * 0.36 / 3600)
     assert estimate["components"]["autolabel"] == pytest.approx(30.0 * 3.6 / 3600)
     assert estimate["gpu_hours"] == pytest.approx(30.0 / 3600)
@@ -118,11 +118,11 @@ def test_a_rebuild_with_everything_cached_merges_only_what_changed():
     s = spec()
     ids = [f"log-a/{i:04d}" for i in range(3)]
     everything = CostInputs(TABLE, sampled=set(ids), labelled=set(ids))
-    first = make_plan(s, catalog([20.0] * 3), settings(), None, "run-1", lambda selected, sizes: everything)
-    again = make_plan(s, catalog([20.0] * 3), settings(), first, "run-2", lambda selected, sizes: everything)
+    first = make_plan(s, catalog([20.0] * 3), settings(), None, "run-1", lambda selected, sizes, streams: everything)
+    again = make_plan(s, catalog([20.0] * 3), settings(), first, "run-2", lambda selected, sizes, streams: everything)
     assert again.estimate["components"]["sampling"] == 0 and again.estimate["components"]["autolabel"] == 0
     assert again.estimate["components"]["merge"] == 0 and again.estimate["work"]["merged_parts"] == 0
-    grown = make_plan(s, catalog([20.0] * 4), settings(), first, "run-3", lambda selected, sizes: everything)
+    grown = make_plan(s, catalog([20.0] * 4), settings(), first, "run-3", lambda selected, sizes, streams: everything)
     assert grown.estimate["work"]["merged_scenes"] == 4 and grown.estimate["work"]["sampled_scenes"] == 1
 
 

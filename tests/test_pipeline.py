@@ -201,11 +201,11 @@ def test_the_split_plan_is_in_the_run_metadata(built):
     events = instance.fetch_materializations(dg.AssetKey("dataset_frames"), limit=10, ascending=True).records
     metadata = events[0].asset_materialization.metadata
     assert metadata["scenes_computed_in_chunks"].value == 7 and metadata["chunks"].value == 3
-    # 7 scenes × 20 s × 10 Hz × 2 channels × the plan's CPU s per frame (cost.py's model at these
-    # logs' 160x90 cameras; resources/local.yaml's 10 Hz figure is for 1600x900).
+    # 7 scenes × 20 s × the plan's CPU s a scene second (its frames of 2 channels at 10 Hz, by
+    # cost.py's model at these logs' 160x90 cameras; resources/local.yaml's 10 Hz figure is for 1600x900).
     work = built["summary"]["estimate"]["work"]
     per_frame = work["sampling_s"] / work["frames"]
-    assert per_frame < 0.037 / 10
+    assert per_frame < 0.037 / 10 and work["frames"] / work["sampled_scene_s"] == pytest.approx(10 * 2, rel=0.03)
     assert metadata["expected_cpu_s_per_frame"].value == pytest.approx(per_frame, abs=1e-5)
-    assert metadata["expected_cpu_s"].value == pytest.approx(7 * 20 * 10 * 2 * per_frame, abs=0.05)
+    assert metadata["expected_cpu_s"].value == pytest.approx(7 * 20 * work["sampling_s"] / work["sampled_scene_s"], abs=0.05)
     assert "| sampled-00000 |" in metadata["split_plan"].value

@@ -31,7 +31,8 @@ from jadd_dagster.defs.resources import AutolabelModels, PipelineSettings, Regis
 from jadd_dagster.defs.stages import image_metadata
 from jadd_dagster.layout import STAGE_AUTOLABELED, STAGE_SAMPLED
 from jadd_dagster.logs.format import CALIBRATION
-from jadd_dagster.planning import CameraSizes, CostInputs, frame_batches, sampling_profile, settings_table
+from jadd_dagster.planning import CameraSizes, CameraStreams, CostInputs, frame_batches, sampling_profile, settings_table
+from jadd_dagster.scenes import SCENE_LENGTH_S
 from jadd_dagster.storage import LOGS
 from jadd_dagster.registry import DatasetEntry
 from jadd_dagster.spec import DatasetSpec
@@ -60,7 +61,8 @@ def plan_costing(
     parts and scenes; labelling the median seconds a scene of the same model and profile."""
     table = settings_table(settings)
 
-    def inputs(scene_ids: list[str], known_sizes: CameraSizes | None = None) -> CostInputs:
+    def inputs(scene_ids: list[str], known_sizes: CameraSizes | None = None,
+               known_streams: CameraStreams | None = None) -> CostInputs:
         reg = registry.registry()
         profile_key = sampling_profile(spec).key()
         wanted = set(scene_ids)
@@ -71,7 +73,8 @@ def plan_costing(
         sizes = {log_id: known_sizes[log_id] for log_id in logs if log_id in known_sizes}
         if store is not None:
             sizes.update(camera_sizes(store, logs - sizes.keys()))
-        sampling = calibration(sampling_samples(spec, recent, sizes, table), "scene")
+        streams = known_streams or {}
+        sampling = calibration(sampling_samples(spec, recent, sizes, table, streams), "scene")
         labelled, labelling, gpu = set(), None, False
         if spec.autolabel:
             config, _, cache_key = label_cache(spec, models)
@@ -80,20 +83,22 @@ def plan_costing(
             labelling = median_rate(per_scene, table.label_seconds_per_scene(spec.autolabel_model), "scene")
             gpu = needs_gpu(config)
         merging = calibration(merge_samples(reg.recent_costs(table.measured_entries), table), "build")
-        return CostInputs(table, sampled, labelled, sampling, labelling, merging, gpu, sizes)
+        return CostInputs(table, sampled, labelled, sampling, labelling, merging, gpu, sizes, streams)
 
     return inputs
 
 
 def sampling_samples(
     spec: DatasetSpec, recent: Iterable[tuple[str, int, float]], sizes: CameraSizes, table: CostTable,
+    streams: CameraStreams | None = None,
 ) -> list[tuple[float, float]]:
     """(measured, modelled) seconds of recently sampled scenes of the spec's sampling profile, the
-    model at the scene's own camera size: a scene measured on small frames says how fast this
-    deployment samples a pixel, not a frame."""
+    model at the scene's own camera size, rates and copies (streams, where the catalog gave them):
+    a scene measured on small frames says how fast this deployment samples a pixel, not a frame."""
     samples = []
     for scene_id, frames, seconds in recent:
-        count, model_s = sampling_seconds(frame_batches(spec, {scene_id.split("/")[0]: 1.0}, sizes, table), table,
+        one_scene = {scene_id.split("/")[0]: {SCENE_LENGTH_S: 1}}
+        count, model_s = sampling_seconds(frame_batches(spec, one_scene, sizes, table, streams), table,
                                           spec.undistort, spec.sweep_hz)
         samples.append((seconds, frames * model_s / count if count else 0.0))
     return samples

@@ -8,7 +8,7 @@ from jadd_dagster.defs.resources import PipelineSettings, StoreResource
 from jadd_dagster.logs.checks import calibration_problems, timing_problems
 from jadd_dagster.logs.stored import log_key, open_stored_log
 from jadd_dagster.layout import CATALOG, CATALOG_KEY, scene_index_key
-from jadd_dagster.scenes import cut_scenes, empty_catalog, scene_statistics
+from jadd_dagster.scenes import camera_codecs, cut_scenes, empty_catalog, scene_statistics
 from jadd_dagster.storage import read_parquet, write_parquet
 
 CHECK_CALIBRATION = "calibration_is_sane"
@@ -61,7 +61,7 @@ def scene_index(context: dg.AssetExecutionContext, store: StoreResource, setting
     s = store.store()
     with open_stored_log(s, context.partition_key) as log:
         windows, beyond = cut_scenes(log.manifest, settings.scene_length_s)
-        table = scene_statistics(log.manifest, windows, log.can(), log.pose(), log.calibration)
+        table = scene_statistics(log.manifest, windows, log.can(), log.pose(), log.calibration, camera_codecs(log))
     if beyond:
         context.log.warning(f"{beyond} scenes past the per-log limit were not registered")
     write_parquet(s, scene_index_key(context.partition_key), table)

@@ -72,17 +72,22 @@ def seconds_metadata(name: str, result: StageResult) -> dict:
 
 def plan_metadata(result: StageResult, profile: SamplingProfile, settings: PipelineSettings, estimate=None) -> dict:
     """The Split plan as the run shows it: chunks, scenes and expected CPU time, the first chunks.
-    A frame's seconds: the dataset plan's estimate (its frame sizes and measured calibration)
-    where there is one, else the cost table's figure for the profile's rate and undistortion."""
+    A scene second's CPU seconds: the dataset plan's estimate (its frame sizes, each camera's rate
+    and copied JPEGs, and the measured calibration) where there is one, else the cost table's
+    figure for the profile's rate and undistortion, every channel at the sweep rate."""
     work = (estimate or {}).get("work") or {}
-    if work.get("frames"):
+    if work.get("frames") and work.get("sampled_scene_s"):
         per_frame = work["sampling_s"] / work["frames"]
+        per_scene_s = work["sampling_s"] / work["sampled_scene_s"]
     else:
-        per_frame = settings_table(settings).seconds_per_frame(profile.undistort, profile.sweep_hz)
-    frames_per_scene_s = profile.sweep_hz * len(profile.channels)
+        if work.get("frames"):  # a plan made before it recorded its scene seconds
+            per_frame = work["sampling_s"] / work["frames"]
+        else:
+            per_frame = settings_table(settings).seconds_per_frame(profile.undistort, profile.sweep_hz)
+        per_scene_s = profile.sweep_hz * len(profile.channels) * per_frame
 
     def cpu_s(chunk: dict) -> float:
-        return chunk["scene_s"] * frames_per_scene_s * per_frame
+        return chunk["scene_s"] * per_scene_s
 
     rows = [f"| {c['chunk']} | {c['log']} | {c['scenes']} | {c['scene_s']:.0f} | {cpu_s(c):.0f} |" for c in result.plan[:50]]
     table = "| chunk | log | scenes | scene s | expected CPU s |\n|---|---|---:|---:|---:|\n" + "\n".join(rows)
