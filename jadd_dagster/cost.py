@@ -3,7 +3,7 @@
 Both sides price the same work (BuildWork) with the deployment profile's price table (CostTable):
 
     sampling    frames to sample × CPU seconds a frame              × usd_per_cpu_hour
-    autolabel   scenes to label × seconds a scene (CPU or GPU)      × usd_per_cpu_hour | usd_per_gpu_hour
+    autolabel   images to label × seconds an image (CPU or GPU)     × usd_per_cpu_hour | usd_per_gpu_hour
     merge       parts to merge × seconds a part
                 + scenes in them × seconds a scene                  × usd_per_cpu_hour
     storage     GB of new frames and tables × storage_months        × usd_per_gb_month
@@ -30,8 +30,10 @@ left out. Sampling and merge seconds are the model's, times a calibration: measu
 seconds over what earlier builds of the deployment measured (the registry keeps each scene
 output's seconds and frames, and each build's merge seconds, scenes and parts), each compared with
 the model at its own frame size. Seconds measured on small frames are thus applied per pixel to
-large ones, never unchanged. Labelling seconds are the median seconds a scene of the same model
-and profile. Without measurements the factor is 1: the table's figures.
+large ones, never unchanged. Labelling seconds follow the images a scene labels (keyframes ×
+cameras) and their pixels (CostTable.label_seconds), times the median of measured / modelled
+seconds of recent scenes of the same model and profile. Without measurements the factor is 1: the
+table's figures.
 After a build (`actual work`, built by the Dagster layer from the stage records): the seconds the
 workers measured per scene and per part, or on AWS Batch the job durations (startedAt to stoppedAt
 of each child), and the frames, scenes and parts actually written. Storage and request charges use
@@ -98,8 +100,18 @@ class CostTable:
     # reading its packet and writing its file, with the scene's fixed work. bench/RESULTS.md
     # "Sampling a JPEG camera: recorded files copied": 1.0 CPU ms a 1600x900 frame against 13.9 decoded.
     copy_seconds_per_frame: float = 0.0010
-    autolabel_seconds_per_scene: Mapping[str, float] = field(default_factory=lambda: {"baseline": 23.0})
-    default_autolabel_seconds_per_scene: float = 23.0
+    # Labelling seconds of one image (a keyframe of one camera) by model, until a build has measured
+    # the model and profile: a share every image pays, and one per megapixel of the image. The
+    # baseline's, fitted to its CPU seconds at 160x90 to 640x360 with 1 and 3 cameras (bench/RESULTS.md
+    # "Auto-labelling: what its time follows"); a model in neither mapping takes the defaults.
+    autolabel_seconds_per_image: Mapping[str, float] = field(default_factory=lambda: {"baseline": 0.005})
+    autolabel_seconds_per_megapixel: Mapping[str, float] = field(default_factory=lambda: {"baseline": 0.41})
+    default_autolabel_seconds_per_image: float = 0.005
+    default_autolabel_seconds_per_megapixel: float = 0.41
+    # Before labelling followed the images: a flat figure a scene, by model. A profile that still
+    # gives one keeps it for those models (default_...: for every model without per-image figures).
+    autolabel_seconds_per_scene: Mapping[str, float] = field(default_factory=dict)
+    default_autolabel_seconds_per_scene: float | None = None
     merge_seconds_per_scene: float = 0.35
     # A part's merge besides its scenes (devkit load, checks, preview): bench/RESULTS.md "Cost estimate
     # against actual cost", merges of 3 and 6 scenes.
@@ -128,11 +140,11 @@ class CostTable:
             raise CostTableError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
         values: dict = {}
         for name, value in data.items():
-            if name == "autolabel_seconds_per_scene":
+            if name in MODEL_TABLES:
                 if not isinstance(value, Mapping):
                     raise CostTableError(f"{where}.{name}: expected a mapping of model name to seconds")
                 values[name] = {str(k): _number(f"{where}.{name}.{k}", v) for k, v in value.items()}
-            elif name == "cpu_seconds_per_frame_undistorted" and value is None:
+            elif name in ("cpu_seconds_per_frame_undistorted", "default_autolabel_seconds_per_scene") and value is None:
                 values[name] = None
             elif name in RATE_TABLES and isinstance(value, Mapping):
                 values[name] = {_rate(f"{where}.{name}", k): _number(f"{where}.{name}.{k}", v) for k, v in value.items()}
@@ -154,7 +166,10 @@ class CostTable:
     def to_mapping(self) -> dict:
         """The table as a profile would write it (what the Dagster resource carries)."""
         data = asdict(self)
-        data["autolabel_seconds_per_scene"] = dict(self.autolabel_seconds_per_scene)
+        for name in MODEL_TABLES:
+            data[name] = dict(getattr(self, name))
+        if data["default_autolabel_seconds_per_scene"] is None:
+            del data["default_autolabel_seconds_per_scene"]
         for name in RATE_TABLES:
             if isinstance(data[name], Mapping):
                 data[name] = dict(data[name])
@@ -194,11 +209,38 @@ class CostTable:
         """Fallback seconds to merge scenes in parts: a fixed share per part and one per scene."""
         return parts * self.merge_seconds_per_part + scenes * self.merge_seconds_per_scene
 
-    def label_seconds_per_scene(self, model: str) -> float:
-        return float(self.autolabel_seconds_per_scene.get(model, self.default_autolabel_seconds_per_scene))
+    def label_seconds(self, model: str, images: int, megapixels: float) -> float:
+        """Fallback seconds to label one scene of `images` images (keyframes × cameras) of
+        `megapixels` each: images × (seconds an image + seconds a megapixel × megapixels), or the
+        profile's flat figure a scene where it gives one for the model (label_basis)."""
+        flat = self._flat_label_seconds(model)
+        if flat is not None:
+            return flat
+        per_image, per_megapixel = self._label_figures(model)
+        return images * (per_image + per_megapixel * megapixels)
+
+    def label_basis(self, model: str) -> str:
+        """The fallback figure of label_seconds, for people."""
+        flat = self._flat_label_seconds(model)
+        if flat is not None:
+            return f"{flat:g} s a scene"
+        per_image, per_megapixel = self._label_figures(model)
+        return f"{per_image:g} s an image + {per_megapixel:g} s a megapixel"
+
+    def _flat_label_seconds(self, model: str) -> float | None:
+        if model in self.autolabel_seconds_per_scene:
+            return float(self.autolabel_seconds_per_scene[model])
+        if model in self.autolabel_seconds_per_image or model in self.autolabel_seconds_per_megapixel:
+            return None
+        return self.default_autolabel_seconds_per_scene
+
+    def _label_figures(self, model: str) -> tuple[float, float]:
+        return (float(self.autolabel_seconds_per_image.get(model, self.default_autolabel_seconds_per_image)),
+                float(self.autolabel_seconds_per_megapixel.get(model, self.default_autolabel_seconds_per_megapixel)))
 
 
 RATE_TABLES = ("cpu_seconds_per_frame", "cpu_seconds_per_frame_undistorted", "frame_overhead_seconds")
+MODEL_TABLES = ("autolabel_seconds_per_image", "autolabel_seconds_per_megapixel", "autolabel_seconds_per_scene")
 
 
 def _at_rate(value: float | Mapping[int, float], sweep_hz: float) -> float:
@@ -264,6 +306,17 @@ def calibration(samples: Iterable[tuple[float, float]], unit: str) -> Calibratio
     return Calibration(factor, f"table × {factor:.3g}, measured/table over {len(pairs)} recent {unit}s")
 
 
+def median_calibration(samples: Iterable[tuple[float, float]], unit: str) -> Calibration:
+    """The median of measured / modelled seconds over (measured, modelled) samples with both above
+    zero; factor 1 (the table's figures) when there are none. For labelling, whose scenes pay no
+    chunk start worth summing, the median keeps one slow scene from moving the estimate."""
+    ratios = [measured / modelled for measured, modelled in samples if measured > 0 and modelled > 0]
+    if not ratios:
+        return Calibration(1.0, "table")
+    factor = statistics.median(ratios)
+    return Calibration(factor, f"table × {factor:.3g}, median measured/table of {len(ratios)} recent {unit}s")
+
+
 @dataclass(frozen=True)
 class FrameBatch:
     """Frames of one camera (or lidar: 0 pixels) to sample: count, camera and output megapixels.
@@ -303,6 +356,7 @@ class BuildWork:
     sampled_scenes: int
     sampling_s: float
     sampled_scene_s: float = 0.0  # seconds of scene time sampled (estimate; 0 where not known)
+    copied_frames: int = 0  # of frames: recorded JPEGs copied as they are (estimate; 0 where not known)
     labelled_scenes: int = 0
     label_images: int = 0  # keyframe images the labeller reads
     label_s: float = 0.0
@@ -371,8 +425,9 @@ def price(work: BuildWork, table: CostTable) -> CostBreakdown:
     puts, gets = request_counts(work)
     gb = stored_gb(work, table)
     label_unit = "GPU" if work.label_gpu else "CPU"
+    copied = f" ({work.copied_frames:,d} copied as recorded)" if work.copied_frames else ""
     return CostBreakdown([
-        CostLine("sampling", f"{work.frames:,d} frames of {work.sampled_scenes:,d} scenes, {work.sampling_s / 3600:.3g} CPU h",
+        CostLine("sampling", f"{work.frames:,d} frames{copied} of {work.sampled_scenes:,d} scenes, {work.sampling_s / 3600:.3g} CPU h",
                  work.sampling_s * cpu, work.bases.get("sampling", "")),
         CostLine("autolabel", f"{work.labelled_scenes:,d} scenes, {work.label_s / 3600:.3g} {label_unit} h",
                  work.label_s * (gpu if work.label_gpu else cpu), work.bases.get("autolabel", "")),
@@ -394,12 +449,14 @@ def bytes_per_frame(image_size: tuple[int, int] | None, table: CostTable) -> flo
 def estimate_work(
     *, batches: list[FrameBatch], sample_scenes: int, sample_scene_s: float = 0.0, channels: int, cameras: int, keyframe_hz: float,
     undistort: bool, sweep_hz: int, label_scene_s: float, label_scenes: int, label_gpu: bool, merge_scenes: int,
-    merge_parts: int, can_bus: bool, sampling: Calibration, labelling: Rate, merging: Calibration, table: CostTable,
+    merge_parts: int, can_bus: bool, sampling: Calibration, labelling: Calibration, merging: Calibration, table: CostTable,
+    label_model_s: float = 0.0, label_basis: str = "",
 ) -> BuildWork:
     """The work a build is expected to do: the frame batches of the sample_scenes scenes not cached
     for the sampling profile; label_scenes scenes (label_scene_s seconds of scene time) without
     labels of the model; merge_scenes scenes in merge_parts parts to merge. Sampling and merge
-    seconds: the table's model × the calibration; labelling: seconds a scene."""
+    seconds: the table's model × the calibration; labelling: label_model_s (the table's seconds for
+    those scenes' images, CostTable.label_seconds; label_basis says which figures) × its calibration."""
     frames, model_s = sampling_seconds(batches, table, undistort, sweep_hz)
     pixels = sum(b.frames * b.output_megapixels for b in batches if b.output_megapixels > 0)
     camera_frames = sum(b.frames for b in batches if b.output_megapixels > 0)
@@ -409,11 +466,12 @@ def estimate_work(
     merge_s = table.merge_seconds(merge_parts, merge_scenes) * merging.factor
     return BuildWork(
         frames=frames, sampled_scenes=sample_scenes, sampling_s=sampling_s, sampled_scene_s=sample_scene_s,
+        copied_frames=sum(b.frames for b in batches if b.copied),
         labelled_scenes=label_scenes, label_images=int(round(label_scene_s * keyframe_hz)) * cameras,
-        label_s=label_scenes * labelling.seconds, label_gpu=label_gpu,
+        label_s=label_model_s * labelling.factor, label_gpu=label_gpu,
         merged_scenes=merge_scenes, merged_parts=merge_parts, merge_s=merge_s,
         channels=channels, can_bus=can_bus, bytes_per_frame=megapixels * table.bytes_per_megapixel,
-        bases={"sampling": per_frame + sampling.basis, "autolabel": labelling.basis if label_scenes else "",
+        bases={"sampling": per_frame + sampling.basis, "autolabel": f"{label_basis}, {labelling.basis}" if label_scenes else "",
                "merge": f"{table.merge_seconds_per_part:g} s a part + {table.merge_seconds_per_scene:g} s a scene, "
                         + merging.basis},
     )

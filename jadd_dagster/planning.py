@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 
 from jadd_dagster.cost import (
-    Calibration, CostBreakdown, CostTable, FrameBatch, Rate, calibration, estimate_work, format_usd, median_rate, price,
+    Calibration, CostBreakdown, CostTable, FrameBatch, calibration, estimate_work, format_usd, price,
 )
 from jadd_dagster.curation import select_scenes
 from jadd_dagster.logs.format import CAMERA_CHANNELS, CAMERA_HZ
@@ -112,7 +112,7 @@ class CostInputs:
     sampled: set[str] = field(default_factory=set)
     labelled: set[str] = field(default_factory=set)
     sampling: Calibration | None = None  # measured / modelled sampling seconds; None: the table's
-    labelling: Rate | None = None  # seconds a scene
+    labelling: Calibration | None = None  # measured / modelled labelling seconds; None: the table's
     merging: Calibration | None = None  # measured / modelled merge seconds; None: the table's
     label_gpu: bool = False
     camera_sizes: CameraSizes = field(default_factory=dict)
@@ -159,6 +159,21 @@ def frame_batches(
     return batches
 
 
+def label_seconds(spec: DatasetSpec, table: CostTable, sizes: CameraSizes, log_id: str, scene_s: float) -> float:
+    """The table's seconds to label one scene of scene_s seconds of a log: its keyframes × the
+    spec's cameras, each image at the output size (the spec's, else the camera's from sizes, else
+    native_megapixels)."""
+    cameras = [c for c in spec.channels if c in CAMERA_CHANNELS]
+    if not cameras:
+        return 0.0
+    pixels = []
+    for channel in cameras:
+        size = tuple(spec.image_size) if spec.image_size else sizes.get(log_id, {}).get(channel)
+        pixels.append(size[0] * size[1] / 1e6 if size else table.native_megapixels)
+    images = int(round(scene_s * spec.keyframe_hz)) * len(cameras)
+    return table.label_seconds(spec.autolabel_model, images, sum(pixels) / len(pixels))
+
+
 def parts_to_merge(parts: list[PartPlan], kept: list[PartPlan] | None, fresh: set[str]) -> list[PartPlan]:
     """The parts a build is expected to merge: new parts, parts whose scenes changed since the
     kept plan, and parts with a scene whose frames or labels are computed anew (fresh)."""
@@ -178,7 +193,10 @@ def estimate_plan(
     to_label = [s for s in ids if s not in inputs.labelled] if spec.autolabel else []
     merging = parts_to_merge(parts, kept, set(to_sample) | set(to_label))
     cameras = sum(1 for c in spec.channels if c in CAMERA_CHANNELS)
-    labelling = inputs.labelling or median_rate([], table.label_seconds_per_scene(spec.autolabel_model), "scene")
+    labelling = inputs.labelling or calibration([], "scene")
+    label_logs = scenes[scenes["scene_id"].isin(set(to_label))].groupby(["log_id", "duration_s"], sort=True).size()
+    label_model_s = sum(count * label_seconds(spec, table, inputs.camera_sizes, log_id, float(duration))
+                        for (log_id, duration), count in label_logs.items())
     sampled = scenes[~scenes["scene_id"].isin(inputs.sampled)] if inputs.sampled else scenes
     scenes_by_log: dict[str, dict[float, int]] = {}
     for (log_id, duration), count in sampled.groupby(["log_id", "duration_s"], sort=True).size().items():
@@ -190,6 +208,7 @@ def estimate_plan(
         sweep_hz=spec.sweep_hz, label_scene_s=sum(seconds[s] for s in to_label), label_scenes=len(to_label),
         label_gpu=inputs.label_gpu, merge_scenes=sum(len(p.scene_ids) for p in merging), merge_parts=len(merging),
         can_bus=spec.include_can_bus, sampling=inputs.sampling or calibration([], "scene"), labelling=labelling,
+        label_model_s=label_model_s, label_basis=table.label_basis(spec.autolabel_model),
         merging=inputs.merging or calibration([], "build"), table=table,
     )
     breakdown = price(work, table)

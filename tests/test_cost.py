@@ -159,7 +159,8 @@ def test_measured_seconds_calibrate_the_table_over_recent_entries(tmp_path):
     assert inputs.sampled == {"log-a/0000"} and inputs.labelled == set()
     assert inputs.sampling.factor == pytest.approx((100 + 200 + 600 + 1200) / (100 + 100 + 200 + 400))
     assert inputs.sampling.basis == "table × 2.62, measured/table over 4 recent scenes"
-    assert inputs.labelling.seconds == pytest.approx((4.0 + 6.0) / 2)
+    # Labelling: the median of measured over the table's 30 s a scene (this table's flat figure).
+    assert inputs.labelling.factor == pytest.approx((4.0 + 6.0) / 2 / 30.0)
     assert inputs.merging.factor == pytest.approx(2.0)
 
     plan = make_plan(s, catalog([20.0, 20.0]), settings(), None, "run", costing)

@@ -18,7 +18,7 @@ from jadd_dagster.cost import CostTable
 from jadd_dagster.ingest import ingest_mcap, load_topic_map
 from jadd_dagster.logs import read_log
 from jadd_dagster.defs.resources import PipelineSettings
-from jadd_dagster.planning import CameraStream, CostInputs, catalog_camera_streams, make_plan
+from jadd_dagster.planning import CameraStream, CostInputs, catalog_camera_streams, estimate_lines, make_plan
 from jadd_dagster.scenes import camera_codecs, cut_scenes, parse_channel_values, scene_statistics
 from jadd_dagster.spec import parse_spec
 from jadd_dagster.storage import LocalStore
@@ -147,10 +147,13 @@ def test_the_plan_reads_no_log_file_for_rates_and_codecs(tmp_path):
         costing = plan_costing(s, RegistryResource(url=f"sqlite:///{tmp_path}/r.db"), AutolabelModels(), settings,
                                StoreResource(url=str(store.root)))
         scenes = catalog("log", 2, {"CAM_FRONT": (12, "mjpeg", False), "CAM_FRONT_LEFT": (30, "h264", False)})
-        work = make_plan(s, scenes, settings, None, "run", costing).estimate["work"]
+        plan = make_plan(s, scenes, settings, None, "run", costing)
+        work = plan.estimate["work"]
         assert reads == []
         front, left = 2 * (19.5 * 12 + 1), 2 * (19.5 * 30 + 1)
-        assert work["frames"] == front + left
+        assert work["frames"] == front + left and work["copied_frames"] == front
         assert work["sampling_s"] == pytest.approx(front * 0.003 + left * 0.1)
+        # What `jadd build` prints before the work, and the launchpad's breakdown, say so.
+        assert f"{front + left:,.0f} frames ({front:,.0f} copied as recorded) of 2 scenes" in estimate_lines(plan.estimate)
     finally:
         LocalStore.get_bytes = original

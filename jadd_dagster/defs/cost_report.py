@@ -23,7 +23,8 @@ import dagster as dg
 from jadd_dagster import observability
 from jadd_dagster.autolabel.models import needs_gpu
 from jadd_dagster.cost import (
-    COMPONENTS, ChunkMeter, CostBreakdown, CostTable, FrameBatch, calibration, format_usd, median_rate, sampling_seconds,
+    COMPONENTS, ChunkMeter, CostBreakdown, CostTable, FrameBatch, calibration, format_usd, median_calibration,
+    sampling_seconds,
 )
 from jadd_dagster.defs.autolabel_assets import label_cache
 from jadd_dagster.defs.compute_resources import BatchComputeBackend
@@ -31,7 +32,9 @@ from jadd_dagster.defs.resources import AutolabelModels, PipelineSettings, Regis
 from jadd_dagster.defs.stages import image_metadata
 from jadd_dagster.layout import STAGE_AUTOLABELED, STAGE_SAMPLED
 from jadd_dagster.logs.format import CALIBRATION
-from jadd_dagster.planning import CameraSizes, CameraStreams, CostInputs, frame_batches, sampling_profile, settings_table
+from jadd_dagster.planning import (
+    CameraSizes, CameraStreams, CostInputs, frame_batches, label_seconds, sampling_profile, settings_table,
+)
 from jadd_dagster.scenes import SCENE_LENGTH_S
 from jadd_dagster.storage import LOGS
 from jadd_dagster.registry import DatasetEntry
@@ -58,7 +61,9 @@ def plan_costing(
     counts as native_megapixels) and how far what
     earlier builds measured is from the table's model: sampling per scene of the same sampling
     profile, each compared with the model at its own log's camera size; merge per build, with its
-    parts and scenes; labelling the median seconds a scene of the same model and profile."""
+    parts and scenes; labelling the median over scenes of the same model and profile, each compared
+    with the model at its own images (keyframes × cameras) and their size. Rates and codecs are the
+    catalog's (known_streams)."""
     table = settings_table(settings)
 
     def inputs(scene_ids: list[str], known_sizes: CameraSizes | None = None,
@@ -68,20 +73,22 @@ def plan_costing(
         wanted = set(scene_ids)
         sampled = set(reg.cached_scene_outputs(STAGE_SAMPLED, profile_key, wanted))
         recent = reg.recent_scene_seconds(STAGE_SAMPLED, profile_key, table.measured_entries)
-        logs = {scene_id.split("/")[0] for scene_id in wanted} | {scene_id.split("/")[0] for scene_id, _, _ in recent}
+        labelled, recent_labels, gpu, cache_key = set(), [], False, ""
+        if spec.autolabel:
+            config, _, cache_key = label_cache(spec, models)
+            labelled = set(reg.cached_scene_outputs(STAGE_AUTOLABELED, cache_key, wanted))
+            recent_labels = reg.recent_scene_seconds(STAGE_AUTOLABELED, cache_key, table.measured_entries)
+            gpu = needs_gpu(config)
+        logs = {_log_of(s) for s in wanted} | {_log_of(s) for s, _, _ in recent} | {_log_of(s) for s, _, _ in recent_labels}
         known_sizes = known_sizes or {}
         sizes = {log_id: known_sizes[log_id] for log_id in logs if log_id in known_sizes}
         if store is not None:
             sizes.update(camera_sizes(store, logs - sizes.keys()))
         streams = known_streams or {}
         sampling = calibration(sampling_samples(spec, recent, sizes, table, streams), "scene")
-        labelled, labelling, gpu = set(), None, False
+        labelling = None
         if spec.autolabel:
-            config, _, cache_key = label_cache(spec, models)
-            labelled = set(reg.cached_scene_outputs(STAGE_AUTOLABELED, cache_key, wanted))
-            per_scene = [(1, seconds) for _, seconds in reg.recent_seconds(STAGE_AUTOLABELED, cache_key, table.measured_entries)]
-            labelling = median_rate(per_scene, table.label_seconds_per_scene(spec.autolabel_model), "scene")
-            gpu = needs_gpu(config)
+            labelling = median_calibration(label_samples(spec, recent_labels, sizes, table, settings.scene_length_s), "scene")
         merging = calibration(merge_samples(reg.recent_costs(table.measured_entries), table), "build")
         return CostInputs(table, sampled, labelled, sampling, labelling, merging, gpu, sizes, streams)
 
@@ -102,6 +109,18 @@ def sampling_samples(
                                           spec.undistort, spec.sweep_hz)
         samples.append((seconds, frames * model_s / count if count else 0.0))
     return samples
+
+
+def label_samples(
+    spec: DatasetSpec, recent: Iterable[tuple[str, int, float]], sizes: CameraSizes, table: CostTable, scene_s: float,
+) -> list[tuple[float, float]]:
+    """(measured, modelled) seconds of recently labelled scenes of the spec's model and profile, the
+    model at the scene's own images (keyframes of a scene_s scene × cameras, at its log's sizes)."""
+    return [(seconds, label_seconds(spec, table, sizes, _log_of(scene_id), scene_s)) for scene_id, _, seconds in recent]
+
+
+def _log_of(scene_id: str) -> str:
+    return scene_id.split("/")[0]
 
 
 def merge_samples(costs: Iterable[Mapping], table: CostTable) -> list[tuple[float, float]]:
