@@ -25,15 +25,17 @@ SPEC = {
     "val_fraction": 0.5,
     "include_scenes": ["log-nowhere/0000"],  # not in the catalog: named, never silently dropped
 }
+LOGS = 2  # good logs of two 20 s scenes each; the last one's manifest also claims a third scene
+GOOD_SCENES = 2 * LOGS
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """Two good logs (2 scenes each), one whose manifest claims a third scene the video lacks, one broken log."""
+    """Good logs (2 scenes each), the last one's manifest claiming a third scene the video lacks, and one broken log."""
     root = tmp_path_factory.mktemp("e2e")
     logs = root / "logs"
-    good = make_logs(logs, n_logs=3, minutes=0.75, seed=7, channels=("CAM_FRONT", "CAM_FRONT_LEFT"), image_size=(160, 90))
-    overlong = good[2] / MANIFEST
+    good = make_logs(logs, n_logs=LOGS, minutes=0.75, seed=7, channels=("CAM_FRONT", "CAM_FRONT_LEFT"), image_size=(160, 90))
+    overlong = good[-1] / MANIFEST
     manifest = json.loads(overlong.read_text())
     manifest["duration_us"] += 20_000_000  # a third scene past the end of the recording
     overlong.write_text(json.dumps(manifest))
@@ -46,7 +48,7 @@ def built(tmp_path_factory):
     env = {k: os.environ.get(k) for k in ("JADD_HOME", "DAGSTER_HOME")}
     code = jadd(["build", "--spec", str(spec), "--logs", str(logs), "--workdir", str(workdir)])
     summary = json.loads((workdir / "summary.json").read_text())
-    yield {"code": code, "summary": summary, "workdir": workdir, "spec": spec, "logs": logs, "bad_scene": f"{good[2].name}/0002",
+    yield {"code": code, "summary": summary, "workdir": workdir, "spec": spec, "logs": logs, "bad_scene": f"{good[-1].name}/0002",
            "good_scenes": [(g.name, i) for g in good for i in (0, 1)]}
     for key, value in env.items():
         if value is None:
@@ -71,12 +73,12 @@ def test_the_good_scenes_become_a_dataset_the_devkit_opens(built):
     from nuscenes.nuscenes import NuScenes
 
     summary = built["summary"]
-    assert summary["scenes"] == 6 and len(summary["versions"]) == 1
+    assert summary["scenes"] == GOOD_SCENES and len(summary["versions"]) == 1
     assert summary["versions"][0].startswith("v1.0-e2e-part0001-")
     nusc = NuScenes(version=summary["versions"][0], dataroot=summary["dataroot"], verbose=False)
-    assert len(nusc.scene) == 6
+    assert len(nusc.scene) == GOOD_SCENES
     # 20 s at 2 Hz keyframes; every sample has both cameras.
-    assert len(nusc.sample) == summary["samples"] == 6 * 40
+    assert len(nusc.sample) == summary["samples"] == GOOD_SCENES * 40
     assert all(set(s["data"]) == {"CAM_FRONT", "CAM_FRONT_LEFT"} for s in nusc.sample)
     path, _, intrinsic = nusc.get_sample_data(nusc.sample[0]["data"]["CAM_FRONT"])
     assert Path(path).exists() and intrinsic.shape == (3, 3)
@@ -87,21 +89,21 @@ def test_the_good_scenes_become_a_dataset_the_devkit_opens(built):
 def test_every_scene_partition_has_a_materialization(built):
     instance = dg.DagsterInstance.from_config(str(built["workdir"] / "dagster_home"))
     keys = instance.get_materialized_partitions(dg.AssetKey("sampled_frames"))
-    assert len(keys) == 6
+    assert len(keys) == GOOD_SCENES
     assert instance.get_latest_materialization_event(dg.AssetKey("dataset_registry")) is not None
 
 
 def test_the_registry_lists_the_dataset(built, capsys):
     assert jadd(["datasets", "list", "--workdir", str(built["workdir"]), "--json"]) == 0
     entries = json.loads(capsys.readouterr().out)
-    assert [(e["name"], e["status"], e["scenes"], e["failed_scenes"]) for e in entries] == [("e2e", "partial", 6, 1)]
+    assert [(e["name"], e["status"], e["scenes"], e["failed_scenes"]) for e in entries] == [("e2e", "partial", GOOD_SCENES, 1)]
 
 
 def test_a_rebuild_takes_every_good_scene_from_the_cache(built):
     code = jadd(["build", "--spec", str(built["spec"]), "--logs", str(built["logs"]), "--workdir", str(built["workdir"])])
     summary = json.loads((built["workdir"] / "summary.json").read_text())
     assert code == 1
-    assert summary["cached_scenes"] == 6 and summary["computed_scenes"] == 0
+    assert summary["cached_scenes"] == GOOD_SCENES and summary["computed_scenes"] == 0
     assert list(summary["failed_scenes"]) == [built["bad_scene"]]
     # Nothing changed: no part is merged again, and the published parts are the first build's.
     assert summary["rewritten_parts"] == 0 and summary["versions"] == built["summary"]["versions"]
@@ -115,14 +117,14 @@ def test_the_dataset_index_lists_its_parts_and_every_scene(built, capsys):
     shown = json.loads(capsys.readouterr().out)
     summary = built["summary"]
     assert [p["version"] for p in shown["parts"]] == summary["versions"]
-    assert shown["dataroot"] == summary["dataroot"] and shown["scenes"] == 6
+    assert shown["dataroot"] == summary["dataroot"] and shown["scenes"] == GOOD_SCENES
     assert sorted(row["scene_id"] for row in shown["scene_map"]) == sorted(
         f"{log}/{i:04d}" for log, i in built["good_scenes"])
     index = built["workdir"] / "store" / "datasets" / "e2e" / "index.json"
     parts = list(iter_parts(index))
     assert [part.version for part, _ in parts] == summary["versions"]
     part, nusc = parts[0]
-    assert len(nusc.scene) == part.scenes == 6
+    assert len(nusc.scene) == part.scenes == GOOD_SCENES
     row = shown["scene_map"][0]
     scene = next(s for s in nusc.scene if s["name"] == row["scene_name"])
     assert scene["description"].startswith(row["scene_id"])
@@ -156,7 +158,7 @@ def test_the_devkit_renders_and_reads_can_bus_of_the_built_dataset(built, tmp_pa
     summary = built["summary"]
     nusc = NuScenes(version=summary["versions"][0], dataroot=summary["dataroot"], verbose=False)
     nusc.list_scenes()
-    assert capsys.readouterr().out.count("scene-") == 6
+    assert capsys.readouterr().out.count("scene-") == GOOD_SCENES
     cam = nusc.sample[3]["data"]["CAM_FRONT_LEFT"]
     nusc.render_sample_data(cam, out_path=str(tmp_path / "cam.png"))
     assert (tmp_path / "cam.png").stat().st_size > 1000
@@ -197,15 +199,15 @@ def test_sampled_frames_can_be_materialized_directly_for_chosen_scenes(built):
 
 def test_the_split_plan_is_in_the_run_metadata(built):
     instance = dg.DagsterInstance.from_config(str(built["workdir"] / "dagster_home"))
-    # The first build computed every scene: 7 scenes (one fails later) of 3 logs, 20 s each.
+    # The first build computed every scene: the good ones and the one that fails later, one chunk a log, 20 s each.
     events = instance.fetch_materializations(dg.AssetKey("dataset_frames"), limit=10, ascending=True).records
     metadata = events[0].asset_materialization.metadata
-    assert metadata["scenes_computed_in_chunks"].value == 7 and metadata["chunks"].value == 3
-    # 7 scenes × 20 s × the plan's CPU s a scene second (its frames of 2 channels at 10 Hz, by
+    assert metadata["scenes_computed_in_chunks"].value == GOOD_SCENES + 1 and metadata["chunks"].value == LOGS
+    # The scenes × 20 s × the plan's CPU s a scene second (its frames of 2 channels at 10 Hz, by
     # cost.py's model at these logs' 160x90 cameras; resources/local.yaml's 10 Hz figure is for 1600x900).
     work = built["summary"]["estimate"]["work"]
     per_frame = work["sampling_s"] / work["frames"]
     assert per_frame < 0.037 / 10 and work["frames"] / work["sampled_scene_s"] == pytest.approx(10 * 2, rel=0.03)
     assert metadata["expected_cpu_s_per_frame"].value == pytest.approx(per_frame, abs=1e-5)
-    assert metadata["expected_cpu_s"].value == pytest.approx(7 * 20 * work["sampling_s"] / work["sampled_scene_s"], abs=0.05)
+    assert metadata["expected_cpu_s"].value == pytest.approx((GOOD_SCENES + 1) * 20 * work["sampling_s"] / work["sampled_scene_s"], abs=0.05)
     assert "| sampled-00000 |" in metadata["split_plan"].value
