@@ -23,7 +23,7 @@ import dagster as dg
 from jadd_dagster import observability
 from jadd_dagster.autolabel.models import needs_gpu
 from jadd_dagster.cost import (
-    COMPONENTS, ChunkMeter, CostBreakdown, CostTable, FrameBatch, calibration, format_usd, median_calibration,
+    COMPONENTS, ChunkMeter, CostBreakdown, CostTable, calibration, format_usd, median_calibration,
     sampling_seconds,
 )
 from jadd_dagster.defs.autolabel_assets import label_cache
