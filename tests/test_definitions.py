@@ -1,6 +1,7 @@
 """The Dagster code location: it loads, the launchpad config round-trips, the sensor finds logs."""
 
 import os
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -80,16 +81,16 @@ def test_the_log_sensor_registers_new_log_folders_once(tmp_path: Path):
         assert again.dynamic_partitions_requests == [] and again.run_requests == []
 
 
-def test_a_sensor_tick_on_a_new_log_registers_and_ingests_it(tmp_path: Path, monkeypatch):
+def test_a_sensor_tick_on_a_new_log_registers_and_ingests_it(two_short_logs: Path, tmp_path: Path, monkeypatch):
     """The tick as the daemon evaluates it (run requests resolved against the sensor's target on a
     persistent instance), then the run it requests, executed."""
     from jadd_dagster.defs.resources import resources_for
-    from jadd_dagster.sim import make_logs
     from jadd_dagster.profile import load_profile
 
     monkeypatch.setenv("JADD_HOME", str(tmp_path))
-    (folder,) = make_logs(tmp_path / "store" / "logs", n_logs=1, minutes=0.4, seed=3, channels=("CAM_FRONT",), image_size=(96, 54))
+    folder = sorted(two_short_logs.glob("log-*"))[0]  # one of the session's short logs, uploaded to this store
     log_id = folder.name
+    shutil.copytree(folder, tmp_path / "store" / "logs" / log_id)
     resources = resources_for(load_profile())
     repo = defs.get_repository_def()
     sensor = repo.get_sensor_def("drive_log_sensor")

@@ -10,7 +10,6 @@ import yaml
 from jadd_dagster import headless
 from jadd_dagster.cli import main as jadd
 from jadd_dagster.profile import PROFILES_DIR
-from jadd_dagster.sim import make_logs
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 
@@ -21,15 +20,14 @@ REGISTRY_URL_ENV = "JADD_TEST_REGISTRY_URL"
 
 
 @pytest.fixture(scope="module")
-def built(postgres_server, tmp_path_factory):
-    """Build dataset "pg" over two tiny logs; the profile's registry and Dagster's storage are on PostgreSQL."""
+def built(postgres_server, two_short_logs, tmp_path_factory):
+    """Build dataset "pg" over two tiny logs (shared with the S3 build); the profile's registry and Dagster's storage are on PostgreSQL."""
     database = postgres_server.new_database("e2e")
     root = tmp_path_factory.mktemp("pg")
     profile = yaml.safe_load((PROFILES_DIR / "local.yaml").read_text())
     profile["registry"] = {"url_env": REGISTRY_URL_ENV}  # the URL holds a password: only in the environment
     (root / "pg.yaml").write_text(yaml.safe_dump(profile))
     (root / "spec.yaml").write_text(yaml.safe_dump(SPEC))
-    make_logs(root / "logs", n_logs=2, minutes=0.4, seed=5, channels=("CAM_FRONT",), image_size=(96, 54))
     workdir = root / "work"
     with pytest.MonkeyPatch.context() as env:
         for name in ("JADD_HOME", "DAGSTER_HOME"):  # use_workdir sets them; monkeypatch restores them
@@ -37,7 +35,7 @@ def built(postgres_server, tmp_path_factory):
         env.setenv("JADD_PROFILE", str(root / "pg.yaml"))
         env.setenv(REGISTRY_URL_ENV, database.url)
         headless.use_workdir(workdir, dagster_yaml=database.dagster_yaml())
-        code = jadd(["build", "--spec", str(root / "spec.yaml"), "--logs", str(root / "logs"),
+        code = jadd(["build", "--spec", str(root / "spec.yaml"), "--logs", str(two_short_logs),
                      "--workdir", str(workdir)])
         yield {"code": code, "database": database, "workdir": workdir}
 

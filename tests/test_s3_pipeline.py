@@ -9,13 +9,12 @@ import yaml
 
 from jadd_dagster.cli import main as jadd
 from jadd_dagster.s3store import S3Store
-from jadd_dagster.sim import make_logs
 from profiles import use_profile
 
 pytestmark = [pytest.mark.e2e, pytest.mark.s3]
 
 
-def test_a_dataset_builds_with_everything_in_s3(s3_server, tmp_path, monkeypatch):
+def test_a_dataset_builds_with_everything_in_s3(s3_server, two_short_logs, tmp_path, monkeypatch):
     from nuscenes.nuscenes import NuScenes
 
     bucket = s3_server.new_bucket()
@@ -25,12 +24,11 @@ def test_a_dataset_builds_with_everything_in_s3(s3_server, tmp_path, monkeypatch
     }.items():
         monkeypatch.setenv(name, value)  # the worker processes inherit these
     use_profile(tmp_path, monkeypatch, storage={"url": f"s3://{bucket}/jadd"})
-    make_logs(tmp_path / "logs", n_logs=2, minutes=0.4, seed=11, channels=("CAM_FRONT",), image_size=(96, 54))
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({"name": "s3e2e", "channels": ["CAM_FRONT"], "image_width": 64, "image_height": 36,
                                     "autolabel": True}))
 
-    code = jadd(["build", "--spec", str(spec), "--logs", str(tmp_path / "logs"), "--workdir", str(tmp_path / "work")])
+    code = jadd(["build", "--spec", str(spec), "--logs", str(two_short_logs), "--workdir", str(tmp_path / "work")])
 
     summary = json.loads((tmp_path / "work" / "summary.json").read_text())
     assert code == 0, summary
@@ -73,7 +71,7 @@ def test_a_dataset_builds_with_everything_in_s3(s3_server, tmp_path, monkeypatch
     # A rebuild with fewer scenes publishes a new part; the index lists only it.
     spec.write_text(yaml.safe_dump({"name": "s3e2e", "channels": ["CAM_FRONT"], "image_width": 64, "image_height": 36,
                                     "autolabel": True, "max_scenes": 1}))
-    assert jadd(["build", "--spec", str(spec), "--logs", str(tmp_path / "logs"), "--workdir", str(tmp_path / "work")]) == 0
+    assert jadd(["build", "--spec", str(spec), "--logs", str(two_short_logs), "--workdir", str(tmp_path / "work")]) == 0
     summary = json.loads((tmp_path / "work" / "summary.json").read_text())
     assert summary["scenes"] == 1 and summary["cached_scenes"] == 1
     (smaller_version,) = summary["versions"]
