@@ -57,7 +57,8 @@ def test_a_sampling_worker_killed_mid_scene_leaves_a_leftover_that_clean_removes
 
     work = tmp_path / "work"
     store = LocalStore(work / "store")
-    (path,) = make_logs(work / "store" / "logs", 1, 1.0, seed=2, channels=("CAM_FRONT",), image_size=(320, 180))
+    # One 20 s scene: the worker is killed at its first staged frame.
+    (path,) = make_logs(work / "store" / "logs", 1, 0.4, seed=2, channels=("CAM_FRONT",), image_size=(320, 180))
     rows = pd.DataFrame([{"scene_id": w.scene_id, "log_id": w.log_id, "scene_index": w.index,
                           "start_time_us": w.start_time_us, "end_time_us": w.end_time_us}
                          for w in cut_scenes(read_log(path).manifest)[0]])

@@ -23,7 +23,8 @@ class OrchestratorKilled(Exception):
 
 
 def test_scenes_a_killed_run_finished_are_recovered_not_computed_again(tmp_path):
-    logs = make_logs(tmp_path / "store" / "logs", 2, 0.75, seed=5, channels=("CAM_FRONT",), image_size=(64, 36))
+    logs = make_logs(tmp_path / "store" / "logs", 2, 0.75, seed=5, channels=("CAM_FRONT",), image_size=(64, 36),
+                     workers=1)  # logs this small: a pool of renderers costs more than it saves
     rows = pd.DataFrame([
         {"scene_id": w.scene_id, "log_id": w.log_id, "scene_index": w.index,
          "start_time_us": w.start_time_us, "end_time_us": w.end_time_us}
