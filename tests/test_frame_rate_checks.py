@@ -84,3 +84,34 @@ def test_at_the_sweep_rate_the_expectation_is_keyframes_plus_the_sweeps_between(
     assert expected_frames_per_channel(20.0, keyframe_hz, sweep_hz) == keyframes + (keyframes - 1) * (sweep_hz // keyframe_hz - 1)
     assert expected_frames_per_channel(20.0, keyframe_hz, sweep_hz, source_hz=30) == expected_frames_per_channel(
         20.0, keyframe_hz, sweep_hz)
+
+
+@pytest.mark.e2e
+def test_a_2_30_hz_build_over_a_12_hz_camera_passes_the_frame_count_check(tmp_path_factory, tmp_path):
+    """`jadd build` of a 20 s scene at 2 Hz keyframes and 30 Hz sweeps over the drive with its JPEG
+    camera at 12 Hz: the merge's frame_counts check (the frame_counts_match_rates asset check) is
+    clean, and the devkit finds the 12 Hz camera's own frames."""
+    import json
+
+    import yaml
+    from nuscenes.nuscenes import NuScenes
+
+    from jadd_dagster.cli import main as jadd
+
+    root = tmp_path_factory.mktemp("rates-e2e")
+    recording = drives.write_drive(root / "mcap", "ros2", [(0, 21)], rates=RATES)
+    ingest_mcap(recording.files, root / "logs", load_topic_map(TOPIC_MAPS / "ros2.yaml"), dbc=drives.DRIVE_DBC)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"name": "rates-30", "channels": list(RATES), "keyframe_hz": 2, "sweep_hz": 30,
+                                    "undistort": False}))
+    assert jadd(["build", "--spec", str(spec), "--logs", str(root / "logs"), "--workdir", str(tmp_path / "work")]) == 0
+    summary = json.loads((tmp_path / "work" / "summary.json").read_text())
+    assert not any(summary["check_problems"].values()), summary["check_problems"]
+    nusc = NuScenes(version=summary["versions"][0], dataroot=summary["dataroot"], verbose=False)
+    counts = {c: sum(r["channel"] == c for r in nusc.sample_data) for c in RATES}
+    # 40 keyframes over 19.5 s: a 30 Hz camera's 19.5 × 30 + 1 frames, the 12 Hz one's 19.5 × 12 + 1.
+    assert counts == {"CAM_FRONT": 19.5 * 12 + 1, "CAM_FRONT_LEFT": 19.5 * 30 + 1}
+    assert {r["timestamp"] for r in nusc.sample_data if r["channel"] == "CAM_FRONT"} <= set(recording.camera_stamps["CAM_FRONT"])
+    # The estimate counted the same frames, and priced the kept JPEG camera's as copies.
+    assert summary["estimate"]["work"]["frames"] == sum(counts.values())
+    assert summary["estimate"]["work"]["copied_frames"] == counts["CAM_FRONT"]
