@@ -96,9 +96,11 @@ def frame_count_problems(records: list[SceneRecord], scene_length_s: float) -> l
         for channel in record.cameras:
             if channel in LIDAR_CHANNELS:
                 want = int(round(scene_length_s * keyframe_hz))
+            elif channel not in record.camera_rates_hz:  # a record from before the rates: every camera at sweep_hz
+                want = expected_frames_per_channel(scene_length_s, keyframe_hz, sweep_hz)
             else:
                 want = expected_frames_per_channel(
-                    scene_length_s, keyframe_hz, sweep_hz, record.camera_rates_hz.get(channel),
+                    scene_length_s, keyframe_hz, sweep_hz, record.camera_rates_hz[channel],
                     first.get(channel, record.start_time_us) - record.start_time_us)
             if counts.get(channel, 0) != want:
                 rate = record.camera_rates_hz.get(channel)
