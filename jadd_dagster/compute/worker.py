@@ -83,8 +83,7 @@ def _sample(store: ObjectStore, task: SceneTask, settings: dict, logs: "OpenLogs
         record = sample_scene(log, task.scene_index, task.start_time_us, task.end_time_us, cameras, out, task.scene_id)
         for lidar in (c for c in profile.channels if c in LIDAR_CHANNELS):
             record = add_lidar_frames(log, record, out, lidar)
-        rates = {c: float(log.manifest.rate_hz(c)) for c in cameras.channels}  # for the merge's frame-count check
-        record = place_frames(store, out, replace(record, profile=profile.key(), camera_rates_hz=rates))
+        record = place_frames(store, out, replace(record, profile=profile.key()))
         record.save(out)
     return len(record.frames)
 
