@@ -67,6 +67,8 @@ def expected_frames_per_channel(
     source_hz = float(source_hz or sweep_hz)
     period_us = 1e6 / source_hz
     phase_us = int(round(first_frame_us - period_us * math.floor(first_frame_us / period_us)))
+    if source_hz >= sweep_hz:  # one frame per target time whatever the phase: one cached count per rate
+        phase_us = 0
     return _selected_count(int(round(scene_length_s * 1e6)), int(keyframe_hz), int(sweep_hz), source_hz, phase_us)
 
 

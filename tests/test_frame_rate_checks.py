@@ -115,3 +115,18 @@ def test_a_2_30_hz_build_over_a_12_hz_camera_passes_the_frame_count_check(tmp_pa
     # The estimate counted the same frames, and priced the kept JPEG camera's as copies.
     assert summary["estimate"]["work"]["frames"] == sum(counts.values())
     assert summary["estimate"]["work"]["copied_frames"] == counts["CAM_FRONT"]
+
+
+@pytest.mark.parametrize("source_hz", [10, 12, 15, 25, 30, 60])
+def test_a_camera_at_the_sweep_rate_or_faster_gives_the_same_count_at_any_phase(source_hz):
+    """expected_frames_per_channel skips the phase for such cameras (one cached count a rate, not
+    one selection per scene and camera): select_frames itself gives the same count at every phase."""
+    from jadd_dagster.part_merge import _selected_count
+
+    for keyframe_hz, sweep_hz in ((2, 2), (2, 10), (5, 10), (10, 10), (2, 6)):
+        if source_hz < sweep_hz:
+            continue
+        expected = expected_frames_per_channel(20.0, keyframe_hz, sweep_hz, source_hz, 12_345)
+        period_us = int(1e6 / source_hz)
+        for phase_us in range(0, period_us, max(1, period_us // 7)):
+            assert _selected_count(20_000_000, keyframe_hz, sweep_hz, float(source_hz), phase_us) == expected
