@@ -9,7 +9,6 @@ import pytest
 import yaml
 
 from jadd_dagster.cli import main as jadd
-from jadd_dagster.sim import make_logs
 
 pytestmark = pytest.mark.e2e
 
@@ -20,16 +19,15 @@ def label_metadata(workdir):
     return [{k: r.asset_materialization.metadata[k].value for k in ("labels_cached", "labels_computed")} for r in records]
 
 
-def test_autolabelled_dataset_has_boxes_and_a_rebuild_reuses_the_labels(tmp_path, monkeypatch):
+def test_autolabelled_dataset_has_boxes_and_a_rebuild_reuses_the_labels(lidar_log, tmp_path, monkeypatch):
     from nuscenes.nuscenes import NuScenes
 
     for name in ("JADD_HOME", "DAGSTER_HOME", "JADD_PROFILE"):
         monkeypatch.delenv(name, raising=False)
-    make_logs(tmp_path / "logs", n_logs=1, minutes=0.75, seed=3, channels=("CAM_FRONT",), image_size=(320, 180), lidar=True)
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(
         {"name": "labelled", "channels": ["CAM_FRONT", "LIDAR_TOP"], "sweep_hz": 2, "autolabel": True}))
-    args = ["build", "--spec", str(spec), "--logs", str(tmp_path / "logs"), "--workdir", str(tmp_path / "work")]
+    args = ["build", "--spec", str(spec), "--logs", str(lidar_log.parent), "--workdir", str(tmp_path / "work")]
 
     assert jadd(args) == 0
     summary = json.loads((tmp_path / "work" / "summary.json").read_text())

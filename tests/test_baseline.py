@@ -32,7 +32,6 @@ from jadd_dagster.logs.reader import read_log
 from jadd_dagster.sampling import SamplingProfile, sample_scene
 from jadd_dagster.sampling.lidar import add_lidar_frames
 from jadd_dagster.scene_record import SceneRecord
-from jadd_dagster.sim import make_logs
 from jadd_dagster.sim.render import CLASS_RGB, FACE_SHADES
 
 VISIBLE_RANGE_M = 40.0
@@ -66,11 +65,10 @@ class Scene:
 
 
 @pytest.fixture(scope="module")
-def scene(tmp_path_factory) -> Scene:
+def scene(tmp_path_factory, lidar_log) -> Scene:
+    """The first 20 s scene of the session's log with lidar (the auto-labelling build reads it too)."""
     root = tmp_path_factory.mktemp("baseline")
-    path = make_logs(root / "logs", 1, 0.4, seed=3, channels=("CAM_FRONT",), image_size=(320, 180), workers=1,
-                     lidar=True)[0]
-    log = read_log(path)
+    log = read_log(lidar_log)
     start = log.manifest.start_time_us
     profile = SamplingProfile(keyframe_hz=2, sweep_hz=2, undistort=True, channels=("CAM_FRONT",))
     record = sample_scene(log, 0, start, start + 20_000_000, profile, root / "scene", "log-3-0001/0000")

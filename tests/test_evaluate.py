@@ -36,17 +36,15 @@ from jadd_dagster.sampling import SamplingProfile, sample_scene
 from jadd_dagster.sampling.lidar import MAX_OFFSET_US, add_lidar_frames, nearest_sweeps
 from jadd_dagster.scene_record import SceneRecord
 from jadd_dagster.scenes import cut_scenes
-from jadd_dagster.sim import make_logs
 
 PROFILE = SamplingProfile(keyframe_hz=2, sweep_hz=2, channels=("CAM_FRONT",))
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """The log, the scene folders and records (with lidar), the merge result and the devkit."""
+def built(tmp_path_factory, lidar_log):
+    """The session's log with lidar, its scene folders and records (with lidar), the merge result and the devkit."""
     root = tmp_path_factory.mktemp("evaluate")
-    (path,) = make_logs(root / "logs", 1, 0.75, seed=4, channels=("CAM_FRONT",), image_size=(96, 54), lidar=True)
-    log = read_log(path)
+    log = read_log(lidar_log)
     windows, _ = cut_scenes(log.manifest)
     dirs, records = [], []
     for window in windows:
