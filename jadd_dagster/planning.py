@@ -131,8 +131,8 @@ def frame_batches(
     the same share of frames kept (the figures were measured on 30 Hz footage), and its frames are
     copied when they are recorded JPEGs kept as they are (sampling/scene.py: codec mjpeg, the
     camera's own size, no undistortion of a distorted lens). Other cameras (a catalog from before
-    the rates) have scene seconds × sweep_hz frames, decoded and encoded. LIDAR_TOP sweeps have no
-    pixels."""
+    the rates) have scene seconds × sweep_hz frames, decoded and encoded. LIDAR_TOP has one sweep a
+    keyframe, of no pixels."""
     out = tuple(spec.image_size) if spec.image_size else None
     streams = streams or {}
     batches = []
@@ -140,8 +140,8 @@ def frame_batches(
         seconds = sum(float(d) * n for d, n in durations.items())
         frames = int(round(seconds * spec.sweep_hz))
         for channel in spec.channels:
-            if channel not in CAMERA_CHANNELS:
-                batches.append(FrameBatch(frames, 0.0, 0.0))
+            if channel not in CAMERA_CHANNELS:  # a lidar: one sweep a keyframe (sampling/lidar.py)
+                batches.append(FrameBatch(int(round(seconds * spec.keyframe_hz)), 0.0, 0.0))
                 continue
             size = sizes.get(log_id, {}).get(channel)
             source = size[0] * size[1] / 1e6 if size else table.native_megapixels

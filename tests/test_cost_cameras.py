@@ -70,6 +70,15 @@ def test_a_camera_slower_than_the_sweeps_counts_its_own_frames_and_an_older_cata
     assert work["sampling_s"] == pytest.approx(work["frames"] * 0.1)
 
 
+def test_a_lidar_is_counted_one_sweep_a_keyframe():
+    """sampling/lidar.py writes one sweep per keyframe, whatever sweep_hz: 40 in a 20 s scene."""
+    scenes = catalog("log-new", 3, {"CAM_FRONT": (30, "h264", False), "CAM_FRONT_LEFT": (30, "h264", False)})
+    scenes["channels"] = ",".join([*CHANNELS, "LIDAR_TOP"])
+    cameras = estimate(spec(10), scenes)["frames"]
+    with_lidar = estimate(spec(10, channels=[*CHANNELS, "LIDAR_TOP"]), scenes)["frames"]
+    assert with_lidar - cameras == 3 * 20 * 2
+
+
 @pytest.mark.parametrize("sweep_hz, table_hz", [(2, 5), (10, 30), (30, 30)])
 def test_a_slow_cameras_frames_are_priced_at_the_share_of_its_frames_kept(sweep_hz, table_hz):
     """The table was measured on 30 Hz footage: a 12 Hz camera at 2 Hz keeps 1 frame in 6, as 30 Hz
