@@ -96,7 +96,9 @@ STORE_WRITER_SCRIPT = "from jadd_dagster.compute.worker import StoreMessageWrite
 
 def run_array_children(store) -> tuple[list[str], list[int]]:
     """Three workers in one session, as on AWS Batch past max_array_size: an array job of two
-    children, then a plain job. (The run's log messages, the children whose progress arrived.)"""
+    children, then a plain job, all running at once as on Batch (each child's Pipes upload loop
+    ends within its 1 s poll after close, which one after another paid three times). (The run's
+    log messages, the children whose progress arrived.)"""
     progress = []
 
     @dg.asset
@@ -104,11 +106,14 @@ def run_array_children(store) -> tuple[list[str], list[int]]:
         reader = ChildChunksMessageReader(store, "pipes/run/sampled", 3, interval=0.1, log=context.log,
                                           on_custom_message=lambda child, payload: progress.append(child))
         with open_workers_session(context, reader) as session:
+            children = []
             for first, array_indexes in ((0, ("0", "1")), (2, (None,))):
                 env = reader.child_env(session, first)  # one environment per submission
                 for index in array_indexes:
                     child_env = {**os.environ, **env, **({"AWS_BATCH_JOB_ARRAY_INDEX": index} if index else {})}
-                    subprocess.run([sys.executable, "-c", STORE_WRITER_SCRIPT, str(first + int(index or 0))], env=child_env, check=True)
+                    children.append(subprocess.Popen([sys.executable, "-c", STORE_WRITER_SCRIPT, str(first + int(index or 0))],
+                                                     env=child_env))
+            assert [child.wait(timeout=120) for child in children] == [0, 0, 0]
         return dg.MaterializeResult()
 
     instance = dg.DagsterInstance.ephemeral()
