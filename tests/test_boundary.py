@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import jadd_dagster
 
 PACKAGE = Path(jadd_dagster.__file__).resolve().parent
@@ -113,31 +115,50 @@ def test_the_static_check_sees_every_kind_of_import():
     assert found[-1][1] == "f" and found[0][1] == ""
 
 
-def test_importing_every_production_module_loads_no_simulator_module():
+def import_probe_scripts() -> dict[str, str]:
+    """The fresh-interpreter import checks: each script prints a JSON list of offending modules."""
     names = sorted(module_name(p) for p in production_modules())
-    script = (
-        "import importlib, json, sys\n"
-        f"for name in {names!r}:\n"
-        "    importlib.import_module(name)\n"
-        f"print(json.dumps(sorted(m for m in sys.modules if m == {SIM!r} or m.startswith({SIM + '.'!r}))))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                          cwd=PACKAGE.parent)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+    return {
+        "every production module": (
+            "import importlib, json, sys\n"
+            f"for name in {names!r}:\n"
+            "    importlib.import_module(name)\n"
+            f"print(json.dumps(sorted(m for m in sys.modules if m == {SIM!r} or m.startswith({SIM + '.'!r}))))\n"
+        ),
+        "the code location": (
+            "import json, sys\n"
+            "import jadd_dagster.definitions, jadd_dagster.cli, jadd_dagster.ingest\n"
+            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'rosbags'\n"
+            "                        or m == 'jadd_dagster.ingest.rosbag_reader')))\n"
+        ),
+    }
 
 
-def test_the_code_location_does_not_import_the_rosbag2_reader():
+@pytest.fixture(scope="module")
+def import_probes() -> dict[str, subprocess.Popen]:
+    """Both import checks started at once, each in its own interpreter (each spends seconds importing)."""
+    probes = {name: subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, cwd=PACKAGE.parent)
+              for name, script in import_probe_scripts().items()}
+    yield probes
+    for probe in probes.values():  # one whose test did not run (deselected, or failed early)
+        if probe.poll() is None:
+            probe.kill()
+            probe.communicate()
+
+
+def probe_output(probe: subprocess.Popen) -> list[str]:
+    out, err = probe.communicate(timeout=300)
+    assert probe.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_importing_every_production_module_loads_no_simulator_module(import_probes):
+    assert probe_output(import_probes["every production module"]) == []
+
+
+def test_the_code_location_does_not_import_the_rosbag2_reader(import_probes):
     """Every Dagster run and step process imports the code location; rosbags (and ruamel.yaml with
     it) took seconds to import and only bags need it, so the rosbag2 reader is imported when a
     bag is converted, not before."""
-    script = (
-        "import json, sys\n"
-        "import jadd_dagster.definitions, jadd_dagster.cli, jadd_dagster.ingest\n"
-        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'rosbags'\n"
-        "                        or m == 'jadd_dagster.ingest.rosbag_reader')))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                          cwd=PACKAGE.parent)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+    assert probe_output(import_probes["the code location"]) == []
