@@ -84,9 +84,9 @@ class CostTable:
     # x264 footage that decodes like real driving video, one core (bench/RESULTS.md, "Sampling at 2,
     # 10 and 30 Hz"; 5 Hz interpolated). A single number applies at every rate.
     cpu_seconds_per_frame: float | Mapping[int, float] = field(
-        default_factory=lambda: {2: 0.092, 5: 0.060, 10: 0.037, 30: 0.022})
+        default_factory=lambda: {2: 0.087, 5: 0.057, 10: 0.035, 30: 0.023})
     cpu_seconds_per_frame_undistorted: float | Mapping[int, float] | None = field(
-        default_factory=lambda: {2: 0.104, 5: 0.075, 10: 0.056, 30: 0.038})  # None: cpu_seconds_per_frame
+        default_factory=lambda: {2: 0.092, 5: 0.067, 10: 0.050, 30: 0.037})  # None: cpu_seconds_per_frame
     reference_megapixels: float = 1.44  # the frame size the figures above were measured on (1600x900)
     # Shares of those figures (seconds_per_frame): what does not grow with pixels, by rate (measured
     # on 320x180 footage, bench/RESULTS.md "Cost estimate against actual cost"), and what grows with
