@@ -132,8 +132,9 @@ class _Warp:
 
     def pair(self, first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Both planes warped, the same values as warping each on its own: OpenCV's remap
-        vectorises whole pixels of 4 channels, so one pass over (first, second, first, second)
-        costs 0.64 of two passes over single planes (bench_sampling.py --encode-profile)."""
+        vectorises whole pixels of 4 channels, so one pass over (first, second, first, second),
+        with the merge and the extraction, costs about 0.77 of two passes over single planes
+        (1600x900 chroma, bench/RESULTS.md, session 6)."""
         first, second = self._prefiltered(first), self._prefiltered(second)
         warped = self._remap(cv2.merge([first, second, first, second]))
         return cv2.extractChannel(warped, 0), cv2.extractChannel(warped, 1)
