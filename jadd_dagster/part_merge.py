@@ -65,10 +65,10 @@ def expected_frames_per_channel(
     12 Hz camera in a 2/30 Hz dataset: 235 frames in 20 s, not 586). Where the camera's rate does
     not divide the sweep rate its phase can move the count by one, hence first_frame_us."""
     source_hz = float(source_hz or sweep_hz)
-    period_us = 1e6 / source_hz
-    phase_us = int(round(first_frame_us - period_us * math.floor(first_frame_us / period_us)))
-    if source_hz >= sweep_hz:  # one frame per target time whatever the phase: one cached count per rate
-        phase_us = 0
+    phase_us = 0  # a camera at sweep_hz or faster gives one frame a target time at any phase: one count a rate
+    if source_hz < sweep_hz:
+        period_us = 1e6 / source_hz
+        phase_us = int(round(first_frame_us - period_us * math.floor(first_frame_us / period_us)))
     return _selected_count(int(round(scene_length_s * 1e6)), int(keyframe_hz), int(sweep_hz), source_hz, phase_us)
 
 

@@ -76,14 +76,13 @@ def plan_metadata(result: StageResult, profile: SamplingProfile, settings: Pipel
     and copied JPEGs, and the measured calibration) where there is one, else the cost table's
     figure for the profile's rate and undistortion, every channel at the sweep rate."""
     work = (estimate or {}).get("work") or {}
-    if work.get("frames") and work.get("sampled_scene_s"):
+    if work.get("frames"):
         per_frame = work["sampling_s"] / work["frames"]
-        per_scene_s = work["sampling_s"] / work["sampled_scene_s"]
     else:
-        if work.get("frames"):  # a plan made before it recorded its scene seconds
-            per_frame = work["sampling_s"] / work["frames"]
-        else:
-            per_frame = settings_table(settings).seconds_per_frame(profile.undistort, profile.sweep_hz)
+        per_frame = settings_table(settings).seconds_per_frame(profile.undistort, profile.sweep_hz)
+    if work.get("frames") and work.get("sampled_scene_s"):
+        per_scene_s = work["sampling_s"] / work["sampled_scene_s"]
+    else:  # no estimate, or a plan made before it recorded its scene seconds
         per_scene_s = profile.sweep_hz * len(profile.channels) * per_frame
 
     def cpu_s(chunk: dict) -> float:
