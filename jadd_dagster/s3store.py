@@ -8,16 +8,21 @@ Credentials come only from boto3's usual chain (environment, config files, insta
 endpoint is AWS unless `JADD_S3_ENDPOINT_URL` (or boto3's own `AWS_ENDPOINT_URL_S3` /
 `AWS_ENDPOINT_URL`) names another server. Transient failures (throttling, 5xx, dropped
 connections, timeouts) are retried with exponential backoff by botocore's "standard" retry mode.
+
+The many files of one output or input go through the base class's thread pool (`upload_files`,
+`download_files`) on one shared client: boto3 clients are thread-safe, the store makes its client
+once (under a lock) and gives it a connection pool as large as the thread pool.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from jadd_dagster.storage import ObjectStore, check_key, logger, usable_listed_key
+from jadd_dagster.storage import TRANSFER_THREADS, ObjectStore, check_key, logger, usable_listed_key
 
 ENDPOINT_ENV = "JADD_S3_ENDPOINT_URL"
 MAX_ATTEMPTS = 8  # first try + 7 retries; botocore backs off exponentially with jitter, ≤ 20 s apart
@@ -30,13 +35,15 @@ CONDITION_FAILED = {"PreconditionFailed", "412", "ConditionalRequestConflict", "
 
 
 def client_config(**overrides):
-    """botocore client settings: standard retries with backoff, bounded timeouts."""
+    """botocore client settings: standard retries with backoff, bounded timeouts, a connection for
+    each transfer thread (botocore keeps 10; more threads would open and drop connections)."""
     from botocore.config import Config
 
     settings = {
         "retries": {"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
         "connect_timeout": CONNECT_TIMEOUT_S,
         "read_timeout": READ_TIMEOUT_S,
+        "max_pool_connections": TRANSFER_THREADS,
     }
     return Config(**{**settings, **overrides})
 
@@ -83,6 +90,7 @@ class S3Store(ObjectStore):
         self.endpoint_url = endpoint_url
         self.region = region
         self._client = client
+        self._client_lock = threading.Lock()
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
 
     @classmethod
@@ -95,14 +103,20 @@ class S3Store(ObjectStore):
 
     @property
     def client(self):
-        """The boto3 client, made on first use (so building a store does no I/O)."""
+        """The boto3 client, made on first use (so building a store does no I/O), once: threads
+        that ask together get the same client."""
         if self._client is None:
-            self._client = make_client(self.endpoint_url, self.region)
+            with self._client_lock:
+                if self._client is None:
+                    self._client = make_client(self.endpoint_url, self.region)
         return self._client
 
     def __getstate__(self):
-        # boto3 clients do not pickle; a store sent to another process makes its own.
-        return {**self.__dict__, "_client": None}
+        # boto3 clients and locks do not pickle; a store sent to another process makes its own.
+        return {key: value for key, value in self.__dict__.items() if key not in ("_client", "_client_lock")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, _client=None, _client_lock=threading.Lock())
 
     def __repr__(self) -> str:
         return f"S3Store({self.url!r})"

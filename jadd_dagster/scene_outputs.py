@@ -4,7 +4,8 @@ A sampling worker writes a scene into a staging folder (frames as <CHANNEL>/<µs
 `place_frames` moves every frame to the profile's dataroot under the name nuScenes gives it
 (samples/<CHANNEL>/<log>__<CHANNEL>__<µs>.jpg, or sweeps/...), and the record's frame paths become
 those names. The merge then writes tables that reference the frames where they are: no frame is
-ever copied or re-encoded after the worker wrote it (a rename on a local store, one upload on S3).
+ever copied or re-encoded after the worker wrote it (a rename on a local store, one upload on S3;
+a scene's uploads, like the downloads of `frames_root`, go TRANSFER_THREADS at a time).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def place_frames(store: ObjectStore, staging: Path, record: SceneRecord) -> Scen
     paths relative to that dataroot (their nuScenes filenames). The frames are complete in the
     store before the caller publishes scene.json."""
     root = sampled_root_key(record.profile)
-    placed = []
+    placed, uploads = [], []
     for frame in record.frames:
         filename = sample_data_filename(record.log_id, frame.channel, frame.timestamp_us, frame.is_key_frame)
         source = staging / frame.path
@@ -36,9 +37,11 @@ def place_frames(store: ObjectStore, staging: Path, record: SceneRecord) -> Scen
             local.parent.mkdir(parents=True, exist_ok=True)
             os.replace(source, local)
         else:
-            store.upload_file(source, f"{root}/{filename}")
-            source.unlink()
+            uploads.append((source, f"{root}/{filename}"))
         placed.append(dataclasses.replace(frame, path=filename))
+    store.upload_files(uploads)  # TRANSFER_THREADS at a time; all complete (or raised) on return
+    for source, _ in uploads:
+        source.unlink()
     for folder in {(staging / frame.path).parent for frame in record.frames}:
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
@@ -58,8 +61,6 @@ def frames_root(
         yield local
         return
     with tempfile.TemporaryDirectory(dir=scratch, prefix="jadd-frames-") as tmp:
-        for record in records:
-            for frame in record.frames:
-                if include(frame):
-                    store.download_file(f"{root}/{frame.path}", Path(tmp) / frame.path)
+        wanted = {frame.path for record in records for frame in record.frames if include(frame)}
+        store.download_files([(f"{root}/{path}", Path(tmp) / path) for path in sorted(wanted)])
         yield Path(tmp)
