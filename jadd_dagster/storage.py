@@ -143,7 +143,7 @@ def transfer_all(transfers: Sequence[tuple[str, str, Callable[[], None]]], threa
 
 def transfer_error(key: str, description: str, error: BaseException) -> BaseException:
     """The error to raise for a failed transfer: itself if it names the key, else wrapped."""
-    if not isinstance(error, Exception) or key in str(error):
+    if not isinstance(error, Exception) or key in str(error) or repr(key) in str(error):
         return error
     wrapped = TransferError(f"could not {description}: {type(error).__name__}: {error}")
     wrapped.__cause__ = error
@@ -280,7 +280,10 @@ class ObjectStore(ABC):
     def upload_files(self, pairs: Sequence[tuple[Path, str]]) -> None:
         """Upload each (local path, key), TRANSFER_THREADS at a time; every object is complete in
         the store when this returns. The first failure is raised (see transfer_all) and no upload
-        is running any more by then; some of the others may be in the store."""
+        is running any more by then; some of the others may be in the store. A key that names no
+        object (see key_problem) fails the batch before any upload starts."""
+        for _, key in pairs:
+            check_key(key)
         transfer_all([
             (key, f"upload {path} to {self.describe(key)}", lambda path=path, key=key: self.upload_file(path, key))
             for path, key in pairs
