@@ -3,8 +3,9 @@
 Footage: one 1600x900, 30 fps H.264 camera video that decodes like real driving video, made here
 with ffmpeg (`testsrc2` with temporal noise `noise=alls=8:allf=t`, libx264 preset medium, a
 keyframe every 30 frames, x264's default B-frames), or any video given with --video. It is cut into
-scenes of --scene-seconds (20 s) and each scene is sampled by `sample_scene_timed`, the worker's
-own path, for every rate x {native, undistorted, undistorted at half size} x {1 core, 2 cores}:
+scenes of --scene-seconds (20 s) and each scene is sampled by `sample_scene_timed`, the scenes side
+by side on the child's threads as the worker runs a chunk (compute/schedule.py), for every
+rate x {native, undistorted, undistorted at half size} x {1 core, 2 cores}:
 keyframes at 2 Hz and sweeps at the rate (all of them keyframes at 2 Hz), JPEG quality 90.
 
 Every run is a fresh child process pinned to its cores with sched_setaffinity (the sampler sizes
@@ -24,8 +25,14 @@ give decoding work at best (shared caches and memory bandwidth, or two vCPUs on 
 
 Ratios: "× naive" is the naive CLI's CPU s over ours (higher is better); "/ decode" is our CPU s
 over the whole-file decode's (lower is better); "2-core ×" is the 2-core throughput (frames a
-wall second) over the 1-core throughput of the same configuration. The 2-core runs must write the same bytes as the 1-core runs: the table
-says "same bytes" (a SHA-256 over every file) or the bench fails.
+wall second) over the 1-core throughput of the same configuration. The 2-core runs must write the
+same bytes as the 1-core runs: the table says "same bytes" (a SHA-256 over every file) or the bench
+fails.
+
+--repeat N runs the whole sequence N times (rounds). A VM's runs of identical work differ by 10-15 %
+as its host's load drifts, so a ratio of two runs made far apart says as much about the drift as
+about the code: each ratio is formed within a round (our run and its baselines minutes apart) and
+the table gives the median of the rounds' ratios with their range; seconds are medians.
 
     python bench/bench_sampling.py [--video FILE] [--seconds 60] [--scene-seconds 20] [--rates 2 10 30] [--repeat N]
     python bench/bench_sampling.py --smoke   # tiny footage, one rate (tests/test_sampling_speed.py runs it)
@@ -136,6 +143,7 @@ def child(job: dict) -> dict:
 
     import cv2
 
+    from jadd_dagster.compute.schedule import side_by_side
     from jadd_dagster.logs.reader import read_log
     from jadd_dagster.sampling import SamplingProfile, sample_scene_timed, sampling_threads
 
@@ -145,9 +153,15 @@ def child(job: dict) -> dict:
     profile = SamplingProfile.from_json(job["profile"])
     out = Path(job["out"])
     totals: dict[str, float] = {}
+
+    def sample(scene: tuple[int, tuple[int, int]], threads: int):
+        i, (start, end) = scene
+        return sample_scene_timed(log, i, start, end, profile, out / f"{i:04d}", f"bench/{i:04d}", threads=threads)
+
     cpu, wall = _cpu(), time.perf_counter()
-    for i, (start, end) in enumerate(job["scenes"]):
-        _, stats = sample_scene_timed(log, i, start, end, profile, out / f"{i:04d}", f"bench/{i:04d}")
+    # As the worker does (compute/worker.py): scenes side by side on its threads.
+    for _, outcome in side_by_side(list(enumerate(job["scenes"])), sample, sampling_threads()):
+        _, stats = outcome.result()
         for name, value in stats.to_json().items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 totals[name] = totals.get(name, 0) + value
@@ -160,19 +174,9 @@ def child(job: dict) -> dict:
             "sha256": digest.hexdigest(), "steps": totals}
 
 
-REPEAT = 1  # --repeat
-
-
 def run_pinned(job: dict, cores: list[int]) -> dict:
-    """child(job) in a fresh Python process pinned to cores, REPEAT times: the run with the median
-    wall time (a VM's runs of the same work differ by 10-15 % either way, host load and clock
-    speed; a ratio of two fastest runs takes both extremes), with every run's wall seconds in
-    "walls"."""
-    runs = [_run_pinned_once(job, cores) for _ in range(REPEAT)]
-    if len({r.get("sha256") for r in runs}) > 1:
-        raise SystemExit(f"the same run wrote different bytes: {job}")
-    median = sorted(runs, key=lambda r: r["wall"])[(len(runs) - 1) // 2]
-    return {**median, "walls": [round(r["wall"], 2) for r in runs]}
+    """child(job) in a fresh Python process pinned to cores."""
+    return _run_pinned_once(job, cores)
 
 
 def _run_pinned_once(job: dict, cores: list[int]) -> dict:
@@ -191,8 +195,9 @@ def profile_json(rate: int, variant: str, width: int, height: int) -> dict:
             "jpeg_quality": 90, "channels": [CHANNEL]}
 
 
-def bench(args) -> list[dict]:
-    """Every run of the table; each row a dict (see print_table)."""
+def bench(args) -> list[list[dict]]:
+    """Every run of the table, round by round (--repeat rounds of the whole sequence); each row a
+    dict (see print_table)."""
     work = Path(tempfile.mkdtemp(prefix="bench-sampling-"))
     try:
         video = Path(args.video) if args.video else work / "footage.mp4"
@@ -211,68 +216,102 @@ def bench(args) -> list[dict]:
         print(f"{video.name}: {width}x{height}, {frames} frames at 30 fps; {count} scenes of {args.scene_seconds} s; "
               f"cores {available}; load average {os.getloadavg()[0]:.1f}", flush=True)
         ffmpeg = _ffmpeg()
-        rows = []
         span = f"{count * args.scene_seconds}"  # the whole file when the scenes cover it (the default)
-        decode = [ffmpeg, "-nostdin", "-loglevel", "error", "-i", str(video), "-t", span, "-map", "0:v", "-f", "null", "-"]
-        # Each configuration runs on 1 core and then at once on 2, so that both see the same load.
-        for cores, pinned in core_sets.items():
-            result = run_pinned({"kind": "ffmpeg", "commands": [decode], "frames": int(count * scene_us * 30 / 1e6)},
-                                pinned)
-            rows.append({"rate": "all", "path": "ffmpeg: decode the whole file", "cores": cores, **result})
-            print(rows[-1], flush=True)
-        if 2 in core_sets:  # how well this machine runs two decoders at once: the ceiling for 2 cores
-            single = decode[:4] + ["-threads", "1"] + decode[4:]  # -threads before -i: the decoder's
-            result = run_pinned({"kind": "ffmpeg", "commands": [single, single], "one_per_core": True,
-                                 "frames": 2 * int(count * scene_us * 30 / 1e6)}, core_sets[2])
-            rows.append({"rate": "all", "path": PARALLEL_DECODE, "cores": 2, **result})
-            print(rows[-1], flush=True)
-        for rate in args.rates:
+        decode = [ffmpeg, "-nostdin", "-loglevel", "error", "-i", str(video), "-t", span, "-map", "0:v",
+                  "-f", "null", "-"]
+        rounds = []
+        for number in range(1, args.repeat + 1):
+            if args.repeat > 1:
+                print(f"round {number} of {args.repeat}; load average {os.getloadavg()[0]:.1f}", flush=True)
+            rows = []
+            # Each configuration runs on 1 core and then at once on 2, so that both see the same load.
             for cores, pinned in core_sets.items():
-                out = work / f"cli-{rate}-{cores}"
-                commands = [
-                    [ffmpeg, "-nostdin", "-loglevel", "error", "-ss", f"{(s - START_US) / 1e6:.6f}", "-i", str(video),
-                     "-t", f"{args.scene_seconds}", "-vf", f"fps={rate}", "-q:v", "2", str(out / f"{i:04d}" / "%05d.jpg")]
-                    for i, (s, _) in enumerate(scenes)
-                ]
-                result = run_pinned({"kind": "ffmpeg", "commands": commands, "out": str(out)}, pinned)
-                rows.append({"rate": rate, "path": "ffmpeg: naive per-scene CLI", "cores": cores, **result})
+                job = {"kind": "ffmpeg", "commands": [decode], "frames": int(count * scene_us * 30 / 1e6)}
+                result = run_pinned(job, pinned)
+                rows.append({"rate": "all", "path": "ffmpeg: decode the whole file", "cores": cores, **result})
                 print(rows[-1], flush=True)
-                shutil.rmtree(out, ignore_errors=True)
-            for variant in args.variants:
+            if 2 in core_sets:  # how well this machine runs two decoders at once: the ceiling for 2 cores
+                single = decode[:4] + ["-threads", "1"] + decode[4:]  # -threads before -i: the decoder's
+                result = run_pinned({"kind": "ffmpeg", "commands": [single, single], "one_per_core": True,
+                                     "frames": 2 * int(count * scene_us * 30 / 1e6)}, core_sets[2])
+                rows.append({"rate": "all", "path": PARALLEL_DECODE, "cores": 2, **result})
+                print(rows[-1], flush=True)
+            for rate in args.rates:
                 for cores, pinned in core_sets.items():
-                    out = work / f"ours-{rate}-{variant}-{cores}".replace(" ", "").replace(",", "")
-                    job = {"kind": "sample", "log": str(work / "log"), "scenes": scenes, "out": str(out),
-                           "profile": profile_json(rate, variant, width, height)}
-                    result = run_pinned(job, pinned)
-                    rows.append({"rate": rate, "path": f"ours, {variant}", "cores": cores, **result})
-                    print({k: v for k, v in rows[-1].items() if k != "steps"}, flush=True)
+                    out = work / f"cli-{rate}-{cores}"
+                    commands = [
+                        [ffmpeg, "-nostdin", "-loglevel", "error", "-ss", f"{(s - START_US) / 1e6:.6f}",
+                         "-i", str(video), "-t", f"{args.scene_seconds}", "-vf", f"fps={rate}", "-q:v", "2",
+                         str(out / f"{i:04d}" / "%05d.jpg")]
+                        for i, (s, _) in enumerate(scenes)
+                    ]
+                    result = run_pinned({"kind": "ffmpeg", "commands": commands, "out": str(out)}, pinned)
+                    rows.append({"rate": rate, "path": "ffmpeg: naive per-scene CLI", "cores": cores, **result})
+                    print(rows[-1], flush=True)
                     shutil.rmtree(out, ignore_errors=True)
-        rows.sort(key=lambda r: (r["cores"], r["rate"] != "all"))  # stable: rates and paths in run order
-        return rows
+                for variant in args.variants:
+                    for cores, pinned in core_sets.items():
+                        out = work / f"ours-{rate}-{variant}-{cores}".replace(" ", "").replace(",", "")
+                        job = {"kind": "sample", "log": str(work / "log"), "scenes": scenes, "out": str(out),
+                               "profile": profile_json(rate, variant, width, height)}
+                        result = run_pinned(job, pinned)
+                        rows.append({"rate": rate, "path": f"ours, {variant}", "cores": cores, **result})
+                        print({k: v for k, v in rows[-1].items() if k != "steps"}, flush=True)
+                        shutil.rmtree(out, ignore_errors=True)
+            rows.sort(key=lambda r: (r["cores"], r["rate"] != "all"))  # stable: rates and paths in run order
+            rounds.append(rows)
+        return rounds
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def print_table(rows: list[dict]) -> None:
-    def find(rate, path, cores):
+def print_table(rounds: list[list[dict]]) -> None:
+    """The table: each run's medians over the rounds; each ratio formed within a round (ours
+    against the baselines run minutes apart in the same round, not hours apart) and given as the
+    median of the rounds' ratios, with their range when there are several rounds."""
+    rows = summarised(rounds)
+
+    def find(rows, rate, path, cores):
         return next((r for r in rows if r["rate"] == rate and r["path"] == path and r["cores"] == cores), None)
 
+    def ratio(r, formed) -> str:
+        values = []
+        for round_rows in rounds:
+            mine = find(round_rows, r["rate"], r["path"], r["cores"])
+            value = formed(round_rows, mine) if mine else None
+            if value is not None:
+                values.append(value)
+        if not values:
+            return ""
+        text = f"{np.median(values):.2f}"
+        return text + (f" ({min(values):.2f}–{max(values):.2f})" if len(values) > 1 else "")
+
+    def times_naive(rows, r):
+        naive = find(rows, r["rate"], "ffmpeg: naive per-scene CLI", r["cores"])
+        return naive["cpu"] / r["cpu"] if naive and r["path"].startswith("ours") else None
+
+    def over_decode(rows, r):
+        decode = find(rows, "all", "ffmpeg: decode the whole file", r["cores"])
+        return r["cpu"] / decode["cpu"] if decode and r["rate"] != "all" else None
+
+    def two_cores(rows, r):
+        one = find(rows, r["rate"], r["path"] if r["path"] != PARALLEL_DECODE else "ffmpeg: decode the whole file", 1)
+        return (r["frames"] / r["wall"]) / (one["frames"] / one["wall"]) if one and r["cores"] == 2 else None
+
+    if len(rounds) > 1:
+        print(f"\nMedians of {len(rounds)} rounds; ratios: the median of the rounds' own ratios (lowest–highest).")
     print("\n| rate | path | cores | frames | CPU s | CPU ms/frame | wall s | frames/s (wall) | "
           "× naive CLI | / whole decode | 2-core × | 2-core output |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
-        naive = find(r["rate"], "ffmpeg: naive per-scene CLI", r["cores"])
-        decode = find("all", "ffmpeg: decode the whole file", r["cores"])
-        one = find(r["rate"], r["path"] if r["path"] != PARALLEL_DECODE else "ffmpeg: decode the whole file", 1)
-        ours = r["path"].startswith("ours")
+        one = find(rows, r["rate"], r["path"], 1)
         cells = [
             f"{r['rate']} Hz" if r["rate"] != "all" else "-", r["path"], str(r["cores"]), str(r["frames"]),
             f"{r['cpu']:.2f}", f"{1000 * r['cpu'] / max(r['frames'], 1):.1f}", f"{r['wall']:.2f}",
             f"{r['frames'] / r['wall']:.1f}",
-            f"{naive['cpu'] / r['cpu']:.2f}" if ours and naive else "",
-            f"{r['cpu'] / decode['cpu']:.2f}" if r["rate"] != "all" and decode else "",
-            f"{(r['frames'] / r['wall']) / (one['frames'] / one['wall']):.2f}" if r["cores"] == 2 and one else "",
-            ("same bytes" if one["sha256"] == r["sha256"] else "DIFFERENT") if ours and r["cores"] == 2 and one else "",
+            ratio(r, times_naive), ratio(r, over_decode), ratio(r, two_cores),
+            ("same bytes" if one["sha256"] == r["sha256"] else "DIFFERENT")
+            if r["path"].startswith("ours") and r["cores"] == 2 and one else "",
         ]
         print("| " + " | ".join(cells) + " |")
     print("\nOur CPU seconds by step (1 core; CPU time of the thread doing each step), ms per frame:")
@@ -285,9 +324,26 @@ def print_table(rows: list[dict]) -> None:
             print(f"| {r['rate']} Hz | {r['path']} | " + " | ".join(f"{1000 * v / n:.1f}" for v in steps)
                   + f" | {1000 * (r['cpu'] - sum(steps)) / n:.1f} |")
     different = [r for r in rows if r["path"].startswith("ours") and r["cores"] == 2
-                 and (one := find(r["rate"], r["path"], 1)) and one["sha256"] != r["sha256"]]
+                 and (one := find(rows, r["rate"], r["path"], 1)) and one["sha256"] != r["sha256"]]
     if different:
         raise SystemExit(f"2-core output differs from 1-core output: {[(r['rate'], r['path']) for r in different]}")
+
+
+def summarised(rounds: list[list[dict]]) -> list[dict]:
+    """One row per run of the rounds: CPU and wall seconds and each step the median over the
+    rounds, every wall time in "walls". Every round of one of our runs must write the same bytes."""
+    rows = []
+    for first in rounds[0]:
+        key = (first["rate"], first["path"], first["cores"])
+        same = [next(r for r in round_rows if (r["rate"], r["path"], r["cores"]) == key) for round_rows in rounds]
+        if len({r.get("sha256") for r in same}) > 1:
+            raise SystemExit(f"the same run wrote different bytes in different rounds: {first['rate']} {first['path']}")
+        row = {**first, "cpu": float(np.median([r["cpu"] for r in same])),
+               "wall": float(np.median([r["wall"] for r in same])), "walls": [round(r["wall"], 2) for r in same]}
+        if "steps" in first:
+            row["steps"] = {name: float(np.median([r["steps"][name] for r in same])) for name in first["steps"]}
+        rows.append(row)
+    return rows
 
 
 def encode_profile(video: Path, frames: int = 30) -> None:
@@ -374,7 +430,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--rates", type=int, nargs="+", default=[2, 10, 30])
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--repeat", type=int, default=1,
-                        help="run each configuration this many times and keep the median run (noisy machines)")
+                        help="rounds of the whole sequence: medians, and each ratio the median of the rounds' ratios")
     parser.add_argument("--smoke", action="store_true", help="tiny footage, one rate: checks the bench runs")
     parser.add_argument("--encode-profile", action="store_true",
                         help="only time FrameEncoder's steps on the first frames of --video, one core")
@@ -392,14 +448,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return []
-    global REPEAT
-    REPEAT = max(1, args.repeat)
+    args.repeat = max(1, args.repeat)
     if args.smoke:
         args.width, args.height, args.seconds, args.scene_seconds, args.preset = 320, 180, 2, 1, "ultrafast"
         args.rates, args.variants = [10], ["undistorted"]
-    rows = bench(args)
-    print_table(rows)
-    return rows
+    rounds = bench(args)
+    print_table(rounds)
+    return summarised(rounds)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def test_chunks_keep_one_log_in_time_order_up_to_the_target_duration():
 
 
 def test_a_failing_scene_does_not_stop_its_chunk(tmp_path, monkeypatch):
-    def fake_stage(store, t, settings, logs):
+    def fake_stage(store, t, settings, logs, threads=1):
         if t.scene_index == 1:
             raise ValueError("broken video")
         return 7
@@ -97,7 +97,7 @@ def test_the_worker_runs_a_chunk_from_a_manifest_list_without_pipes(tmp_path, mo
 
 
 def test_the_worker_writes_only_to_the_store_of_its_own_flags(tmp_path, monkeypatch):
-    def fake_stage(store, t, settings, logs):
+    def fake_stage(store, t, settings, logs, threads=1):
         store.put_bytes(f"{t.output_key}/out.txt", b"x")
         return 1
 
@@ -118,7 +118,7 @@ def test_the_worker_writes_only_to_the_store_of_its_own_flags(tmp_path, monkeypa
 ])
 def test_a_manifest_that_writes_outside_its_stage_is_refused_before_any_write(tmp_path, monkeypatch, field, key):
     writes = []
-    monkeypatch.setitem(STAGES, "test", lambda store, t, settings, logs: writes.append(t) or 1)
+    monkeypatch.setitem(STAGES, "test", lambda store, t, settings, logs, threads=1: writes.append(t) or 1)
     good = task("a", 0)
     scene = dataclasses.replace(good, **{field: key}) if field != "results_key" else good
     manifest = ChunkManifest("m", "test", {}, str(tmp_path), key if field == "results_key" else "runs/r/results", [scene])
@@ -175,7 +175,7 @@ def test_run_stage_reads_one_results_object_per_finished_chunk_and_each_scene_of
     from jadd_dagster.compute.worker import chunk_result_key, read_manifest
     from jadd_dagster.registry import Registry
 
-    def fake_stage(store, t, settings, logs):
+    def fake_stage(store, t, settings, logs, threads=1):
         if t.scene_index == 4:
             raise ValueError("broken video")
         return 10 + t.scene_index

@@ -258,8 +258,9 @@ def test_the_sampling_bench_runs(capsys, logs):
     sys.path.insert(0, str(ROOT / "bench"))
     import bench_sampling
 
-    rows = bench_sampling.main(["--smoke"])
+    rows = bench_sampling.main(["--smoke", "--repeat", "2"])
     printed = capsys.readouterr().out
+    assert "Medians of 2 rounds" in printed and len(rows[0]["walls"]) == 2
     ours = [r for r in rows if r["path"].startswith("ours")]
     assert {r["path"] for r in ours} == {"ours, undistorted"}
     assert all(r["frames"] > 0 and r["cpu"] > 0 for r in rows)

@@ -1,4 +1,4 @@
-"""The worker entrypoint: process one chunk of scenes, scene by scene.
+"""The worker entrypoint: process one chunk of scenes (sampling runs several side by side).
 
 Runs the same way in a local process and in a container (`jadd worker --store URL --manifest KEY`,
 or `--manifest-list KEY` in an AWS Batch array job, where each child takes the entry at its
@@ -16,12 +16,14 @@ often and must start fast.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
 import sys
 import time
 import tempfile
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -39,6 +41,7 @@ from dagster_pipes import (
 )
 
 from jadd_dagster.compute.chunks import ChunkManifest, SceneTask
+from jadd_dagster.compute.schedule import side_by_side
 from jadd_dagster.scene_record import SCENE_JSON
 from jadd_dagster.storage import ObjectStore, open_store
 
@@ -68,7 +71,7 @@ def chunk_result_key(results_key: str, chunk_id: str) -> str:
     return f"{results_key}/{CHUNK_RESULTS}/{chunk_id}.json"
 
 
-def _sample(store: ObjectStore, task: SceneTask, settings: dict, logs: "OpenLogs") -> int:
+def _sample(store: ObjectStore, task: SceneTask, settings: dict, logs: "OpenLogs", threads: int = 1) -> int:
     from dataclasses import replace
 
     from jadd_dagster.sampling import SamplingProfile, sample_scene
@@ -80,7 +83,9 @@ def _sample(store: ObjectStore, task: SceneTask, settings: dict, logs: "OpenLogs
     cameras = replace(profile, channels=tuple(c for c in profile.channels if c not in LIDAR_CHANNELS))
     log = logs.get(store, task.log_id)
     with store.staged_output(task.output_key, last=[SCENE_JSON], scratch=logs.scratch) as out:
-        record = sample_scene(log, task.scene_index, task.start_time_us, task.end_time_us, cameras, out, task.scene_id)
+        record = sample_scene(
+            log, task.scene_index, task.start_time_us, task.end_time_us, cameras, out, task.scene_id, threads=threads
+        )
         for lidar in (c for c in profile.channels if c in LIDAR_CHANNELS):
             record = add_lidar_frames(log, record, out, lidar)
         record = place_frames(store, out, replace(record, profile=profile.key()))
@@ -89,31 +94,40 @@ def _sample(store: ObjectStore, task: SceneTask, settings: dict, logs: "OpenLogs
 
 
 class OpenLogs:
-    """The log a chunk works on, fetched once (a chunk holds scenes of one log) into scratch space."""
+    """The log a chunk works on, fetched once (a chunk holds scenes of one log) into scratch space.
+    Scenes of the same log may ask for it from several threads at once: one fetches, the others
+    wait for it. The worker runs the scenes of one log together (_run_tasks), so no scene is still
+    reading a log when the next log replaces it."""
 
     def __init__(self, scratch: Path):
         self.scratch = scratch
         self._id: str | None = None
         self._log = None
         self._opened = None
+        self._lock = threading.Lock()
 
     def get(self, store: ObjectStore, log_id: str):
         from jadd_dagster.logs.stored import open_stored_log
 
-        if self._id != log_id:
-            self.close()
-            self._opened = open_stored_log(store, log_id, with_videos=True, scratch=self.scratch)
-            self._log = self._opened.__enter__()
-            self._id = log_id
-        return self._log
+        with self._lock:
+            if self._id != log_id:
+                self._close()
+                self._opened = open_stored_log(store, log_id, with_videos=True, scratch=self.scratch)
+                self._log = self._opened.__enter__()
+                self._id = log_id
+            return self._log
 
     def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         if self._opened is not None:
             self._opened.__exit__(None, None, None)
         self._id, self._log, self._opened = None, None, None
 
 
-def _autolabel(store: ObjectStore, task: SceneTask, settings: dict, logs: "OpenLogs") -> int:
+def _autolabel(store: ObjectStore, task: SceneTask, settings: dict, logs: "OpenLogs", threads: int = 1) -> int:
     from jadd_dagster.autolabel.models import LABELS_JSON, make_detector
     from jadd_dagster.autolabel.tracking import label_scene
     from jadd_dagster.scene_outputs import frames_root
@@ -213,25 +227,50 @@ def run_chunk(
 def _run_tasks(
     manifest: ChunkManifest, store: ObjectStore, stage, open_logs: OpenLogs, on_scene: SceneCallback | None = None
 ) -> dict[str, int]:
+    """Each scene of the chunk through stage; its result record written, and reported, in the
+    chunk's order as it ends. Sampling runs scenes side by side on the worker's threads (whole
+    scenes, one thread each: compute/schedule.py), the scenes of one log at a time; auto-labelling
+    one scene after the other."""
     counts = {"ok": 0, "failed": 0}
     records = []
-    for task in manifest.scenes:
+    threads = _scene_threads(manifest.stage)
+
+    def run(task: SceneTask, task_threads: int) -> tuple[int, Exception | None, float]:
         started = time.monotonic()
-        result = {"scene_id": task.scene_id, "stage": manifest.stage, "output_key": task.output_key}
         try:
-            result.update(status="ok", frames=stage(store, task, manifest.settings, open_logs))
+            return stage(store, task, manifest.settings, open_logs, task_threads), None, time.monotonic() - started
         except Exception as error:  # one bad scene never fails its neighbours
-            result.update(status="failed", error=f"{type(error).__name__}: {error}", frames=0)
-            print(f"[{manifest.chunk_id}] {task.scene_id} failed:\n{traceback.format_exc()}", file=sys.stderr)
-        result["seconds"] = round(time.monotonic() - started, 3)
-        store.write_json(result_key(manifest.results_key, task.scene_id), result)
-        records.append(result)
-        counts[result["status"]] += 1
-        print(json.dumps({"progress": task.scene_id, "status": result["status"]}), flush=True)
-        if on_scene:
-            on_scene(result)
+            return 0, error, time.monotonic() - started
+
+    for _, tasks in itertools.groupby(manifest.scenes, key=lambda task: task.log_id):
+        for task, outcome in side_by_side(list(tasks), run, threads):
+            frames, error, seconds = outcome.result()
+            result = {"scene_id": task.scene_id, "stage": manifest.stage, "output_key": task.output_key}
+            if error is None:
+                result.update(status="ok", frames=frames)
+            else:
+                result.update(status="failed", error=f"{type(error).__name__}: {error}", frames=0)
+                trace = "".join(traceback.format_exception(error))
+                print(f"[{manifest.chunk_id}] {task.scene_id} failed:\n{trace}", file=sys.stderr)
+            result["seconds"] = round(seconds, 3)
+            store.write_json(result_key(manifest.results_key, task.scene_id), result)
+            records.append(result)
+            counts[result["status"]] += 1
+            print(json.dumps({"progress": task.scene_id, "status": result["status"]}), flush=True)
+            if on_scene:
+                on_scene(result)
     store.write_json(chunk_result_key(manifest.results_key, manifest.chunk_id), {"scenes": records})
     return counts
+
+
+def _scene_threads(stage: str) -> int:
+    """Threads a worker runs a scene stage on: sampling_threads() for sampling (the CPUs this
+    process may use, or $JADD_SAMPLING_THREADS), 1 for the others."""
+    if stage != STAGE_SAMPLED:
+        return 1
+    from jadd_dagster.sampling.decode import sampling_threads
+
+    return sampling_threads()
 
 
 def _run_whole_chunk(
