@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -271,3 +272,35 @@ def test_the_sampling_bench_runs(capsys, logs):
     bench_sampling.encode_profile(logs["closed"].video_path("CAM_FRONT"), frames=3)
     steps = capsys.readouterr().out
     assert all(f"| {variant} |" in steps for variant in bench_sampling.VARIANTS)
+
+
+def test_a_videos_codec_is_read_once_and_again_when_the_file_changes(tmp_path, monkeypatch):
+    """video_codec is asked for every scene of a camera: the header is read once per version of
+    the file, and a file replaced at the same path is read again."""
+    from jadd_dagster.sampling import decode
+
+    def write(path, codec, pix_fmt):
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream(codec, rate=30)
+            stream.width, stream.height, stream.pix_fmt = 64, 48, pix_fmt
+            for _ in range(2):
+                frame = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")
+                for packet in stream.encode(frame.reformat(format=pix_fmt)):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+
+    video = tmp_path / "CAM_FRONT.mp4"
+    write(video, "libx264", "yuv420p")
+    opened = []
+    real_open = decode.av.open
+    def counted(path, *args, **kwargs):
+        if not args:  # opened for reading (write() opens with "w")
+            opened.append(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(decode.av, "open", counted)
+    assert [decode.video_codec(video) for _ in range(3)] == ["h264"] * 3 and len(opened) == 1
+    write(video, "mjpeg", "yuvj420p")
+    os.utime(video, ns=(1, 1))  # a new version even where the clock is coarse
+    assert decode.video_codec(video) == "mjpeg" and len(opened) == 2
