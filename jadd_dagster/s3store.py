@@ -16,9 +16,11 @@ once (under a lock) and gives it a connection pool as large as the thread pool.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -228,12 +230,33 @@ class S3Store(ObjectStore):
             self.client.upload_fileobj(io.BytesIO(data), self.bucket, name, Config=transfer_config())
 
     def download_file(self, key: str, path: Path) -> None:
+        """One GET for an object below MULTIPART_THRESHOLD, written to a temporary name beside
+        the target and renamed when complete; a larger object, or a small one whose body broke
+        off mid-read, by managed transfer (parallel ranged GETs, body reads retried). The managed
+        transfer alone sends a HEAD first and starts a thread pool: 12 client CPU ms a 200 KB
+        frame where one GET takes ~5 (bench/bench_store_uploads.py, session 7)."""
         from botocore.exceptions import ClientError
+        from s3transfer.utils import S3_RETRYABLE_DOWNLOAD_ERRORS
 
         path.parent.mkdir(parents=True, exist_ok=True)
+        name = self.object_key(key)
         try:
+            response = self.client.get_object(Bucket=self.bucket, Key=name)
+            with contextlib.closing(response["Body"]) as body:
+                if response["ContentLength"] < MULTIPART_THRESHOLD:
+                    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.download")
+                    try:
+                        with open(partial, "wb") as out:
+                            for chunk in body.iter_chunks(1024 * 1024):
+                                out.write(chunk)
+                        os.replace(partial, path)
+                        return
+                    except S3_RETRYABLE_DOWNLOAD_ERRORS:
+                        pass  # the managed transfer below retries such reads
+                    finally:
+                        partial.unlink(missing_ok=True)
             # boto3 writes to a temporary name beside the target and renames it when complete.
-            self.client.download_file(self.bucket, self.object_key(key), str(path), Config=transfer_config())
+            self.client.download_file(self.bucket, name, str(path), Config=transfer_config())
         except ClientError as error:
             if error_code(error) in MISSING:
                 raise self.missing(key) from None

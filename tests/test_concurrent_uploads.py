@@ -5,6 +5,8 @@ Run against a real S3 server (tests/services/s3.py) through real S3Stores."""
 from __future__ import annotations
 
 import dataclasses
+import io
+import os
 import pickle
 import threading
 import time
@@ -228,3 +230,25 @@ def test_a_pickled_store_makes_its_own_client_and_lock():
     copy = pickle.loads(pickle.dumps(store))
     assert copy._client is None and copy.url == store.url
     assert copy.client is not store.client
+
+
+def test_a_small_download_whose_body_breaks_off_is_fetched_again_whole(store, tmp_path):
+    from botocore.response import StreamingBody
+
+    payload = os.urandom(300_000)
+    store.put_bytes("scenes/s1/f.jpg", payload)
+    broken = []
+
+    def break_first_body(parsed, **kwargs):
+        if not broken and "Body" in parsed:  # the body ends early: botocore sees a short read
+            broken.append(True)
+            parsed["Body"] = StreamingBody(io.BytesIO(payload[:1000]), parsed["ContentLength"])
+
+    store.client.meta.events.register("after-call.s3.GetObject", break_first_body)
+    try:
+        store.download_file("scenes/s1/f.jpg", tmp_path / "f.jpg")
+    finally:
+        store.client.meta.events.unregister("after-call.s3.GetObject", break_first_body)
+    assert broken
+    assert (tmp_path / "f.jpg").read_bytes() == payload
+    assert [p.name for p in tmp_path.iterdir()] == ["f.jpg"]  # no partial file left
