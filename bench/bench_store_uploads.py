@@ -14,8 +14,9 @@ folders, plus scene.json as the completion marker. Rows:
   put_object a file below the multipart threshold), to separate the two changes
 - upload, concurrent (now): `S3Store.publish_folder` now (`upload_files`, TRANSFER_THREADS in
   flight), the marker last
-- download, sequential (before) / concurrent (now): the same folder read back as `local_folder`
-  does, the previous loop of `download_file` against `download_files`
+- download, sequential (before) / sequential get_object / concurrent (now): the same folder read
+  back as `local_folder` does: the previous loop of managed `download_file`s, the same loop with
+  today's `S3Store.download_file` (one GET a small object), and `download_files`
 Each cell is the median of --repeat runs; speedup is the "before" row's seconds / the row's
 seconds, same size, same run; client CPU ms a file is this process's CPU time (all threads) over
 the files. Client and server share this machine's CPUs.
@@ -45,7 +46,7 @@ from jadd_dagster.storage import TRANSFER_THREADS, ObjectStore, check_key, insid
 
 MARKER = "scene.json"
 UPLOADS = ("upload sequential (before)", "upload sequential put_object", "upload concurrent (now)")
-DOWNLOADS = ("download sequential (before)", "download concurrent (now)")
+DOWNLOADS = ("download sequential (before)", "download sequential get_object", "download concurrent (now)")
 
 
 @contextlib.contextmanager
@@ -86,14 +87,21 @@ def publish_folder_sequential(store: S3Store, folder: Path, prefix: str, last=()
         upload(store, path, f"{prefix}/{path.relative_to(folder).as_posix()}")
 
 
-def download_sequential(store: ObjectStore, prefix: str, root: Path) -> None:
-    """The baseline: ObjectStore.local_folder's loop before session 7, one download after another."""
+def managed_download_file(store: S3Store, key: str, path: Path) -> None:
+    """S3Store.download_file before session 7: a managed transfer (HEAD, GET, a thread pool) per file."""
+    store.client.download_file(store.bucket, store.object_key(key), str(path), Config=transfer_config())
+
+
+def download_sequential(store: S3Store, prefix: str, root: Path, download=None) -> None:
+    """The baseline: ObjectStore.local_folder's loop before session 7, one download after another,
+    each with `download(store, key, path)` (S3Store.download_file now when None)."""
+    download = download or (lambda store, key, path: store.download_file(key, path))
     base = check_key(prefix)
     for key in store.list_keys(prefix):
         target = inside(root, key[len(base) + 1:]) if usable_listed_key(key, store.url) else None
         if target is not None:
             target.parent.mkdir(parents=True, exist_ok=True)
-            store.download_file(key, target)
+            download(store, key, target)
 
 
 def download_concurrent(store: ObjectStore, prefix: str, root: Path) -> None:
@@ -146,7 +154,9 @@ def main() -> None:
                 ]
                 for mode, action in uploads if run % 2 == 0 else uploads[::-1]:
                     times[mode].append(timed(action))
-                for mode, download in zip(DOWNLOADS, (download_sequential, download_concurrent)):
+                downloads = (lambda *a: download_sequential(*a, managed_download_file), download_sequential,
+                             download_concurrent)
+                for mode, download in zip(DOWNLOADS, downloads):
                     with tempfile.TemporaryDirectory(dir=tmp) as into:
                         times[mode].append(timed(lambda: download(store, prefix, Path(into))))
                         got = sum(1 for p in Path(into).rglob("*") if p.is_file())
