@@ -42,11 +42,12 @@ SCENES = "scenes"
 DATASETS = "datasets"
 RUNS = "runs"
 
-# Requests in flight while one output is published or one input fetched. A request to S3 spends
-# tens of ms waiting on the network and ~1 ms of CPU, so on a 2-vCPU worker 16 at once keep the
-# CPUs, not the latency, the limit (a scene's 1,200 frames: ~75 rounds instead of 1,200), while
-# staying far below S3's per-prefix rates (3,500 PUT/s, 5,500 GET/s) and inside the client's
-# connection pool (s3store.client_config sizes it from this).
+# Requests in flight while one output is published or one input fetched. A request to S3 waits
+# tens of ms on the network and costs ~5 ms of client CPU (a 200 KB frame, bench_store_uploads):
+# at 30 ms a 2-vCPU worker's CPUs become the limit from 2 x (30 + 5) / 5 = 14 requests in flight,
+# so 16 hide the latency (a scene's 1,200 frames: 75 rounds instead of 1,200) while staying far
+# below S3's per-prefix rates (3,500 PUT/s, 5,500 GET/s) and inside the client's connection pool
+# (s3store.client_config sizes it from this). More would only queue on the CPUs.
 TRANSFER_THREADS = 16
 
 
