@@ -11,7 +11,9 @@ connections, timeouts) are retried with exponential backoff by botocore's "stand
 
 The many files of one output or input go through the base class's thread pool (`upload_files`,
 `download_files`) on one shared client: boto3 clients are thread-safe, the store makes its client
-once (under a lock) and gives it a connection pool as large as the thread pool.
+once (under a lock) and gives it a connection pool as large as the thread pool. File transfers
+take one of TRANSFER_THREADS slots of the store, so scenes that a worker samples side by side,
+each with a pool of its own, still keep at most TRANSFER_THREADS requests (and connections) open.
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ class S3Store(ObjectStore):
         self.region = region
         self._client = client
         self._client_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(TRANSFER_THREADS)
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
 
     @classmethod
@@ -115,10 +118,11 @@ class S3Store(ObjectStore):
 
     def __getstate__(self):
         # boto3 clients and locks do not pickle; a store sent to another process makes its own.
-        return {key: value for key, value in self.__dict__.items() if key not in ("_client", "_client_lock")}
+        return {key: value for key, value in self.__dict__.items() if key not in ("_client", "_client_lock", "_slots")}
 
     def __setstate__(self, state):
-        self.__dict__.update(state, _client=None, _client_lock=threading.Lock())
+        self.__dict__.update(state, _client=None, _client_lock=threading.Lock(),
+                             _slots=threading.BoundedSemaphore(TRANSFER_THREADS))
 
     def __repr__(self) -> str:
         return f"S3Store({self.url!r})"
@@ -235,11 +239,15 @@ class S3Store(ObjectStore):
         off mid-read, by managed transfer (parallel ranged GETs, body reads retried). The managed
         transfer alone sends a HEAD first and starts a thread pool: 12 client CPU ms a 200 KB
         frame where one GET takes ~5 (bench/bench_store_uploads.py, session 7)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        name = self.object_key(key)
+        with self._slots:
+            self._download(key, name, path)
+
+    def _download(self, key: str, name: str, path: Path) -> None:
         from botocore.exceptions import ClientError
         from s3transfer.utils import S3_RETRYABLE_DOWNLOAD_ERRORS
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        name = self.object_key(key)
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=name)
             with contextlib.closing(response["Body"]) as body:
@@ -268,11 +276,12 @@ class S3Store(ObjectStore):
         managed transfer would start a thread pool for its one request, ~3 of the ~8 client CPU
         ms a 200 KB frame cost (bench/bench_store_uploads.py, session 7)."""
         name = self.object_key(key)
-        with open(path, "rb") as body:
+        with self._slots, open(path, "rb") as body:
             if os.fstat(body.fileno()).st_size < MULTIPART_THRESHOLD:
                 self.client.put_object(Bucket=self.bucket, Key=name, Body=body)
                 return
-        self.client.upload_file(str(path), self.bucket, name, Config=transfer_config())
+        with self._slots:
+            self.client.upload_file(str(path), self.bucket, name, Config=transfer_config())
 
     def copy(self, src_key: str, dst_key: str) -> None:
         """Server-side copy (in parts for large objects); the data never comes here."""

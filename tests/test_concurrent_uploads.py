@@ -252,3 +252,44 @@ def test_a_small_download_whose_body_breaks_off_is_fetched_again_whole(store, tm
     assert broken
     assert (tmp_path / "f.jpg").read_bytes() == payload
     assert [p.name for p in tmp_path.iterdir()] == ["f.jpg"]  # no partial file left
+
+
+def test_scenes_published_side_by_side_share_the_stores_request_limit(store, tmp_path):
+    # A worker samples scenes side by side, each publishing with a pool of its own.
+    in_flight, most = [0], [0]
+    lock = threading.Lock()
+
+    def sent(**kwargs):
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+
+    def answered(**kwargs):
+        with lock:
+            in_flight[0] -= 1
+
+    store.client.meta.events.register("before-call.s3.PutObject", sent)
+    store.client.meta.events.register("after-call.s3.PutObject", answered)
+    store.client.meta.events.register("after-call-error.s3.PutObject", answered)
+    folders = []
+    for scene in range(3):
+        folder = tmp_path / f"scene{scene}"
+        folder.mkdir()
+        write_files(folder)
+        folders.append(folder)
+    errors = []
+
+    def publish(scene):
+        try:
+            store.publish_folder(folders[scene], f"scenes/s{scene}", last=["scene.json"])
+        except Exception as error:  # reported below, in the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=publish, args=(scene,)) for scene in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert 1 < most[0] <= TRANSFER_THREADS
+    assert all(store.exists(f"scenes/s{scene}/scene.json") for scene in range(3))
