@@ -238,7 +238,12 @@ def test_local_workers_share_the_cpus_among_them_unless_the_user_says_otherwise(
     real_popen = local.subprocess.Popen
     monkeypatch.setattr(local.subprocess, "Popen", lambda *a, env, **k: seen.append(env) or real_popen(*a, env=env, **k))
     local.run_local_chunks(store.url, ["m.json"] * 2, max_workers=2 * available_cpus())
-    assert [env[THREADS_ENV] for env in seen] == ["1", "1"]
+    assert [env[THREADS_ENV] for env in seen] == [str(max(1, available_cpus() // 2))] * 2  # two chunks: two workers
+    local.run_local_chunks(store.url, ["m.json"] * 2 * available_cpus(), max_workers=2 * available_cpus())
+    assert {env[THREADS_ENV] for env in seen[2:]} == {"1"}  # more workers than CPUs
+    seen.clear()
+    local.run_local_chunks(store.url, ["m.json"])  # one chunk: its worker gets every CPU
+    assert [env[THREADS_ENV] for env in seen] == [str(available_cpus())]
     monkeypatch.setenv(THREADS_ENV, "3")
     assert local.worker_threads(64) == {}
     local.run_local_chunks(store.url, ["m.json"], max_workers=64)

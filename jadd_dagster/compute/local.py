@@ -55,7 +55,9 @@ def run_local_chunks(
     if envs is not None and len(envs) != len(manifest_keys):
         raise ValueError(f"{len(envs)} environments for {len(manifest_keys)} manifests")
     workers = max_workers or default_workers()
-    threads = worker_threads(workers)
+    # Fewer chunks than workers: the workers that run share the CPUs (a worker samples its scenes
+    # side by side on its threads), so a one-chunk build still uses every core.
+    threads = worker_threads(min(workers, max(1, len(manifest_keys))))
     pending = list(enumerate(manifest_keys))
     running: list[tuple[subprocess.Popen, str, float, object]] = []
     outcomes: list[ChunkOutcome] = []
