@@ -93,7 +93,7 @@ from jadd_dagster.layout import (
 from jadd_dagster.logs.format import CAN_COLUMNS, POSE_COLUMNS
 from jadd_dagster.records import DatasetIndex, DatasetPlan, read_record
 from jadd_dagster.planning import sampling_profile
-from jadd_dagster.sampling import SamplingProfile
+from jadd_dagster.sampling import THREADS_ENV, SamplingProfile
 from jadd_dagster.sampling.frames import target_times
 from jadd_dagster.scene_outputs import place_frames
 from jadd_dagster.scene_record import SCENE_CAN, SCENE_JSON, SCENE_POSE, EgoPose, FrameRecord, SceneRecord
@@ -306,9 +306,10 @@ def frame_file(store: ObjectStore, links: int) -> Path:
     return state["path"]
 
 
-def simulated_sample(store: ObjectStore, task: SceneTask, settings: dict, logs) -> int:
+def simulated_sample(store: ObjectStore, task: SceneTask, settings: dict, logs, threads: int = 1) -> int:
     """compute.worker._sample without a video: the same staged output, frames placed by
-    place_frames, scene.json last; returns the frame count."""
+    place_frames, scene.json last; returns the frame count. Scenes run one after the other in each
+    simulated worker (_init_sampler): the pool's processes are the workers."""
     profile = SamplingProfile.from_json(settings)
     with store.staged_output(task.output_key, last=[SCENE_JSON], scratch=logs.scratch) as out:
         frames = len(profile.channels) * len(target_times(task.start_time_us, task.end_time_us, profile.sweep_hz))
@@ -337,6 +338,7 @@ _STORES: dict[str, tuple[ObjectStore, ManifestObjects]] = {}
 
 def _init_sampler() -> None:
     sys.stdout = open(os.devnull, "w")  # the worker prints one progress line per scene
+    os.environ[THREADS_ENV] = "1"  # one scene at a time: frame_file's links are counted per process
     worker.STAGES[STAGE_SAMPLED] = simulated_sample
 
 
