@@ -527,5 +527,7 @@ def test_sentry_settings_reach_the_children_and_secrets_are_refused(aws, monkeyp
     environment = {e["name"]: e["value"] for e in aws.describe_jobs(jobs=[job["jobId"]])["jobs"][0]["container"]["environment"]}
     assert environment["SENTRY_DSN"] == "http://public@127.0.0.1:9/1"
     assert "SENTRY_RELEASE" not in environment  # unset here: not passed on
+    # The job definition's vCPUs, not the host's CPUs a container on EC2 would count.
+    assert environment["JADD_SAMPLING_THREADS"] == "2"
     with pytest.raises(ValueError, match="AWS_SECRET_ACCESS_KEY"):
         PipesBatchClient(aws, forward_env=["SENTRY_DSN", "AWS_SECRET_ACCESS_KEY"])

@@ -177,8 +177,11 @@ class PipesBatchClient:
 
     client: a boto3 Batch client. max_in_flight caps the children of all `job_name_prefix` jobs in
     flight on a queue (see the module's doc). forward_env: names of environment variables of this
-    process that every child gets too (never secrets: they show in the job's description). sleep
-    is injectable so that tests do not wait.
+    process that every child gets too (never secrets: they show in the job's description).
+    worker_threads: the sampling threads of a child, the job definition's vCPUs (0: the child
+    counts its CPUs; a container on an EC2 host sees every host CPU in its affinity mask and, with
+    CPU shares instead of a quota, no cgroup limit either, and would sample that many scenes at
+    once in 4 GiB). sleep is injectable so that tests do not wait.
     """
 
     def __init__(
@@ -195,11 +198,14 @@ class PipesBatchClient:
         message_prefix: str = "pipes",
         worker_command: Sequence[str] = DEFAULT_WORKER_COMMAND,
         forward_env: Sequence[str] = (),
+        worker_threads: int = 2,
         lock_lease_s: float = 120.0,
         sleep: Callable[[float], None] = time.sleep,
     ):
         if max_array_size < 1 or max_in_flight < 1:
             raise ValueError(f"max_array_size ({max_array_size}) and max_in_flight ({max_in_flight}) must be at least 1")
+        if worker_threads < 0:
+            raise ValueError(f"worker_threads ({worker_threads}) must be 0 (the child counts its CPUs) or more")
         secret = [name for name in forward_env if looks_secret(name)]
         if secret:
             raise ValueError(f"forward_env must not name secrets (they would show in every job's description): {secret}")
@@ -214,6 +220,7 @@ class PipesBatchClient:
         self.message_prefix = message_prefix.strip("/")
         self.worker_command = list(worker_command)
         self.forward_env = list(forward_env)
+        self.worker_threads = worker_threads
         self.lock_lease_s = lock_lease_s
         self.sleep = sleep
 
@@ -246,6 +253,10 @@ class PipesBatchClient:
         )
         job_tags = batch_tags({**tags, **{k: v for k, v in self._dagster_tags(context).items() if k not in tags}})
         forwarded = {name: os.environ[name] for name in self.forward_env if os.environ.get(name)}
+        if self.worker_threads and not needs_gpu:  # a GPU child labels one scene after the other
+            from jadd_dagster.sampling.decode import THREADS_ENV
+
+            forwarded[THREADS_ENV] = str(self.worker_threads)
         submissions: list[Submission] = []
         with open_workers_session(context, reader, extras={"stage": stage, "tags": dict(tags)}) as session:
 

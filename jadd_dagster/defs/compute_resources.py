@@ -114,7 +114,8 @@ class BatchComputeBackend(ComputeBackend):
     only (Spot reclaim, image pull, task start). max_in_flight caps the children of all jobs named
     `<job_name_prefix>-…` submitted and not finished on a queue, across stages and concurrent
     runs. forward_env names variables of the run's environment that the children get too (Sentry's
-    by default; never secrets). Creating the resource calls no AWS API.
+    by default; never secrets). worker_threads is each CPU child's sampling threads: the CPU job
+    definition's vCPUs (see PipesBatchClient). Creating the resource calls no AWS API.
     """
 
     job_queue: str
@@ -132,6 +133,7 @@ class BatchComputeBackend(ComputeBackend):
     message_prefix: str = "pipes"
     worker_command: list[str] = list(DEFAULT_WORKER_COMMAND)
     forward_env: list[str] = list(SENTRY_ENV_VARS)
+    worker_threads: int = 2
 
     def pipes_client(self) -> PipesBatchClient:
         return PipesBatchClient(
@@ -146,6 +148,7 @@ class BatchComputeBackend(ComputeBackend):
             message_prefix=self.message_prefix,
             worker_command=self.worker_command,
             forward_env=self.forward_env,
+            worker_threads=self.worker_threads,
         )
 
     def run_chunks(
