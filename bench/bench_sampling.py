@@ -176,10 +176,6 @@ def child(job: dict) -> dict:
 
 def run_pinned(job: dict, cores: list[int]) -> dict:
     """child(job) in a fresh Python process pinned to cores."""
-    return _run_pinned_once(job, cores)
-
-
-def _run_pinned_once(job: dict, cores: list[int]) -> dict:
     command = [sys.executable, __file__, "--child", json.dumps(job)]
     env = {k: v for k, v in os.environ.items() if k != "JADD_SAMPLING_THREADS"}
     done = subprocess.run(
